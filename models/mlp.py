@@ -1,0 +1,19 @@
+"""``mlp``: a multilayer perceptron for flat inputs (images are flattened)."""
+
+from models.registry import register
+from pipelines.compat import keras
+
+
+@register("mlp")
+def build(input_shape, num_classes, *, width, depth, dropout, name="mlp"):
+  inputs = keras.Input(shape=input_shape, name="inputs")
+  x = inputs
+  if len(input_shape) > 1:
+    x = keras.layers.Flatten(name="flatten")(x)
+  for i in range(depth):
+    x = keras.layers.Dense(width, name="dense_%d" % (i + 1))(x)
+    x = keras.layers.ReLU(name="relu_%d" % (i + 1))(x)
+    if dropout:
+      x = keras.layers.Dropout(dropout, name="dropout_%d" % (i + 1))(x)
+  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,82 @@
+"""The one place kdprune imports Keras (and where TensorFlow is first imported).
+
+tfmot 0.8 only works with Keras 2 (``tf_keras``); TensorFlow 2.16+ resolves
+``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS=1`` is set *before*
+TensorFlow is imported. Every kdprune module takes ``keras`` from here.
+
+TensorFlow 2.21 prints start-up lines from C++ before its logging is set up,
+which no environment variable silences ("oneDNN custom operations are on",
+"Could not find cuda drivers" on CPU machines, CPU-feature notes). They would
+bury kdprune's one-line errors, so the import runs with stderr captured and
+everything *except* those known lines is written back: real start-up errors
+(missing CUDA libraries on a GPU node, Python warnings) still show. Set
+``KDPRUNE_TF_STARTUP_LOGS=1`` to see everything.
+
+Example:
+  >>> from pipelines.compat import keras
+  >>> keras.__name__.startswith("tf_keras")
+  True
+"""
+
+import os
+import re
+import sys
+import tempfile
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_STARTUP_NOISE = [re.compile(p) for p in (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    r"^I\d{4} [^\]]*port\.cc:\d+\] oneDNN custom operations are on",
+    r"^I\d{4} [^\]]*cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine",
+    r"^I\d{4} [^\]]*cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized",
+    r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler",
+)]
+
+
+def is_startup_noise(line: str) -> bool:
+  return any(p.search(line) for p in _STARTUP_NOISE)
+
+
+def _import_tensorflow():
+  if os.environ.get("KDPRUNE_TF_STARTUP_LOGS") == "1" or "tensorflow" in sys.modules:
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    return tensorflow, tf_keras
+  try:
+    fd = sys.stderr.fileno()
+  except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. captured by a test runner)
+    fd = 2
+  sys.stderr.flush()
+  saved = os.dup(fd)
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), fd)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top
+      import tf_keras  # pylint: disable=g-import-not-at-top
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, fd)
+      os.close(saved)
+      capture.seek(0)
+      for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+        if not is_startup_noise(line):
+          sys.stderr.write(line)
+      sys.stderr.flush()
+  return tensorflow, tf_keras
+
+
+tf, keras = _import_tensorflow()
+
+__all__ = ["keras", "tf", "describe_keras_object"]
+
+
+def describe_keras_object(obj) -> str:
+  """Names the Keras flavour of ``obj`` for error messages."""
+  module = type(obj).__module__ or ""
+  if module.startswith("keras") and not module.startswith("keras_"):
+    return "a Keras 3 object (%s.%s)" % (module, type(obj).__name__)
+  if module.startswith("tf_keras"):
+    return "a tf_keras object (%s)" % type(obj).__name__
+  return "a %s.%s" % (module, type(obj).__name__)

@@ -1,0 +1,223 @@
+"""Datasets: TFDS by name, the embedded ``digits`` default, or the user's ``.npz``.
+
+Every source ends in the same :class:`DatasetBundle`: unbatched, cached
+train / validation / test ``tf.data`` pipelines of ``(x float32, y int32)``,
+plus the input shape, the number of classes and the number of examples per
+split. When the source has no validation split one is carved from train,
+deterministically (``validation_fraction``, ``seed``). The source is checked
+first (:mod:`pipelines.sources`), so a bad one fails before any example is read.
+
+Example:
+  >>> bundle = load(DataConfig(dataset="digits"))          # doctest: +SKIP
+  >>> bundle.input_shape, bundle.num_classes               # doctest: +SKIP
+  ((8, 8, 1), 10)
+  >>> for x, y in bundle.batches("train", 32, shuffle=True).take(1): ...  # doctest: +SKIP
+"""
+
+import dataclasses
+from typing import Dict, Tuple
+
+import numpy as np
+
+from pipelines import sources
+from pipelines.compat import tf
+from pipelines.configs import DEFAULT_DATASET, NORMALIZATIONS, DataConfig  # noqa: F401
+from pipelines.sources import carve_indices  # noqa: F401  (re-exported)
+
+_MAX_SHUFFLE_BUFFER = 65536
+
+
+@dataclasses.dataclass
+class DatasetBundle:
+  """Train / validation / test pipelines and what a model needs to know about them.
+
+  ``train``, ``validation`` and ``test`` yield single unbatched examples
+  ``(x, y)``: ``x`` float32 of ``input_shape`` (normalised), ``y`` int32.
+  Use :meth:`batches` for training and evaluation.
+  """
+
+  name: str
+  source: str
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+  test: tf.data.Dataset
+  input_shape: Tuple[int, ...]
+  num_classes: int
+  num_examples: Dict[str, int]
+  validation_source: str
+
+  def split(self, name: str) -> tf.data.Dataset:
+    if name not in ("train", "validation", "test"):
+      raise ValueError("unknown split %r" % name)
+    return getattr(self, name)
+
+  def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
+              drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batched, prefetched pipeline of ``split``; reshuffled each epoch when ``shuffle``."""
+    ds = self.split(split)
+    if shuffle:
+      buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
+      ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def steps_per_epoch(self, batch_size: int, split: str = "train",
+                      drop_remainder: bool = False) -> int:
+    n = self.num_examples[split]
+    return n // batch_size if drop_remainder else -(-n // batch_size)
+
+  def describe(self) -> dict:
+    """JSON-able summary for metrics and manifests."""
+    return {
+        "name": self.name,
+        "source": self.source,
+        "input_shape": list(self.input_shape),
+        "num_classes": self.num_classes,
+        "num_examples": dict(self.num_examples),
+        "validation_source": self.validation_source,
+    }
+
+
+def load(config: DataConfig) -> DatasetBundle:
+  """Builds the bundle for ``config``; raises ConfigError for a bad source."""
+  source = sources.resolve(config)
+  if source.kind == "npz":
+    return _from_arrays(config, source)
+  return _from_tfds(config, source)
+
+
+def _carved(config: DataConfig) -> str:
+  return "carved from train (fraction %g, seed %d)" % (config.validation_fraction, config.seed)
+
+
+def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  arrays = source.arrays
+  x_train, y_train = arrays["x_train"], arrays["y_train"]
+  if "x_val" in arrays:
+    x_val, y_val = arrays["x_val"], arrays["y_val"]
+    validation_source = "x_val/y_val"
+  else:
+    tr, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
+    x_val, y_val = x_train[va], y_train[va]
+    x_train, y_train = x_train[tr], y_train[tr]
+    validation_source = _carved(config)
+  if config.train_examples:
+    x_train, y_train = x_train[:config.train_examples], y_train[:config.train_examples]
+
+  raw = {
+      "train": (x_train, y_train),
+      "validation": (x_val, y_val),
+      "test": (arrays["x_test"], arrays["y_test"]),
+  }
+  stats = _moments_numpy(x_train) if config.normalization == "standardize" else None
+  normalize = _normalizer(config.normalization, x_train.dtype, stats)
+  splits = {}
+  for name, (x, y) in raw.items():
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if config.cache:
+      ds = ds.cache()
+    splits[name] = ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
+  return DatasetBundle(
+      name=config.dataset, source="npz", train=splits["train"],
+      validation=splits["validation"], test=splits["test"],
+      input_shape=source.input_shape, num_classes=source.num_classes,
+      num_examples={k: int(len(v[0])) for k, v in raw.items()},
+      validation_source=validation_source)
+
+
+def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  builder = source.builder
+  info = builder.info
+
+  def read(split):
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    return ds.map(lambda ex: (ex[source.input_key], tf.cast(ex[source.label_key], tf.int32)))
+
+  n_train = _num_examples(info, "train", read)
+  if "validation" in source.splits:
+    train, validation = read("train"), read("validation")
+    counts = {"train": n_train, "validation": _num_examples(info, "validation", read)}
+    validation_source = "validation split"
+  else:
+    tr_idx, va_idx = carve_indices(n_train, config.validation_fraction, config.seed)
+    mask = np.zeros(n_train, dtype=bool)
+    mask[va_idx] = True
+    is_val = tf.constant(mask)
+    indexed = read("train").enumerate()
+    train = indexed.filter(lambda i, ex: tf.logical_not(tf.gather(is_val, i))).map(_drop_index)
+    validation = indexed.filter(lambda i, ex: tf.gather(is_val, i)).map(_drop_index)
+    counts = {"train": len(tr_idx), "validation": len(va_idx)}
+    validation_source = _carved(config)
+  test = read("test")
+  counts["test"] = _num_examples(info, "test", read)
+  if config.train_examples:
+    train = train.take(config.train_examples)
+    counts["train"] = min(counts["train"], config.train_examples)
+
+  splits = {"train": train, "validation": validation, "test": test}
+  if config.image_size is not None:
+    size = tuple(int(s) for s in config.image_size)
+    dtype = tf.as_dtype(source.input_dtype)
+
+    def resize(x, y):
+      x = tf.image.resize(x, size, antialias=True)
+      if dtype.is_integer:
+        x = tf.round(tf.clip_by_value(x, dtype.min, dtype.max))
+      return tf.cast(x, dtype), y
+    splits = {k: v.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for k, v in splits.items()}
+
+  if config.cache:  # cache the compact decoded form; normalising is cheap
+    splits = {k: v.cache() for k, v in splits.items()}
+  stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
+  normalize = _normalizer(config.normalization, source.input_dtype, stats)
+  splits = {k: v.map(normalize, num_parallel_calls=tf.data.AUTOTUNE) for k, v in splits.items()}
+  return DatasetBundle(
+      name=config.dataset, source="tfds", train=splits["train"],
+      validation=splits["validation"], test=splits["test"],
+      input_shape=source.input_shape, num_classes=source.num_classes,
+      num_examples={k: int(v) for k, v in counts.items()},
+      validation_source=validation_source)
+
+
+def _num_examples(info, split, read):
+  n = int(info.splits[split].num_examples) if split in info.splits else 0
+  if n > 0:
+    return n
+  # Metadata without counts (e.g. under tfds.testing.mock_data): count once.
+  return int(read(split).reduce(np.int64(0), lambda c, _: c + 1).numpy())
+
+
+def _drop_index(i, example):
+  del i
+  return example
+
+
+def _normalizer(mode: str, dtype, stats):
+  """Returns ``(x, y) -> (float32 x, y)`` for ``mode``."""
+  if mode == "standardize":
+    mean, std = (tf.constant(s, tf.float32) for s in stats)
+    return lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y)
+  if mode == "auto" and np.dtype(dtype) == np.uint8:
+    return lambda x, y: (tf.cast(x, tf.float32) * (1.0 / 255.0), y)
+  return lambda x, y: (tf.cast(x, tf.float32), y)
+
+
+def _moments_numpy(x: np.ndarray):
+  flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+  mean, std = flat.mean(axis=0), flat.std(axis=0)
+  return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _moments_dataset(ds: tf.data.Dataset):
+  """Per-last-axis mean/std of the inputs of ``ds`` in one streaming pass."""
+  def step(acc, xy):
+    x = tf.cast(tf.reshape(xy[0], [-1, tf.shape(xy[0])[-1]]), tf.float64)
+    return (acc[0] + tf.cast(tf.shape(x)[0], tf.float64),
+            acc[1] + tf.reduce_sum(x, axis=0), acc[2] + tf.reduce_sum(x * x, axis=0))
+  channels = ds.element_spec[0].shape[-1]
+  init = (tf.constant(0.0, tf.float64), tf.zeros([channels], tf.float64),
+          tf.zeros([channels], tf.float64))
+  n, s, ss = ds.reduce(init, step)
+  mean = (s / n).numpy()
+  std = np.sqrt(np.maximum((ss / n).numpy() - mean ** 2, 0.0))
+  return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)

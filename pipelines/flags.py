@@ -1,0 +1,154 @@
+"""Every kdprune flag, defined once, all optional.
+
+As in TF Model Garden, flags are defined in one place so that libraries and
+tests never depend on them; each binary calls :func:`define_flags` and marks
+what it needs as required. ``*_config_from_flags`` turn parsed flags into the
+frozen config dataclasses the stages take.
+"""
+
+from absl import flags
+
+from models.spec import ModelSpec, describe_families
+from pipelines import configs
+from pipelines.errors import ConfigError
+
+FLAGS = flags.FLAGS
+PROGRESS = ("auto", "bar", "epoch", "none")
+
+# Per-stage defaults of the training flags (--<stage>_epochs etc.).
+TEACHER_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
+TEACHER_MODEL = ModelSpec("cnn", width=32, depth=2)
+
+_defined = False
+
+
+def define_flags() -> None:
+  """Defines all flags (idempotent)."""
+  global _defined
+  if _defined:
+    return
+  _defined = True
+  flags.DEFINE_string("workdir", None, "Run directory: every stage writes <workdir>/<stage>/ "
+                      "and <workdir>/manifest.json. Reruns skip stages that are done.")
+  flags.DEFINE_bool("force", False, "Rerun stages even if the manifest says they are done "
+                    "with the same config.")
+  flags.DEFINE_enum("progress", "auto", PROGRESS, "Keras progress output: bar (per step), "
+                    "epoch (one line per epoch), none, or auto (bar on a terminal, else epoch).")
+  _define_data_flags()
+  _define_model_flags("teacher", TEACHER_MODEL)
+  define_train_flags("teacher", TEACHER_TRAIN)
+
+
+def _define_data_flags():
+  d = configs.DataConfig()
+  flags.DEFINE_string("dataset", d.dataset, "digits (embedded, no network), any TFDS image-"
+                      "classification name (mnist, fashion_mnist, cifar10, name/config:version), "
+                      "or npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val].")
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, "
+                      "~/tensorflow_datasets). A prepared directory loads with no network.")
+  flags.DEFINE_float("validation_fraction", d.validation_fraction, "Share of train held out for "
+                     "validation when the dataset has no validation split (seeded, deterministic).")
+  flags.DEFINE_integer("seed", d.seed, "Seed for the validation split, shuffling and initialisation.")
+  flags.DEFINE_enum("normalization", d.normalization, configs.NORMALIZATIONS, "auto: uint8 inputs "
+                    "scaled to [0, 1], floats kept; standardize: per-channel/feature mean and std "
+                    "fitted on train; none.")
+  flags.DEFINE_string("image_size", None, "H,W to resize images to (needed for TFDS datasets "
+                      "whose images vary in size).")
+  flags.DEFINE_integer("num_classes", None, "Number of classes of an npz dataset "
+                       "(default: largest label + 1).")
+  flags.DEFINE_integer("train_examples", d.train_examples, "Use only the first N training "
+                       "examples (0: all). For smoke runs.", lower_bound=0)
+  flags.DEFINE_bool("cache", d.cache, "Cache decoded examples in memory.")
+  flags.DEFINE_integer("batch_size", 64, "Global batch size of every training stage.")
+
+
+def _define_model_flags(stage: str, default: ModelSpec):
+  names = ", ".join(describe_families())
+  flags.DEFINE_string("%s_model" % stage, default.name, "The %s architecture: one of %s, or "
+                      "package.module:function returning a Functional tf_keras model "
+                      "(called as function(input_shape, num_classes))." % (stage, names))
+  flags.DEFINE_integer("%s_width" % stage, default.width, "Width of the %s family (units or "
+                       "base filters); unset: the family's default." % stage)
+  flags.DEFINE_integer("%s_depth" % stage, default.depth, "Depth of the %s family (layers or "
+                       "blocks); unset: the family's default." % stage)
+  flags.DEFINE_float("%s_dropout" % stage, default.dropout, "Dropout rate of the %s family; "
+                     "unset: the family's default." % stage)
+
+
+def define_train_flags(stage: str, d: configs.TrainConfig):
+  """Defines --<stage>_epochs, --<stage>_learning_rate, ... with ``d``'s values as defaults."""
+  p = stage + "_"
+  flags.DEFINE_integer(p + "epochs", d.epochs, "Maximum %s epochs." % stage)
+  flags.DEFINE_enum(p + "optimizer", d.optimizer, configs.OPTIMIZERS, "%s optimizer." % stage)
+  flags.DEFINE_float(p + "learning_rate", d.learning_rate, "Peak %s learning rate." % stage)
+  flags.DEFINE_enum(p + "lr_schedule", d.lr_schedule, configs.LR_SCHEDULES, "%s learning-rate "
+                    "schedule: constant, cosine (to 0 over the planned epochs) or exponential "
+                    "(x lr_decay_rate per epoch)." % stage)
+  flags.DEFINE_float(p + "lr_decay_rate", d.lr_decay_rate, "Per-epoch decay factor of the "
+                     "exponential schedule (%s)." % stage)
+  flags.DEFINE_float(p + "warmup_epochs", d.warmup_epochs, "Linear learning-rate warm-up (%s), "
+                     "in epochs." % stage)
+  flags.DEFINE_float(p + "weight_decay", d.weight_decay, "Decoupled weight decay (%s; adamw, "
+                     "sgd)." % stage)
+  flags.DEFINE_float(p + "momentum", d.momentum, "SGD momentum (%s)." % stage)
+  flags.DEFINE_integer(p + "patience", d.patience, "Early stopping (%s): epochs without "
+                       "improvement before stopping; 0 disables it. The best epoch is always "
+                       "restored." % stage)
+  flags.DEFINE_enum(p + "monitor", d.monitor, configs.MONITORS, "Metric that picks the best "
+                    "%s epoch." % stage)
+  flags.DEFINE_float(p + "min_delta", d.min_delta, "Smallest improvement of the monitored "
+                     "metric that resets patience (%s)." % stage)
+
+
+def parse_image_size(value):
+  if value in (None, ""):
+    return None
+  parts = value.replace("x", ",").split(",")
+  try:
+    size = tuple(int(p) for p in parts)
+  except ValueError:
+    raise ConfigError("--image_size=%s must be H,W (two integers)" % value) from None
+  if len(size) != 2 or min(size) < 1:
+    raise ConfigError("--image_size=%s must be H,W (two positive integers)" % value)
+  return size
+
+
+def data_config_from_flags() -> configs.DataConfig:
+  return configs.DataConfig(
+      dataset=FLAGS.dataset,
+      data_dir=FLAGS.data_dir,
+      validation_fraction=FLAGS.validation_fraction,
+      seed=FLAGS.seed,
+      normalization=FLAGS.normalization,
+      image_size=parse_image_size(FLAGS.image_size),
+      num_classes=FLAGS.num_classes,
+      train_examples=FLAGS.train_examples,
+      cache=FLAGS.cache,
+  )
+
+
+def model_spec_from_flags(stage: str) -> ModelSpec:
+  return ModelSpec(
+      name=FLAGS["%s_model" % stage].value,
+      width=FLAGS["%s_width" % stage].value,
+      depth=FLAGS["%s_depth" % stage].value,
+      dropout=FLAGS["%s_dropout" % stage].value,
+  )
+
+
+def train_config_from_flags(stage: str) -> configs.TrainConfig:
+  p = stage + "_"
+  return configs.TrainConfig(
+      epochs=FLAGS[p + "epochs"].value,
+      batch_size=FLAGS.batch_size,
+      optimizer=FLAGS[p + "optimizer"].value,
+      learning_rate=FLAGS[p + "learning_rate"].value,
+      lr_schedule=FLAGS[p + "lr_schedule"].value,
+      lr_decay_rate=FLAGS[p + "lr_decay_rate"].value,
+      warmup_epochs=FLAGS[p + "warmup_epochs"].value,
+      weight_decay=FLAGS[p + "weight_decay"].value,
+      momentum=FLAGS[p + "momentum"].value,
+      patience=FLAGS[p + "patience"].value,
+      monitor=FLAGS[p + "monitor"].value,
+      min_delta=FLAGS[p + "min_delta"].value,
+  )

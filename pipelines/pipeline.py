@@ -1,0 +1,84 @@
+"""Whole pipeline: run every stage in order through one run directory.
+
+  kdprune-pipeline --workdir=runs/quickstart                              # embedded digits
+  kdprune-pipeline --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist
+
+Stages that are done with the same config are skipped (``--force`` reruns
+them); a stage whose config changed reruns, and so does everything after it.
+At the end it prints each stage's result and where to find it.
+
+Stages so far: teacher. (student, qat and export join as they land.)
+"""
+
+import dataclasses
+import os
+import time
+from typing import List
+
+from pipelines import rundir, stage
+from pipelines import teacher as teacher_stage
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  teacher: teacher_stage.TeacherConfig = teacher_stage.TeacherConfig()
+
+  def validate(self) -> None:
+    self.teacher.validate()
+
+
+def run(config: PipelineConfig, workdir: str, force: bool = False, log=print) -> List[stage.StageOutcome]:
+  """Runs the stages in order; returns one outcome per stage.
+
+  Every stage's config is validated before the first one starts, so a bad
+  flag for a late stage fails in seconds, not after the teacher has trained.
+  """
+  config.validate()
+  outcomes = []
+  upstream_ran = False
+  for name, module, stage_config in [("teacher", teacher_stage, config.teacher)]:
+    outcome = stage.execute(name, module.run, stage_config, workdir,
+                            module.fingerprint_inputs(stage_config),
+                            force=force or upstream_ran, log=log)
+    upstream_ran = upstream_ran or outcome.ran
+    outcomes.append(outcome)
+  return outcomes
+
+
+def summary(workdir: str, outcomes: List[stage.StageOutcome], seconds: float) -> str:
+  """The table printed at the end of a pipeline run."""
+  run_dir = rundir.RunDir(workdir)
+  lines = ["", "kdprune pipeline finished in %.1f s: %s" % (seconds, run_dir.workdir), ""]
+  lines.append("  %-10s %-8s %-14s %s" % ("stage", "status", "test_accuracy", "artifact"))
+  for o in outcomes:
+    m = o.entry.get("metrics", {})
+    acc = m.get("test_accuracy")
+    model = o.entry.get("artifacts", {}).get("model", "")
+    lines.append("  %-10s %-8s %-14s %s" % (
+        o.name, "ran" if o.ran else "skipped", "%.4f" % acc if acc is not None else "-",
+        os.path.join(run_dir.workdir, model) if model else "-"))
+  lines += ["", "  manifest:    %s" % run_dir.manifest_path,
+            "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
+  return "\n".join(lines)
+
+
+def config_from_flags() -> PipelineConfig:
+  return PipelineConfig(teacher=teacher_stage.config_from_flags())
+
+
+def main(argv):
+  del argv
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  start = time.time()
+  outcomes = run(config, kflags.FLAGS.workdir, force=kflags.FLAGS.force)
+  print(summary(kflags.FLAGS.workdir, outcomes, time.time() - start))
+
+
+def entry_point():
+  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  cli.entry(main, "kdprune-pipeline")
+
+
+if __name__ == "__main__":
+  entry_point()

@@ -1,0 +1,128 @@
+"""The run directory: one folder per stage and ``manifest.json`` that chains them.
+
+``manifest.json``::
+
+  {"version": 1,
+   "stages": {"teacher": {"status": "done" | "running" | "failed",
+                          "fingerprint": "<sha256 of the resolved config and inputs>",
+                          "config": {...}, "artifacts": {"model": "teacher/model.keras", ...},
+                          "metrics": {...}, "started": iso, "finished": iso,
+                          "wall_seconds": float, "error": "..."}}}
+
+Every file kdprune writes here goes through :func:`atomic_write` (write aside,
+then rename), so a killed run never leaves a half-written manifest or
+artifact behind a "done" status.
+"""
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from typing import Dict, Optional
+
+MANIFEST = "manifest.json"
+_VERSION = 1
+
+
+def now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def fingerprint(obj) -> str:
+  """Stable sha256 of a JSON-able object (dict keys sorted)."""
+  blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+  """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
+
+  For writers that need a file name (``model.save``). The temporary keeps the
+  extension, since Keras picks the format from it.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  base, ext = os.path.splitext(os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(prefix=".%s." % base, suffix=".tmp" + ext, dir=directory)
+  os.close(fd)
+  os.remove(tmp)  # writers such as Keras refuse or append to an existing file
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def atomic_write(path: str, text: str) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def write_json(path: str, obj) -> None:
+  atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RunDir:
+  """A run directory and its manifest."""
+
+  def __init__(self, workdir: str):
+    self.workdir = os.path.abspath(workdir)
+
+  @property
+  def manifest_path(self) -> str:
+    return os.path.join(self.workdir, MANIFEST)
+
+  def stage_dir(self, stage: str) -> str:
+    return os.path.join(self.workdir, stage)
+
+  def relpath(self, path: str) -> str:
+    return os.path.relpath(os.path.abspath(path), self.workdir)
+
+  def abspath(self, rel: str) -> str:
+    return os.path.join(self.workdir, rel)
+
+  def load(self) -> dict:
+    if not os.path.exists(self.manifest_path):
+      return {"version": _VERSION, "stages": {}}
+    with open(self.manifest_path) as f:
+      manifest = json.load(f)
+    manifest.setdefault("stages", {})
+    return manifest
+
+  def entry(self, stage: str) -> Optional[dict]:
+    return self.load()["stages"].get(stage)
+
+  def _update(self, stage: str, **fields) -> dict:
+    manifest = self.load()
+    entry = manifest["stages"].setdefault(stage, {})
+    entry.update(fields)
+    manifest["version"] = _VERSION
+    manifest["workdir"] = self.workdir
+    write_json(self.manifest_path, manifest)
+    return entry
+
+  def is_done(self, stage: str, fp: str) -> bool:
+    """True if ``stage`` finished with fingerprint ``fp`` and its artifacts still exist."""
+    entry = self.entry(stage)
+    if not entry or entry.get("status") != "done" or entry.get("fingerprint") != fp:
+      return False
+    return all(os.path.exists(self.abspath(p)) for p in entry.get("artifacts", {}).values())
+
+  def mark_running(self, stage: str, fp: str, config: dict) -> None:
+    self._update(stage, status="running", fingerprint=fp, config=config, started=now(),
+                 finished=None, wall_seconds=None, error=None, artifacts={}, metrics={})
+
+  def mark_done(self, stage: str, artifacts: Dict[str, str], metrics: dict,
+                wall_seconds: float) -> dict:
+    return self._update(stage, status="done", artifacts=artifacts, metrics=metrics,
+                        finished=now(), wall_seconds=round(wall_seconds, 3), error=None)
+
+  def mark_failed(self, stage: str, error: str) -> None:
+    self._update(stage, status="failed", finished=now(), error=error)

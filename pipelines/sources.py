@@ -1,0 +1,233 @@
+"""Resolving and checking a data source before any work. Imports no TensorFlow.
+
+:func:`resolve` turns a :class:`DataConfig` into a :class:`Source`: a TFDS
+builder that exists, holds image-classification data and is prepared (the
+embedded ``digits`` is prepared on first use, offline), or the arrays of a
+user ``.npz`` that passed every check (keys, shapes, dtypes, label range,
+NaN/inf). Every problem is a one-line :class:`ConfigError` naming the flag or
+file. TFDS imports TensorFlow lazily, so unknown names and unprepared datasets
+are refused in about a second.
+"""
+
+import dataclasses
+import difflib
+import os
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from pipelines.configs import DataConfig
+from pipelines.errors import ConfigError
+
+
+@dataclasses.dataclass
+class Source:
+  """A checked data source."""
+
+  kind: str  # "tfds" or "npz"
+  input_shape: Tuple[int, ...]
+  num_classes: int
+  input_dtype: np.dtype
+  builder: Any = None  # tfds.core.DatasetBuilder, for kind == "tfds"
+  input_key: Optional[str] = None
+  label_key: Optional[str] = None
+  splits: Tuple[str, ...] = ()
+  arrays: Optional[dict] = None  # for kind == "npz"
+
+
+_LAST: dict = {}
+
+
+def resolve(config: DataConfig) -> Source:
+  """Checks ``config``'s source and returns it; the last result is memoised."""
+  config.validate()
+  key = (config.dataset, config.data_dir, config.num_classes, config.image_size,
+         repr(config.source_identity()))
+  if _LAST.get("key") == key:
+    return _LAST["source"]
+  if config.npz_path is not None:
+    source = _resolve_npz(config)
+  else:
+    source = _resolve_tfds(config)
+  _LAST.clear()
+  _LAST.update(key=key, source=source)
+  return source
+
+
+def carve_indices(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Deterministic seeded split of ``range(n)``: returns sorted ``(train_idx, val_idx)``.
+
+  The validation part has ``round(n * fraction)`` examples (at least 1 and at
+  most ``n - 1``). The same ``(n, fraction, seed)`` always gives the same split.
+  """
+  if n < 2:
+    raise ConfigError("cannot carve a validation split from %d training example(s)" % n)
+  n_val = min(n - 1, max(1, int(round(n * fraction))))
+  perm = np.random.default_rng(seed).permutation(n)
+  return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ----------------------------------------------------------------------------
+# .npz files.
+
+
+def _resolve_npz(config: DataConfig) -> Source:
+  arrays = load_npz_arrays(config.npz_path, config.num_classes)
+  if config.image_size is not None:
+    raise ConfigError("--image_size is for TFDS image datasets; resize the arrays of %s instead"
+                      % config.npz_path)
+  x = arrays["x_train"]
+  return Source(kind="npz", input_shape=tuple(int(d) for d in x.shape[1:]),
+                num_classes=int(arrays["num_classes"]), input_dtype=x.dtype, arrays=arrays)
+
+
+def load_npz_arrays(path: str, num_classes: Optional[int] = None) -> dict:
+  """Reads and checks a user ``.npz``; returns a dict of arrays plus ``num_classes``.
+
+  Required keys: ``x_train``, ``y_train``, ``x_test``, ``y_test``; optional
+  ``x_val`` and ``y_val`` (both or neither). ``x`` arrays are numeric with the
+  same per-example shape (``[N, H, W]`` is read as greyscale ``[N, H, W, 1]``);
+  ``y`` arrays hold one integer class id in ``[0, num_classes)`` per example.
+  """
+  flag = "--dataset=npz:%s" % path
+  if not os.path.exists(path):
+    raise ConfigError("%s: no such file" % flag)
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError...
+    raise ConfigError("%s: not a readable .npz file (%s)" % (flag, _first_line(e))) from None
+
+  required = ["x_train", "y_train", "x_test", "y_test"]
+  missing = [k for k in required if k not in arrays]
+  if missing:
+    raise ConfigError("%s: missing key(s) %s (found: %s)" % (
+        flag, ", ".join(missing), ", ".join(sorted(arrays)) or "none"))
+  if ("x_val" in arrays) != ("y_val" in arrays):
+    raise ConfigError("%s: x_val and y_val must be given together" % flag)
+
+  splits = ["train", "test"] + (["val"] if "x_val" in arrays else [])
+  feature_shape = None
+  out = {}
+  for s in splits:
+    x, y = arrays["x_" + s], arrays["y_" + s]
+    if x.dtype.kind not in "biuf":
+      raise ConfigError("%s: x_%s has dtype %s; expected numbers" % (flag, s, x.dtype))
+    if x.ndim < 2:
+      raise ConfigError("%s: x_%s has shape %s; expected [examples, features...]" % (
+          flag, s, x.shape))
+    if len(x) == 0:
+      raise ConfigError("%s: x_%s is empty" % (flag, s))
+    if y.ndim == 2 and y.shape[1] == 1:
+      y = y[:, 0]
+    if y.ndim != 1:
+      raise ConfigError("%s: y_%s has shape %s; expected one class id per example" % (
+          flag, s, y.shape))
+    if len(y) != len(x):
+      raise ConfigError("%s: x_%s has %d examples but y_%s has %d" % (flag, s, len(x), s, len(y)))
+    if x.ndim == 3:  # [N, H, W] greyscale images -> [N, H, W, 1]
+      x = x[..., None]
+    if feature_shape is None:
+      feature_shape = x.shape[1:]
+    elif x.shape[1:] != feature_shape:
+      raise ConfigError("%s: x_%s examples have shape %s but x_train's have %s" % (
+          flag, s, x.shape[1:], feature_shape))
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+      raise ConfigError("%s: x_%s contains NaN or infinite values" % (flag, s))
+    if y.dtype.kind not in "biuf":
+      raise ConfigError("%s: y_%s has dtype %s; expected integer class ids" % (flag, s, y.dtype))
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+      raise ConfigError("%s: y_%s holds non-integer values; expected class ids" % (flag, s))
+    if y.min() < 0:
+      raise ConfigError("%s: y_%s has label %d; labels must be >= 0" % (flag, s, int(y.min())))
+    out["x_" + s], out["y_" + s] = x, y.astype(np.int32)
+
+  max_label = max(int(out["y_" + s].max()) for s in splits)
+  if num_classes is None:
+    num_classes = max(2, max_label + 1)
+  elif max_label >= num_classes:
+    worst = max(splits, key=lambda s: int(out["y_" + s].max()))
+    raise ConfigError("%s: y_%s has label %d, out of range for --num_classes=%d" % (
+        flag, worst, max_label, num_classes))
+  out["num_classes"] = num_classes
+  return out
+
+
+# ----------------------------------------------------------------------------
+# TFDS.
+
+
+def tfds_module():
+  """``tensorflow_datasets`` with kdprune's own builders (``digits``) registered."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import pipelines.datasets  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  return tfds
+
+
+def _resolve_tfds(config: DataConfig) -> Source:
+  tfds = tfds_module()
+  flag = "--dataset=%s" % config.dataset
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    # The error lists the registered names ("\t- mnist"); tfds.list_builders()
+    # would import TensorFlow and probe GCS over the network.
+    known = [l.strip()[2:] for l in str(e).splitlines() if l.strip().startswith("- ")]
+    base = config.dataset.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, known + ["digits"], n=3)
+    hint = (" (did you mean %s?)" % " or ".join(close)) if close else ""
+    raise ConfigError("%s: no such TFDS dataset%s; use digits, a TFDS name, or "
+                      "npz:/path/file.npz" % (flag, hint)) from None
+  except Exception as e:  # bad version/config strings and the like
+    raise ConfigError("%s: %s" % (flag, _first_line(e))) from None
+
+  info = builder.info
+  keys = info.supervised_keys
+  if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+    raise ConfigError("%s: has no (input, label) supervised keys; kdprune needs "
+                      "classification data" % flag)
+  input_key, label_key = keys
+  input_feature, label_feature = info.features[input_key], info.features[label_key]
+  if not hasattr(label_feature, "num_classes"):
+    raise ConfigError("%s: label %r is not a class label; kdprune needs classification data" % (
+        flag, label_key))
+  shape = tuple(input_feature.shape)
+  if len(shape) not in (1, 3):
+    raise ConfigError("%s: input %r has shape %s; expected images [H, W, C] or vectors" % (
+        flag, input_key, shape))
+  if len(shape) == 3 and shape[2] is None:
+    raise ConfigError("%s: images have an unknown number of channels" % flag)
+  if config.image_size is not None:
+    if len(shape) != 3:
+      raise ConfigError("--image_size is only for images; %s has shape %s" % (flag, shape))
+    shape = (int(config.image_size[0]), int(config.image_size[1]), shape[2])
+  elif None in shape:
+    raise ConfigError("%s: images vary in size %s; pass --image_size=H,W to resize them" % (
+        flag, shape))
+
+  if not builder.is_prepared():
+    where = builder.data_dir if config.data_dir else "the TFDS data directory"
+    try:
+      builder.download_and_prepare()
+    except Exception as e:
+      raise ConfigError("%s: not prepared in %s and could not be prepared (%s); pass "
+                        "--data_dir=<a prepared TFDS directory>" % (flag, where, _first_line(e))) from None
+    info = builder.info
+
+  splits = tuple(sorted(info.splits.keys()))
+  if not splits:
+    # No recorded split metadata (e.g. under tfds.testing.mock_data): assume the
+    # standard names; reading a missing one still fails with TFDS' own message.
+    splits = ("test", "train")
+  for needed in ("train", "test"):
+    if needed not in splits:
+      raise ConfigError("%s: has no %r split (it has: %s)" % (flag, needed, ", ".join(splits)))
+  return Source(kind="tfds", input_shape=tuple(int(d) for d in shape),
+                num_classes=int(label_feature.num_classes),
+                input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
+                input_key=input_key, label_key=label_key, splits=splits)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__

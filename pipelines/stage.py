@@ -1,0 +1,68 @@
+"""Running one stage through the run directory: skip when done, record in the manifest."""
+
+import dataclasses
+import os
+import time
+import traceback
+from typing import Callable, Dict
+
+from pipelines import rundir
+from pipelines.errors import ConfigError
+
+
+@dataclasses.dataclass
+class StageResult:
+  """What a stage's ``run`` returns: artifact paths (absolute) and final metrics."""
+
+  artifacts: Dict[str, str]
+  metrics: Dict[str, object]
+
+
+@dataclasses.dataclass
+class StageOutcome:
+  """A stage's manifest entry after :func:`execute`, and whether it ran or was skipped."""
+
+  name: str
+  ran: bool
+  entry: dict
+
+
+def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
+            fingerprint_inputs: dict, force: bool = False, log=print) -> StageOutcome:
+  """Runs ``run_fn(config, workdir)`` unless the manifest says it is done with this config.
+
+  ``fingerprint_inputs`` is everything that decides the stage's result (the
+  resolved config, the identity of its data and upstream artifacts); a change
+  in it reruns the stage. ``config.validate()`` runs before anything is written,
+  so a bad invocation leaves the run directory as it was.
+  """
+  config.validate()
+  run = rundir.RunDir(workdir)
+  fp = rundir.fingerprint(fingerprint_inputs)
+  if not force and run.is_done(name, fp):
+    entry = run.entry(name)
+    log("[%s] done already with this config (%s); skipping (use --force to rerun)" % (
+        name, os.path.join(run.workdir, name)))
+    return StageOutcome(name, False, entry)
+
+  os.makedirs(run.stage_dir(name), exist_ok=True)
+  run.mark_running(name, fp, fingerprint_inputs)
+  log("[%s] running -> %s" % (name, run.stage_dir(name)))
+  start = time.time()
+  try:
+    result = run_fn(config, workdir)
+  except BaseException as e:
+    if isinstance(e, ConfigError):
+      message = str(e)
+    elif isinstance(e, KeyboardInterrupt):
+      message = "interrupted"
+    else:
+      message = "%s: %s" % (type(e).__name__, e)
+    run.mark_failed(name, message)
+    if not isinstance(e, (ConfigError, KeyboardInterrupt)):
+      with open(os.path.join(run.stage_dir(name), "error.txt"), "w") as f:
+        f.write(traceback.format_exc())
+    raise
+  artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
+  entry = run.mark_done(name, artifacts, result.metrics, time.time() - start)
+  return StageOutcome(name, True, entry)

@@ -1,0 +1,176 @@
+"""Teacher stage: train the large model the student will learn from.
+
+Run it alone (it records itself in ``<workdir>/manifest.json`` like the
+pipeline does)::
+
+  kdprune-teacher --workdir=runs/demo                       # embedded digits, ~15 s
+  kdprune-teacher --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist
+
+Writes ``<workdir>/teacher/``: ``model.keras`` (best epoch by
+``--teacher_monitor``), ``metrics.json``, ``config.json``, ``metrics.jsonl``
+and TensorBoard logs under ``tb/``.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from models.spec import ModelSpec, validate_spec
+from pipelines import configs, rundir, sources
+from pipelines.stage import StageResult
+
+NAME = "teacher"
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+  """Everything that decides the teacher: data, architecture, training."""
+
+  data: configs.DataConfig = configs.DataConfig()
+  model: ModelSpec = ModelSpec("cnn", width=32, depth=2)
+  train: configs.TrainConfig = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
+  progress: str = "auto"  # presentation only: not part of the fingerprint
+
+  def validate(self) -> None:
+    """Every check that needs no model and no training; imports no TensorFlow
+    unless the dataset must be prepared. The data source is checked last."""
+    self.data.validate()
+    validate_spec(self.model, "--teacher_model")
+    self.train.validate("teacher")
+    sources.resolve(self.data)
+
+  def resolved(self) -> dict:
+    return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train)}
+
+
+def fingerprint_inputs(config: TeacherConfig) -> dict:
+  """What decides the teacher's result: its resolved config and the data's identity."""
+  return {"config": config.resolved(), "data_source": config.data.source_identity()}
+
+
+def run(config: TeacherConfig, workdir: str) -> StageResult:
+  """Trains, evaluates and saves the teacher under ``<workdir>/teacher/``."""
+  # pylint: disable=g-import-not-at-top
+  from models.registry import build_model
+  from pipelines import data as data_lib
+  from pipelines import summaries, training
+  from pipelines.compat import keras
+  # pylint: enable=g-import-not-at-top
+  config.validate()
+  keras.utils.set_random_seed(config.data.seed)
+  bundle = data_lib.load(config.data)
+  model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
+                      flag="--teacher_model")
+
+  stage_dir = os.path.join(workdir, NAME)
+  tb_dir = os.path.join(stage_dir, "tb")
+  jsonl = os.path.join(stage_dir, "metrics.jsonl")
+  # A rerun replaces this stage's logs rather than interleaving two runs' curves.
+  shutil.rmtree(tb_dir, ignore_errors=True)
+  if os.path.exists(jsonl):
+    os.remove(jsonl)
+  os.makedirs(stage_dir, exist_ok=True)
+
+  cfg = config.train
+  steps = bundle.steps_per_epoch(cfg.batch_size)
+  model.compile(
+      optimizer=training.make_optimizer(cfg, steps),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+  early = keras.callbacks.EarlyStopping(
+      monitor=cfg.monitor, patience=cfg.patience if cfg.patience else cfg.epochs + 1,
+      min_delta=cfg.min_delta, restore_best_weights=True, verbose=1)
+  callbacks = [
+      summaries.NonFiniteGuard(NAME, "--teacher_learning_rate"),
+      early,
+      summaries.tensorboard_callback(tb_dir),
+      summaries.MetricsLogger(jsonl),
+  ]
+  print("[teacher] %s: %d parameters; %s: %s" % (
+      config.model.name, model.count_params(), bundle.name,
+      ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
+  start = time.time()
+  history = model.fit(
+      bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed),
+      validation_data=bundle.batches("validation", cfg.batch_size),
+      epochs=cfg.epochs, callbacks=callbacks,
+      verbose=training.keras_verbosity(config.progress))
+  train_seconds = time.time() - start
+
+  # EarlyStopping has restored the best epoch; measure what is saved.
+  val = model.evaluate(bundle.batches("validation", cfg.batch_size), verbose=0, return_dict=True)
+  test = model.evaluate(bundle.batches("test", cfg.batch_size), verbose=0, return_dict=True)
+  epochs_run = len(history.history.get("loss", []))
+  metrics = {
+      "test_accuracy": float(test["accuracy"]),
+      "test_loss": float(test["loss"]),
+      "val_accuracy": float(val["accuracy"]),
+      "val_loss": float(val["loss"]),
+      "best_epoch": int(early.best_epoch) + 1,
+      "epochs_run": epochs_run,
+      "stopped_early": bool(early.stopped_epoch),
+      "params": int(model.count_params()),
+      "train_seconds": round(train_seconds, 2),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+  }
+
+  model_path = os.path.join(stage_dir, "model.keras")
+  with rundir.atomic_path(model_path) as tmp:
+    model.save(tmp)
+  summaries.write_hparams(tb_dir, trial_id="%s/teacher" % os.path.basename(
+      os.path.abspath(workdir)), hparams=config.resolved(), metrics={
+          "final/test_accuracy": metrics["test_accuracy"],
+          "final/test_loss": metrics["test_loss"],
+          "final/val_accuracy": metrics["val_accuracy"]})
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(metrics_path, {**metrics, "data": bundle.describe()})
+  rundir.write_json(config_path, config.resolved())
+  print("[teacher] test accuracy %.4f (best epoch %d of %d, %.1f s) -> %s" % (
+      metrics["test_accuracy"], metrics["best_epoch"], epochs_run, train_seconds, model_path))
+  return StageResult(
+      artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
+      metrics=metrics)
+
+
+def load_model(path: str):
+  """Loads a teacher saved by :func:`run` as a tf_keras model (not compiled)."""
+  from pipelines import training  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from pipelines.compat import keras  # pylint: disable=g-import-not-at-top
+  return keras.models.load_model(path, compile=False)
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def config_from_flags() -> TeacherConfig:
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  return TeacherConfig(
+      data=kflags.data_config_from_flags(),
+      model=kflags.model_spec_from_flags("teacher"),
+      train=kflags.train_config_from_flags("teacher"),
+      progress=kflags.FLAGS.progress)
+
+
+def main(argv):
+  del argv
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  from pipelines import stage  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  outcome = stage.execute(NAME, run, config, kflags.FLAGS.workdir, fingerprint_inputs(config),
+                          force=kflags.FLAGS.force)
+  print(json.dumps({"stage": NAME, "ran": outcome.ran, **outcome.entry.get("metrics", {})}))
+
+
+def entry_point():
+  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  cli.entry(main, "kdprune-teacher")
+
+
+if __name__ == "__main__":
+  entry_point()

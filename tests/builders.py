@@ -1,0 +1,44 @@
+"""User model builders referenced by tests as ``tests.builders:<name>``."""
+
+from pipelines.compat import keras
+
+
+def tiny(input_shape, num_classes):
+  inputs = keras.Input(input_shape)
+  x = keras.layers.Flatten()(inputs)
+  return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+def keras3(input_shape, num_classes):
+  import keras as keras3_module  # Keras 3, which tfmot cannot handle
+  return keras3_module.Sequential([
+      keras3_module.Input(input_shape), keras3_module.layers.Flatten(),
+      keras3_module.layers.Dense(num_classes)])
+
+
+class _Subclassed(keras.Model):
+
+  def __init__(self, num_classes):
+    super().__init__()
+    self.flatten = keras.layers.Flatten()
+    self.dense = keras.layers.Dense(num_classes)
+
+  def call(self, x):
+    return self.dense(self.flatten(x))
+
+
+def subclassed(input_shape, num_classes):
+  del input_shape
+  return _Subclassed(num_classes)
+
+
+def wrong_classes(input_shape, num_classes):
+  return tiny(input_shape, num_classes + 1)
+
+
+def raises(input_shape, num_classes):
+  raise RuntimeError("builder exploded")
+
+
+def no_args():
+  return None

@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests never touch the network or the user's ~/tensorflow_datasets."""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+# Before TensorFlow / TFDS are imported anywhere: a private TFDS data directory
+# (the embedded ``digits`` dataset is prepared there once per session).
+_TFDS_DIR = tempfile.mkdtemp(prefix="kdprune-tests-tfds-")
+atexit.register(shutil.rmtree, _TFDS_DIR, ignore_errors=True)
+os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from models.registry import ModelSpec  # noqa: E402
+from pipelines import data, teacher, training  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
+
+
+def tiny_teacher_config(**train_overrides) -> teacher.TeacherConfig:
+  """A teacher that trains on the embedded digits in about two seconds."""
+  train = dict(epochs=3, batch_size=64, learning_rate=3e-3, patience=0)
+  train.update(train_overrides)
+  return teacher.TeacherConfig(
+      data=data.DataConfig(dataset="digits"),
+      model=ModelSpec("mlp", width=32, depth=1),
+      train=training.TrainConfig(**train),
+      progress="none")
+
+
+@pytest.fixture
+def tiny_config():
+  return tiny_teacher_config()
+
+
+def write_npz(path, n_train=60, n_test=20, shape=(4, 4, 1), classes=3, with_val=False, **overrides):
+  rng = np.random.default_rng(0)
+  arrays = {
+      "x_train": rng.random((n_train,) + shape).astype(np.float32),
+      "y_train": rng.integers(0, classes, n_train),
+      "x_test": rng.random((n_test,) + shape).astype(np.float32),
+      "y_test": rng.integers(0, classes, n_test),
+  }
+  if with_val:
+    arrays["x_val"] = rng.random((10,) + shape).astype(np.float32)
+    arrays["y_val"] = rng.integers(0, classes, 10)
+  arrays.update(overrides)
+  arrays = {k: v for k, v in arrays.items() if v is not None}
+  np.savez(path, **arrays)
+  return str(path)

@@ -1,0 +1,87 @@
+"""Entry points as a user runs them: help, one-line errors, exit codes, nothing written."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _run(*args, module="pipelines.teacher"):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _flag_names():
+  from absl import flags
+  from pipelines import flags as kflags
+  kflags.define_flags()
+  return [f.name for f in flags.FLAGS.get_flags_for_module("pipelines.flags")]
+
+
+def test_helpfull_documents_every_flag():
+  result = _run("--helpfull")
+  assert result.returncode == 0, result.stderr
+  names = _flag_names()
+  assert len(names) > 25
+  for name in names:
+    assert ("--%s:" % name in result.stdout or "--[no]%s:" % name in result.stdout), name
+
+
+def _assert_one_line_error(result, program, *fragments):
+  assert result.returncode == 2, (result.stdout, result.stderr)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith("%s: error: " % program), lines[0]
+  for fragment in fragments:
+    assert fragment in lines[0]
+  assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--teacher_epochs=abc"], ["--teacher_epochs=abc"]),
+    (["--teacher_optimizer=lamb"], ["--teacher_optimizer", "adam"]),
+    (["--no_such_flag=1"], ["no_such_flag"]),
+    (["--dataset=mnsit"], ["--dataset=mnsit: no such TFDS dataset", "mnist"]),
+    (["--dataset=npz:/nonexistent/data.npz"], ["--dataset=npz:/nonexistent/data.npz: no such file"]),
+    (["--teacher_model=transformer"], ["--teacher_model=transformer: unknown model"]),
+    (["--teacher_learning_rate=-1"], ["--teacher_learning_rate=-1.0 must be a positive number"]),
+    (["positional"], ["unexpected argument(s) positional"]),
+])
+def test_bad_invocations_fail_in_one_line_and_write_nothing(tmp_path, args, fragments):
+  workdir = tmp_path / "run"
+  result = _run("--workdir=%s" % workdir, *args)
+  _assert_one_line_error(result, "kdprune-teacher", *fragments)
+  assert not workdir.exists()
+
+
+def test_workdir_is_required():
+  result = _run(module="pipelines.pipeline")
+  _assert_one_line_error(result, "kdprune-pipeline", "--workdir")
+
+
+def test_pipeline_end_to_end_from_the_command_line(tmp_path):
+  workdir = tmp_path / "run"
+  args = ["--workdir=%s" % workdir, "--teacher_model=mlp", "--teacher_width=16",
+          "--teacher_depth=1", "--teacher_epochs=1", "--progress=none"]
+  result = _run(*args, module="pipelines.pipeline")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "kdprune pipeline finished" in result.stdout
+  assert "tensorboard --logdir %s" % workdir in result.stdout
+  assert (workdir / "teacher" / "model.keras").is_file()
+  again = _run(*args, module="pipelines.pipeline")
+  assert again.returncode == 0 and "skipped" in again.stdout
+
+
+@pytest.mark.skipif(shutil.which("kdprune-teacher") is None,
+                    reason="console scripts appear after `pip install -e .`")
+def test_console_scripts_are_installed():
+  for script in ("kdprune-pipeline", "kdprune-teacher"):
+    result = subprocess.run([script, "--helpshort"], env=ENV, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,213 @@
+"""Data: the embedded default, TFDS (mocked and real), .npz, splits and errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from pipelines import data
+from pipelines.errors import ConfigError
+from tests.conftest import SHARED_TFDS, write_npz
+
+
+def _labels(ds):
+  return np.array([int(y) for _, y in ds])
+
+
+def test_digits_default_needs_no_network_and_has_the_right_shape():
+  bundle = data.load(data.DataConfig())
+  assert bundle.name == "digits" and bundle.source == "tfds"
+  assert bundle.input_shape == (8, 8, 1)
+  assert bundle.num_classes == 10
+  assert bundle.num_examples == {"train": 1294, "validation": 144, "test": 359}
+  assert sum(bundle.num_examples.values()) == 1797
+  x, y = next(iter(bundle.batches("train", 2000)))
+  assert x.shape == (1294, 8, 8, 1) and x.dtype.name == "float32"
+  assert float(np.min(x)) == 0.0 and float(np.max(x)) == 1.0
+  assert sorted(np.unique(y.numpy())) == list(range(10))
+  assert bundle.steps_per_epoch(64) == 21  # ceil(1294 / 64)
+
+
+def test_carve_indices_is_seeded_disjoint_and_complete():
+  tr, va = data.carve_indices(1000, 0.1, seed=3)
+  assert len(va) == 100 and len(tr) == 900
+  assert not set(tr) & set(va) and set(tr) | set(va) == set(range(1000))
+  tr2, va2 = data.carve_indices(1000, 0.1, seed=3)
+  np.testing.assert_array_equal(va, va2)
+  _, va3 = data.carve_indices(1000, 0.1, seed=4)
+  assert set(va) != set(va3)
+  with pytest.raises(ConfigError):
+    data.carve_indices(1, 0.5, seed=0)
+
+
+def test_validation_carve_is_deterministic_and_disjoint_from_train():
+  a = data.load(data.DataConfig(seed=1))
+  b = data.load(data.DataConfig(seed=1))
+  c = data.load(data.DataConfig(seed=2))
+  np.testing.assert_array_equal(_labels(a.validation), _labels(b.validation))
+  assert not np.array_equal(_labels(a.validation), _labels(c.validation))
+  train_x = {np.asarray(x).tobytes() for x, _ in a.train}
+  val_x = [np.asarray(x).tobytes() for x, _ in a.validation]
+  # digits has a handful of duplicate images; the carve must not move examples across.
+  assert sum(v in train_x for v in val_x) <= 2
+  assert "carved from train" in a.validation_source
+
+
+def test_train_examples_limits_train_only():
+  bundle = data.load(data.DataConfig(train_examples=100))
+  assert bundle.num_examples["train"] == 100
+  assert len(_labels(bundle.train)) == 100
+  assert bundle.num_examples["test"] == 359
+
+
+def test_shuffled_batches_differ_between_epochs_but_keep_the_examples():
+  bundle = data.load(data.DataConfig())
+  ds = bundle.batches("train", 2000, shuffle=True, seed=0)
+  e1, e2 = [next(iter(ds))[1].numpy() for _ in range(2)]
+  assert not np.array_equal(e1, e2)
+  assert sorted(e1) == sorted(e2)
+
+
+def test_npz_carves_validation(tmp_path):
+  path = write_npz(tmp_path / "d.npz", n_train=50, classes=3)
+  bundle = data.load(data.DataConfig(dataset="npz:" + path))
+  assert bundle.source == "npz"
+  assert bundle.input_shape == (4, 4, 1) and bundle.num_classes == 3
+  assert bundle.num_examples == {"train": 45, "validation": 5, "test": 20}
+
+
+def test_npz_with_validation_split_and_uint8_scaling(tmp_path):
+  rng = np.random.default_rng(0)
+  path = write_npz(tmp_path / "d.npz", with_val=True,
+                   x_train=rng.integers(0, 256, (60, 5, 5), dtype=np.uint8),
+                   x_test=rng.integers(0, 256, (20, 5, 5), dtype=np.uint8),
+                   x_val=rng.integers(0, 256, (10, 5, 5), dtype=np.uint8))
+  bundle = data.load(data.DataConfig(dataset="npz:" + path))
+  assert bundle.validation_source == "x_val/y_val"
+  assert bundle.num_examples == {"train": 60, "validation": 10, "test": 20}
+  assert bundle.input_shape == (5, 5, 1)  # [N, H, W] becomes greyscale images
+  x, _ = next(iter(bundle.batches("train", 60)))
+  assert 0.0 <= float(np.min(x)) and float(np.max(x)) <= 1.0
+
+
+def test_npz_flat_features_and_standardize(tmp_path):
+  rng = np.random.default_rng(1)
+  path = write_npz(tmp_path / "d.npz", x_train=rng.normal(5.0, 3.0, (200, 7)),
+                   y_train=rng.integers(0, 2, 200), x_test=rng.normal(5.0, 3.0, (30, 7)),
+                   y_test=rng.integers(0, 2, 30))
+  bundle = data.load(data.DataConfig(dataset="npz:" + path, normalization="standardize"))
+  assert bundle.input_shape == (7,)
+  x, _ = next(iter(bundle.batches("train", 1000)))
+  x = x.numpy()
+  # Statistics are fitted on the (post-carve) training examples only.
+  np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(x.std(axis=0), 1.0, atol=1e-3)
+
+
+def test_tfds_standardize_fits_train_statistics():
+  bundle = data.load(data.DataConfig(normalization="standardize"))
+  x, _ = next(iter(bundle.batches("train", 5000)))
+  assert abs(float(np.mean(x))) < 1e-4 and abs(float(np.std(x)) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(y_test=None), "missing key(s) y_test"),
+    (dict(x_val=np.zeros((3, 4, 4, 1))), "x_val and y_val must be given together"),
+    (dict(y_train=np.zeros(59, int)), "x_train has 60 examples but y_train has 59"),
+    (dict(x_test=np.zeros((20, 5, 5, 1))), "x_test examples have shape (5, 5, 1) but x_train's have (4, 4, 1)"),
+    (dict(y_train=np.full(60, -1)), "y_train has label -1; labels must be >= 0"),
+    (dict(y_train=np.full(60, 0.5)), "y_train holds non-integer values"),
+    (dict(x_train=np.full((60, 4, 4, 1), np.nan)), "x_train contains NaN or infinite values"),
+    (dict(x_train=np.array(["a"] * 60)), "x_train has dtype <U1; expected numbers"),
+    (dict(y_test=np.zeros((20, 2), int)), "y_test has shape (20, 2); expected one class id per example"),
+    (dict(x_train=np.zeros((0, 4, 4, 1)), y_train=np.zeros(0, int)), "x_train is empty"),
+])
+def test_npz_errors_are_one_line_and_name_the_problem(tmp_path, overrides, message):
+  path = write_npz(tmp_path / "bad.npz", **overrides)
+  with pytest.raises(ConfigError) as err:
+    data.load(data.DataConfig(dataset="npz:" + path))
+  text = str(err.value)
+  assert message in text and "\n" not in text
+  assert text.startswith("--dataset=npz:")
+
+
+def test_npz_label_out_of_range_for_num_classes(tmp_path):
+  path = write_npz(tmp_path / "d.npz", classes=3, y_test=np.array([0] * 19 + [5]))
+  with pytest.raises(ConfigError, match=r"y_test has label 5, out of range for --num_classes=3"):
+    data.load(data.DataConfig(dataset="npz:" + path, num_classes=3))
+  # Without --num_classes the class count is inferred.
+  assert data.load(data.DataConfig(dataset="npz:" + path)).num_classes == 6
+
+
+@pytest.mark.parametrize("contents,message", [
+    (None, "no such file"),
+    (b"not a zip file", "not a readable .npz file"),
+])
+def test_npz_missing_or_unreadable_file(tmp_path, contents, message):
+  path = tmp_path / "x.npz"
+  if contents is not None:
+    path.write_bytes(contents)
+  with pytest.raises(ConfigError, match=message):
+    data.load(data.DataConfig(dataset="npz:%s" % path))
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+  path = tmp_path / "obj.npz"
+  np.savez(path, x_train=np.array([{"a": 1}] * 4, dtype=object), y_train=np.zeros(4),
+           x_test=np.zeros((2, 1)), y_test=np.zeros(2))
+  with pytest.raises(ConfigError, match="not a readable .npz file|expected numbers"):
+    data.load(data.DataConfig(dataset="npz:%s" % path))
+
+
+def test_tfds_dataset_through_mock_data():
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=30):
+    bundle = data.load(data.DataConfig(dataset="mnist", data_dir="/nonexistent/tfds"))
+    assert bundle.input_shape == (28, 28, 1) and bundle.num_classes == 10
+    assert bundle.num_examples == {"train": 27, "validation": 3, "test": 30}
+    x, y = next(iter(bundle.batches("train", 64)))
+    assert x.shape == (27, 28, 28, 1) and x.dtype.name == "float32"
+    assert float(np.max(x)) <= 1.0 and y.dtype.name == "int32"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, "mnist")),
+                    reason="needs ../shared/data/tfds (real MNIST)")
+def test_real_mnist_from_a_prepared_tfds_directory():
+  bundle = data.load(data.DataConfig(dataset="mnist", data_dir=SHARED_TFDS, train_examples=512))
+  assert bundle.num_examples == {"train": 512, "validation": 6000, "test": 10000}
+  x, y = next(iter(bundle.batches("test", 256)))
+  assert x.shape == (256, 28, 28, 1)
+  assert 0.05 < float(np.mean(x)) < 0.25  # real MNIST is mostly black
+
+
+def test_unknown_tfds_name_suggests_close_names():
+  with pytest.raises(ConfigError, match=r"--dataset=mnsit: no such TFDS dataset \(did you mean mnist"):
+    data.load(data.DataConfig(dataset="mnsit"))
+
+
+def test_unprepared_tfds_dataset_without_network_fails_in_one_line(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  def offline(self, *args, **kwargs):
+    raise ConnectionError("Failed to resolve host\nsecond line of a long report")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(ConfigError) as err:
+    data.load(data.DataConfig(dataset="mnist", data_dir=str(tmp_path)))
+  text = str(err.value)
+  assert "--dataset=mnist: not prepared in" in text and "--data_dir" in text
+  assert "Failed to resolve host" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("kwargs,flag", [
+    (dict(validation_fraction=0.0), "--validation_fraction"),
+    (dict(validation_fraction=1.0), "--validation_fraction"),
+    (dict(normalization="zscore"), "--normalization"),
+    (dict(dataset=""), "--dataset"),
+    (dict(dataset="npz:"), "--dataset=npz:"),
+    (dict(train_examples=-1), "--train_examples"),
+    (dict(num_classes=1), "--num_classes"),
+    (dict(image_size=(0, 4)), "--image_size"),
+])
+def test_data_config_validation(kwargs, flag):
+  with pytest.raises(ConfigError, match="^" + flag):
+    data.DataConfig(**kwargs).validate()

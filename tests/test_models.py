@@ -1,0 +1,90 @@
+"""Model registry: families, knobs, user builders, and refusals tfmot needs."""
+
+import pytest
+
+from models import ModelSpec, available, build_model
+from models.registry import register, validate_spec
+from pipelines.compat import keras
+from pipelines.errors import ConfigError
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+def test_families_build_functional_logit_models(family, shape):
+  model = build_model(ModelSpec(family, width=8, depth=1), shape, 7)
+  assert model._is_graph_network  # Functional: tfmot can prune/quantize it
+  assert model.input_shape == (None,) + shape
+  assert model.output_shape == (None, 7)
+  assert model.layers[-1].get_config().get("activation") == "linear"  # logits
+
+
+def test_mlp_takes_flat_inputs_and_cnns_refuse_them():
+  assert build_model(ModelSpec("mlp"), (20,), 3).output_shape == (None, 3)
+  with pytest.raises(ConfigError, match="cnn needs image inputs"):
+    build_model(ModelSpec("cnn"), (20,), 3, flag="--teacher_model")
+
+
+def test_width_and_depth_knobs_change_the_model():
+  base = build_model(ModelSpec("cnn", width=8, depth=1), (28, 28, 1), 10)
+  wider = build_model(ModelSpec("cnn", width=16, depth=1), (28, 28, 1), 10)
+  deeper = build_model(ModelSpec("cnn", width=8, depth=2), (28, 28, 1), 10)
+  assert wider.count_params() > base.count_params()
+  assert len(deeper.layers) > len(base.layers)
+  r1 = build_model(ModelSpec("resnet", width=8, depth=1), (28, 28, 1), 10)
+  r3 = build_model(ModelSpec("resnet", width=8, depth=3), (28, 28, 1), 10)
+  assert sum("_add" in l.name for l in r1.layers) == 3
+  assert sum("_add" in l.name for l in r3.layers) == 9  # ResNet-20 shape
+
+
+def test_defaults_come_from_the_family():
+  m = build_model(ModelSpec("mlp"), (8, 8, 1), 10)
+  assert [l.units for l in m.layers if isinstance(l, keras.layers.Dense)] == [256, 256, 10]
+
+
+def test_registry_lists_families_and_refuses_duplicates():
+  names = available()
+  assert {"mlp", "cnn", "resnet"} <= set(names)
+  with pytest.raises(ValueError, match="already registered"):
+    register("mlp", "again", width=1, depth=1)(lambda *a, **k: None)
+
+
+def test_user_builder_by_module_path():
+  model = build_model(ModelSpec("tests.builders:tiny"), (8, 8, 1), 10)
+  assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("nosuchfamily", "unknown model; choose one of cnn, mlp, resnet"),
+    ("tests.nosuchmodule:fn", "cannot import tests.nosuchmodule"),
+    ("tests.builders:nope", "tests.builders has no function nope"),
+    ("tests.builders:no_args", "must accept (input_shape, num_classes)"),
+    (":fn", "expected package.module:function"),
+])
+def test_bad_model_names(name, message):
+  with pytest.raises(ConfigError) as err:
+    validate_spec(ModelSpec(name), "--teacher_model")
+  assert message in str(err.value)
+  assert str(err.value).startswith("--teacher_model=" + name)
+
+
+@pytest.mark.parametrize("builder,message", [
+    ("keras3", "Keras 3 object"),
+    ("subclassed", "subclassed model"),
+    ("wrong_classes", "does not match the data's 10 classes"),
+    ("raises", "the builder raised RuntimeError: builder exploded"),
+])
+def test_models_tfmot_cannot_handle_are_refused(builder, message):
+  with pytest.raises(ConfigError) as err:
+    build_model(ModelSpec("tests.builders:" + builder), (8, 8, 1), 10, flag="--teacher_model")
+  assert message in str(err.value)
+  assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec,flag", [
+    (ModelSpec("cnn", width=0), "--teacher_width"),
+    (ModelSpec("cnn", depth=0), "--teacher_depth"),
+    (ModelSpec("cnn", dropout=1.0), "--teacher_dropout"),
+])
+def test_knob_ranges(spec, flag):
+  with pytest.raises(ConfigError, match="^" + flag):
+    validate_spec(spec, "--teacher_model")

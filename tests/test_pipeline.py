@@ -1,0 +1,65 @@
+"""The run directory: manifest, skip when done, --force, reruns on a changed config."""
+
+import dataclasses
+import json
+import os
+
+from pipelines import pipeline
+from tests.conftest import tiny_teacher_config
+
+
+def _quiet(*_):
+  pass
+
+
+def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  workdir = str(tmp_path)
+  [first] = pipeline.run(config, workdir, log=_quiet)
+  assert first.ran
+  model = tmp_path / "teacher" / "model.keras"
+  mtime = model.stat().st_mtime_ns
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  entry = manifest["stages"]["teacher"]
+  assert entry["status"] == "done"
+  assert set(entry) >= {"status", "artifacts", "metrics", "config", "fingerprint", "started",
+                        "finished", "wall_seconds"}
+  assert entry["config"]["config"]["train"]["epochs"] == 1
+
+  [again] = pipeline.run(config, workdir, log=_quiet)
+  assert not again.ran
+  assert model.stat().st_mtime_ns == mtime
+  assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+
+  [forced] = pipeline.run(config, workdir, force=True, log=_quiet)
+  assert forced.ran and model.stat().st_mtime_ns != mtime
+
+
+def test_changed_config_reruns_the_stage(tmp_path):
+  workdir = str(tmp_path)
+  base = tiny_teacher_config(epochs=1)
+  pipeline.run(pipeline.PipelineConfig(teacher=base), workdir, log=_quiet)
+  changed = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
+  [outcome] = pipeline.run(pipeline.PipelineConfig(teacher=changed), workdir, log=_quiet)
+  assert outcome.ran and outcome.entry["metrics"]["epochs_run"] == 2
+  # Progress output is presentation, not config: changing it does not rerun.
+  quiet = dataclasses.replace(changed, progress="epoch")
+  [same] = pipeline.run(pipeline.PipelineConfig(teacher=quiet), workdir, log=_quiet)
+  assert not same.ran
+
+
+def test_missing_artifact_reruns_the_stage(tmp_path):
+  workdir = str(tmp_path)
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  pipeline.run(config, workdir, log=_quiet)
+  os.remove(tmp_path / "teacher" / "model.keras")
+  [outcome] = pipeline.run(config, workdir, log=_quiet)
+  assert outcome.ran and (tmp_path / "teacher" / "model.keras").exists()
+
+
+def test_summary_names_results_and_tensorboard(tmp_path):
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  outcomes = pipeline.run(config, str(tmp_path), log=_quiet)
+  text = pipeline.summary(str(tmp_path), outcomes, 1.0)
+  assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text
+  assert "tensorboard --logdir %s" % tmp_path in text
