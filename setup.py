@@ -29,6 +29,7 @@ def _version():
 STAGES = {
     "kdprune-pipeline": "pipelines.pipeline:entry_point",
     "kdprune-teacher": "pipelines.teacher:entry_point",
+    "kdprune-student": "pipelines.student:entry_point",
 }
 
 setup(

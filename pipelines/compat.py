@@ -6,11 +6,13 @@ TensorFlow is imported. Every kdprune module takes ``keras`` from here.
 
 TensorFlow 2.21 prints start-up lines from C++ before its logging is set up,
 which no environment variable silences ("oneDNN custom operations are on",
-"Could not find cuda drivers" on CPU machines, CPU-feature notes). They would
-bury kdprune's one-line errors, so the import runs with stderr captured and
-everything *except* those known lines is written back: real start-up errors
-(missing CUDA libraries on a GPU node, Python warnings) still show. Set
-``KDPRUNE_TF_STARTUP_LOGS=1`` to see everything.
+"Could not find cuda drivers" and, at device initialisation, "failed call to
+cuInit" on machines without a GPU; CPU-feature notes). They would bury
+kdprune's one-line errors, so the import and device initialisation run with
+stderr captured and everything *except* those known lines is written back:
+real start-up errors (missing CUDA libraries or a failing driver on a GPU node,
+Python warnings) still show. Set ``KDPRUNE_TF_STARTUP_LOGS=1`` to see
+everything.
 
 Example:
   >>> from pipelines.compat import keras
@@ -35,8 +37,22 @@ _STARTUP_NOISE = [re.compile(p) for p in (
 )]
 
 
+# CUDA-enabled TensorFlow logs this ERROR at device initialisation on machines
+# without an NVIDIA GPU. It is dropped only where no NVIDIA device node exists;
+# on a GPU node it means a real driver problem and is shown.
+_NO_GPU_CUINIT = re.compile(r"^E\d{4} [^\]]*cuda_platform\.cc:\d+\] failed call to cuInit: .*"
+                            r"(UNKNOWN ERROR \(303\)|CUDA_ERROR_NO_DEVICE)")
+
+
+def _has_nvidia_device() -> bool:
+  return any(name.startswith("nvidia") for name in os.listdir("/dev")) if os.path.isdir("/dev") \
+      else True
+
+
 def is_startup_noise(line: str) -> bool:
-  return any(p.search(line) for p in _STARTUP_NOISE)
+  if any(p.search(line) for p in _STARTUP_NOISE):
+    return True
+  return bool(_NO_GPU_CUINIT.search(line)) and not _has_nvidia_device()
 
 
 def _import_tensorflow():
@@ -55,6 +71,9 @@ def _import_tensorflow():
     try:
       import tensorflow  # pylint: disable=g-import-not-at-top
       import tf_keras  # pylint: disable=g-import-not-at-top
+      # Initialise devices now, inside the capture: that is when CUDA builds
+      # report (on stderr) whether they found a GPU.
+      tensorflow.config.list_physical_devices()
     finally:
       sys.stderr.flush()
       os.dup2(saved, fd)

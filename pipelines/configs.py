@@ -148,3 +148,188 @@ class TrainConfig:
       bad("monitor", "is not one of %s" % ", ".join(MONITORS))
     if self.min_delta < 0:
       bad("min_delta", "must be >= 0")
+
+
+TEACHER_OUTPUTS = ("auto", "cached", "online")
+PRUNING_SCHEDULES = ("polynomial_decay", "constant")
+PRUNING_STRUCTURES = ("unstructured", "m_by_n")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+  """The distillation loss.
+
+  ``total = (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+  + alpha * cross_entropy(labels, student)``; with ``enabled=False`` the
+  student learns from the labels alone (the ablation).
+
+  Attributes:
+    enabled: learn from the teacher (``--distill``).
+    temperature: T > 0; softens both distributions.
+    alpha: weight of the hard-label loss, in [0, 1].
+    teacher_outputs: ``cached`` (teacher logits computed once over the
+      training set and carried with the batches), ``online`` (the teacher
+      runs in every step, in inference mode) or ``auto`` (cached, since
+      kdprune does not augment inputs).
+  """
+
+  enabled: bool = True
+  temperature: float = 4.0
+  alpha: float = 0.1
+  teacher_outputs: str = "auto"
+
+  def validate(self) -> None:
+    if not (self.temperature > 0 and math.isfinite(self.temperature)):
+      raise ConfigError("--temperature=%s must be > 0" % self.temperature)
+    if not 0.0 <= self.alpha <= 1.0:
+      raise ConfigError("--alpha=%s must be in [0, 1]" % self.alpha)
+    if self.teacher_outputs not in TEACHER_OUTPUTS:
+      raise ConfigError("--teacher_outputs=%s is not one of %s" % (
+          self.teacher_outputs, ", ".join(TEACHER_OUTPUTS)))
+
+  def resolved_teacher_outputs(self) -> str:
+    return "cached" if self.teacher_outputs == "auto" else self.teacher_outputs
+
+
+def parse_step_or_fraction(value: str, flag: str):
+  """``"500"`` -> ``("steps", 500)``; ``"0.25"`` or ``"25%"`` -> ``("fraction", 0.25)``."""
+  text = str(value).strip()
+  try:
+    if text.endswith("%"):
+      kind, number = "fraction", float(text[:-1]) / 100.0
+    elif any(c in text for c in ".eE"):
+      kind, number = "fraction", float(text)
+    else:
+      kind, number = "steps", int(text)
+  except ValueError:
+    raise ConfigError("--%s=%s must be a step (500) or a fraction of the planned training "
+                      "(0.25 or 25%%)" % (flag, value)) from None
+  if kind == "fraction" and not 0.0 <= number <= 1.0:
+    raise ConfigError("--%s=%s: a fraction of the planned training must be in [0, 1]" % (
+        flag, value))
+  if kind == "steps" and number < 0:
+    raise ConfigError("--%s=%s must be >= 0" % (flag, value))
+  return kind, number
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+  """Gradual magnitude pruning (tfmot) of the student.
+
+  Attributes:
+    schedule: ``polynomial_decay`` (S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent)
+      or ``constant`` (S_f from ``begin`` on).
+    initial_sparsity, final_sparsity: S_0 and S_f, in [0, 1). ``final_sparsity``
+      ``None`` means 0.9 (unstructured) or m/n (m_by_n).
+    exponent: the polynomial's exponent (3 in Zhu & Gupta 2017 and tfmot).
+    frequency: prune every this many steps; 0 picks a tenth of an epoch (1..100).
+    begin, end: when the schedule starts and reaches ``final_sparsity``, as a
+      step (``"500"``) or a fraction of the planned training (``"0.1"``, ``"75%"``).
+    structure: ``unstructured`` or ``m_by_n`` (m zeros in every n weights,
+      e.g. 2:4, for sparse tensor cores).
+    m_by_n: (m, n) for ``m_by_n``.
+    keep_dense: layer names or class names left dense; ``auto`` keeps layers with
+      fewer than ``MIN_PRUNABLE_WEIGHTS`` kernel weights (pruning them saves
+      nothing and costs accuracy).
+  """
+
+  schedule: str = "polynomial_decay"
+  initial_sparsity: float = 0.0
+  final_sparsity: Optional[float] = None
+  exponent: float = 3.0
+  frequency: int = 0
+  begin: str = "0.1"
+  end: str = "0.75"
+  structure: str = "unstructured"
+  m_by_n: Tuple[int, int] = (2, 4)
+  keep_dense: Tuple[str, ...] = ("auto",)
+
+  MIN_PRUNABLE_WEIGHTS = 512
+
+  @property
+  def target(self) -> float:
+    """The sparsity every pruned layer ends at."""
+    if self.structure == "m_by_n":
+      return self.m_by_n[0] / float(self.m_by_n[1])
+    return 0.9 if self.final_sparsity is None else float(self.final_sparsity)
+
+  def validate(self) -> None:
+    if self.schedule not in PRUNING_SCHEDULES:
+      raise ConfigError("--pruning_schedule=%s is not one of %s" % (
+          self.schedule, ", ".join(PRUNING_SCHEDULES)))
+    if self.structure not in PRUNING_STRUCTURES:
+      raise ConfigError("--pruning_structure=%s is not one of %s" % (
+          self.structure, ", ".join(PRUNING_STRUCTURES)))
+    for name in ("initial_sparsity", "final_sparsity"):
+      value = getattr(self, name)
+      if value is not None and not 0.0 <= value < 1.0:
+        raise ConfigError("--%s=%s must be in [0, 1)" % (name, value))
+    if self.structure == "m_by_n":
+      m, n = self.m_by_n
+      if not 0 < m < n:
+        raise ConfigError("--m_by_n=%d:%d needs 0 < m < n" % (m, n))
+      if self.final_sparsity is not None and abs(self.final_sparsity - m / n) > 1e-9:
+        raise ConfigError("--final_sparsity=%s does not match --m_by_n=%d:%d, which prunes "
+                          "exactly %g; drop --final_sparsity" % (self.final_sparsity, m, n, m / n))
+    elif self.initial_sparsity > self.target:
+      raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
+          self.initial_sparsity, self.target))
+    if not (self.exponent > 0 and math.isfinite(self.exponent)):
+      raise ConfigError("--pruning_exponent=%s must be > 0" % self.exponent)
+    if self.frequency < 0:
+      raise ConfigError("--pruning_frequency=%s must be >= 0 (0: a tenth of an epoch)" % (
+          self.frequency,))
+    b = parse_step_or_fraction(self.begin, "pruning_begin")
+    e = parse_step_or_fraction(self.end, "pruning_end")
+    if b[0] == e[0] and e[1] <= b[1] and self.schedule == "polynomial_decay":
+      raise ConfigError("--pruning_end=%s must come after --pruning_begin=%s" % (
+          self.end, self.begin))
+
+  def resolve_steps(self, steps_per_epoch: int, epochs: int) -> dict:
+    """Turns begin/end/frequency into training steps for this data and epoch count.
+
+    tfmot counts steps from 1 and updates masks at steps t in [begin, end] with
+    ``(t - begin) % frequency == 0``; if ``end - begin`` is not a multiple of the
+    frequency the final sparsity is never applied. So ``end`` is moved down onto
+    that grid, and a schedule that does not finish within the planned
+    ``epochs * steps_per_epoch`` steps is refused (tfmot #973, #975).
+
+    Returns:
+      ``{"begin_step", "end_step", "frequency", "final_step", "planned_steps"}``;
+      ``final_step`` is the first step at which every pruned layer holds the
+      final sparsity.
+    """
+    planned = steps_per_epoch * epochs
+
+    def to_step(spec, flag):
+      kind, number = parse_step_or_fraction(spec, flag)
+      return int(round(number * planned)) if kind == "fraction" else int(number)
+
+    frequency = self.frequency or max(1, min(100, steps_per_epoch // 10))
+    begin = to_step(self.begin, "pruning_begin")
+    if self.schedule == "constant" or self.structure == "m_by_n":
+      # One mask update at the first pruning step applies the target.
+      first = begin if begin >= 1 else frequency * -(-(1 - begin) // frequency) + begin
+      end = first
+    else:
+      end = to_step(self.end, "pruning_end")
+      if end > planned:
+        raise ConfigError(
+            "pruning schedule reaches its final sparsity at step %d (--pruning_end=%s) but "
+            "training plans only %d steps (%d epochs x %d steps); lower --pruning_end or raise "
+            "the epochs" % (end, self.end, planned, epochs, steps_per_epoch))
+      k = (end - begin) // frequency
+      if k < 1:
+        raise ConfigError(
+            "pruning schedule: --pruning_end (step %d) must be at least one --pruning_frequency "
+            "(%d steps) after --pruning_begin (step %d)" % (end, frequency, begin))
+      end = begin + k * frequency
+      if end < 1:
+        raise ConfigError("pruning schedule ends before the first training step")
+    if end > planned:
+      raise ConfigError(
+          "pruning schedule reaches its final sparsity at step %d but training plans only %d "
+          "steps (%d epochs x %d steps); lower --pruning_end/--pruning_begin or raise the epochs"
+          % (end, planned, epochs, steps_per_epoch))
+    return {"begin_step": begin, "end_step": end, "frequency": frequency, "final_step": end,
+            "planned_steps": planned}

@@ -18,6 +18,8 @@ PROGRESS = ("auto", "bar", "epoch", "none")
 # Per-stage defaults of the training flags (--<stage>_epochs etc.).
 TEACHER_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
 TEACHER_MODEL = ModelSpec("cnn", width=32, depth=2)
+STUDENT_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
+STUDENT_MODEL = ModelSpec("cnn", width=16, depth=2)
 
 _defined = False
 
@@ -37,6 +39,43 @@ def define_flags() -> None:
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
   define_train_flags("teacher", TEACHER_TRAIN)
+  _define_model_flags("student", STUDENT_MODEL)
+  define_train_flags("student", STUDENT_TRAIN)
+  _define_student_flags()
+
+
+def _define_student_flags():
+  d, p = configs.DistillConfig(), configs.PruningConfig()
+  flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
+                      "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
+                      "can have many students.")
+  flags.DEFINE_bool("distill", d.enabled, "Learn from the teacher; --nodistill trains the same "
+                    "student with the same schedule on the labels alone (the ablation).")
+  flags.DEFINE_float("temperature", d.temperature, "Distillation temperature T (> 0).")
+  flags.DEFINE_float("alpha", d.alpha, "Weight of the hard-label loss: total = (1 - alpha) * "
+                     "T^2 * KL(teacher || student) + alpha * cross-entropy.")
+  flags.DEFINE_enum("teacher_outputs", d.teacher_outputs, configs.TEACHER_OUTPUTS, "cached: the "
+                    "teacher runs once over the training set and its logits travel with the "
+                    "batches; online: it runs in every step (inference mode); auto: cached.")
+  flags.DEFINE_enum("pruning_schedule", p.schedule, configs.PRUNING_SCHEDULES, "polynomial_decay: "
+                    "S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent; constant: S_f from "
+                    "--pruning_begin on.")
+  flags.DEFINE_float("initial_sparsity", p.initial_sparsity, "S_0 of the polynomial schedule.")
+  flags.DEFINE_float("final_sparsity", p.final_sparsity, "S_f: the sparsity every pruned layer "
+                     "ends at (default 0.9; m/n for --pruning_structure=m_by_n).")
+  flags.DEFINE_float("pruning_exponent", p.exponent, "Exponent of the polynomial schedule.")
+  flags.DEFINE_integer("pruning_frequency", p.frequency, "Update the masks every N steps; 0: a "
+                       "tenth of an epoch (1 to 100 steps).")
+  flags.DEFINE_string("pruning_begin", p.begin, "When pruning starts: a step (500) or a fraction "
+                      "of the planned training (0.1 or 10%).")
+  flags.DEFINE_string("pruning_end", p.end, "When the final sparsity is reached: a step or a "
+                      "fraction of the planned training. Refused if training cannot get there.")
+  flags.DEFINE_enum("pruning_structure", p.structure, configs.PRUNING_STRUCTURES, "unstructured "
+                    "magnitude pruning, or m_by_n (--m_by_n zeros in every block, e.g. 2:4).")
+  flags.DEFINE_string("m_by_n", "%d:%d" % p.m_by_n, "m:n for --pruning_structure=m_by_n.")
+  flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
+                    "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
+                    "%d kernel weights." % configs.PruningConfig.MIN_PRUNABLE_WEIGHTS)
 
 
 def _define_data_flags():
@@ -152,3 +191,30 @@ def train_config_from_flags(stage: str) -> configs.TrainConfig:
       monitor=FLAGS[p + "monitor"].value,
       min_delta=FLAGS[p + "min_delta"].value,
   )
+
+
+def parse_m_by_n(value):
+  try:
+    m, n = (int(v) for v in str(value).split(":"))
+  except ValueError:
+    raise ConfigError("--m_by_n=%s must be m:n, e.g. 2:4" % value) from None
+  return (m, n)
+
+
+def student_config_from_flags():
+  from pipelines.student import StudentConfig  # pylint: disable=g-import-not-at-top
+  return StudentConfig(
+      data=data_config_from_flags(),
+      model=model_spec_from_flags("student"),
+      train=train_config_from_flags("student"),
+      distill=configs.DistillConfig(
+          enabled=FLAGS.distill, temperature=FLAGS.temperature, alpha=FLAGS.alpha,
+          teacher_outputs=FLAGS.teacher_outputs),
+      pruning=configs.PruningConfig(
+          schedule=FLAGS.pruning_schedule, initial_sparsity=FLAGS.initial_sparsity,
+          final_sparsity=FLAGS.final_sparsity, exponent=FLAGS.pruning_exponent,
+          frequency=FLAGS.pruning_frequency, begin=FLAGS.pruning_begin, end=FLAGS.pruning_end,
+          structure=FLAGS.pruning_structure, m_by_n=parse_m_by_n(FLAGS.m_by_n),
+          keep_dense=tuple(FLAGS.pruning_keep_dense)),
+      name=FLAGS.student_name,
+      progress=FLAGS.progress)

@@ -7,7 +7,7 @@ Stages that are done with the same config are skipped (``--force`` reruns
 them); a stage whose config changed reruns, and so does everything after it.
 At the end it prints each stage's result and where to find it.
 
-Stages so far: teacher. (student, qat and export join as they land.)
+Stages so far: teacher, student. (qat and export join as they land.)
 """
 
 import dataclasses
@@ -16,15 +16,18 @@ import time
 from typing import List
 
 from pipelines import rundir, stage
+from pipelines import student as student_stage
 from pipelines import teacher as teacher_stage
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   teacher: teacher_stage.TeacherConfig = teacher_stage.TeacherConfig()
+  student: student_stage.StudentConfig = student_stage.StudentConfig()
 
   def validate(self) -> None:
     self.teacher.validate()
+    self.student.validate()
 
 
 def run(config: PipelineConfig, workdir: str, force: bool = False, log=print) -> List[stage.StageOutcome]:
@@ -36,9 +39,16 @@ def run(config: PipelineConfig, workdir: str, force: bool = False, log=print) ->
   config.validate()
   outcomes = []
   upstream_ran = False
-  for name, module, stage_config in [("teacher", teacher_stage, config.teacher)]:
-    outcome = stage.execute(name, module.run, stage_config, workdir,
-                            module.fingerprint_inputs(stage_config),
+  stages = [
+      ("teacher", teacher_stage.run, config.teacher,
+       lambda: teacher_stage.fingerprint_inputs(config.teacher)),
+      (config.student.stage, student_stage.run, config.student,
+       lambda: student_stage.fingerprint_inputs(config.student, workdir)),
+  ]
+  for name, run_fn, stage_config, inputs in stages:
+    # Fingerprints are taken just before each stage: a student's includes the
+    # teacher run it learns from, which exists only once the teacher is done.
+    outcome = stage.execute(name, run_fn, stage_config, workdir, inputs(),
                             force=force or upstream_ran, log=log)
     upstream_ran = upstream_ran or outcome.ran
     outcomes.append(outcome)
@@ -49,21 +59,28 @@ def summary(workdir: str, outcomes: List[stage.StageOutcome], seconds: float) ->
   """The table printed at the end of a pipeline run."""
   run_dir = rundir.RunDir(workdir)
   lines = ["", "kdprune pipeline finished in %.1f s: %s" % (seconds, run_dir.workdir), ""]
-  lines.append("  %-10s %-8s %-14s %s" % ("stage", "status", "test_accuracy", "artifact"))
+  row = "  %-18s %-8s %-9s %-9s %-10s %s"
+  lines.append(row % ("stage", "status", "test_acc", "sparsity", "nonzero", "artifact"))
   for o in outcomes:
     m = o.entry.get("metrics", {})
-    acc = m.get("test_accuracy")
     model = o.entry.get("artifacts", {}).get("model", "")
-    lines.append("  %-10s %-8s %-14s %s" % (
-        o.name, "ran" if o.ran else "skipped", "%.4f" % acc if acc is not None else "-",
+    nonzero = m.get("nonzero_params", m.get("params"))
+    lines.append(row % (
+        o.name, "ran" if o.ran else "skipped", _fmt(m.get("test_accuracy"), "%.4f"),
+        _fmt(m.get("sparsity"), "%.3f"), _fmt(nonzero, "%d"),
         os.path.join(run_dir.workdir, model) if model else "-"))
   lines += ["", "  manifest:    %s" % run_dir.manifest_path,
             "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
   return "\n".join(lines)
 
 
+def _fmt(value, pattern):
+  return pattern % value if value is not None else "-"
+
+
 def config_from_flags() -> PipelineConfig:
-  return PipelineConfig(teacher=teacher_stage.config_from_flags())
+  return PipelineConfig(teacher=teacher_stage.config_from_flags(),
+                        student=student_stage.config_from_flags())
 
 
 def main(argv):

@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Dict, Optional
 
@@ -63,6 +64,22 @@ def atomic_write(path: str, text: str) -> None:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+
+
+def fresh_stage_logs(stage_dir: str):
+  """Creates ``stage_dir`` and clears its previous logs; returns ``(tb_dir, metrics_jsonl)``.
+
+  A rerun replaces a stage's TensorBoard logs and per-epoch lines rather than
+  interleaving two runs' curves. Artifacts are left alone: they are replaced
+  atomically when the new ones are ready.
+  """
+  tb_dir = os.path.join(stage_dir, "tb")
+  jsonl = os.path.join(stage_dir, "metrics.jsonl")
+  shutil.rmtree(tb_dir, ignore_errors=True)
+  if os.path.exists(jsonl):
+    os.remove(jsonl)
+  os.makedirs(stage_dir, exist_ok=True)
+  return tb_dir, jsonl
 
 
 def write_json(path: str, obj) -> None:

@@ -54,15 +54,44 @@ def resolve(config: DataConfig) -> Source:
   return source
 
 
+def carve_size(n: int, fraction: float) -> int:
+  """How many of ``n`` training examples :func:`carve_indices` holds out."""
+  if n < 2:
+    raise ConfigError("cannot carve a validation split from %d training example(s)" % n)
+  return min(n - 1, max(1, int(round(n * fraction))))
+
+
+def split_sizes(config: DataConfig) -> Optional[dict]:
+  """Examples per split as :func:`pipelines.data.load` will give them, without TensorFlow.
+
+  ``None`` when the source records no counts (e.g. under ``tfds.testing.mock_data``).
+  """
+  source = resolve(config)
+  if source.kind == "npz":
+    a = source.arrays
+    n_train, n_test = len(a["x_train"]), len(a["x_test"])
+    n_val = len(a["x_val"]) if "x_val" in a else None
+  else:
+    splits = source.builder.info.splits
+    counts = {k: int(splits[k].num_examples) for k in source.splits if k in splits}
+    if not counts.get("train") or not counts.get("test"):
+      return None
+    n_train, n_test, n_val = counts["train"], counts["test"], counts.get("validation")
+  if n_val is None:
+    n_val = carve_size(n_train, config.validation_fraction)
+    n_train -= n_val
+  if config.train_examples:
+    n_train = min(n_train, config.train_examples)
+  return {"train": n_train, "validation": n_val, "test": n_test}
+
+
 def carve_indices(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
   """Deterministic seeded split of ``range(n)``: returns sorted ``(train_idx, val_idx)``.
 
   The validation part has ``round(n * fraction)`` examples (at least 1 and at
   most ``n - 1``). The same ``(n, fraction, seed)`` always gives the same split.
   """
-  if n < 2:
-    raise ConfigError("cannot carve a validation split from %d training example(s)" % n)
-  n_val = min(n - 1, max(1, int(round(n * fraction))))
+  n_val = carve_size(n, fraction)
   perm = np.random.default_rng(seed).permutation(n)
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -205,10 +234,12 @@ def _resolve_tfds(config: DataConfig) -> Source:
     raise ConfigError("%s: images vary in size %s; pass --image_size=H,W to resize them" % (
         flag, shape))
 
-  if not builder.is_prepared():
+  with _quiet_absl():  # TFDS warns about half-made folders while checking
+    prepared = builder.is_prepared()
+  if not prepared:
     where = builder.data_dir if config.data_dir else "the TFDS data directory"
     try:
-      builder.download_and_prepare()
+      _prepare(tfds, builder, quiet=config.dataset == "digits")
     except Exception as e:
       raise ConfigError("%s: not prepared in %s and could not be prepared (%s); pass "
                         "--data_dir=<a prepared TFDS directory>" % (flag, where, _first_line(e))) from None
@@ -226,6 +257,36 @@ def _resolve_tfds(config: DataConfig) -> Source:
                 num_classes=int(label_feature.num_classes),
                 input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
                 input_key=input_key, label_key=label_key, splits=splits)
+
+
+class _quiet_absl:  # pylint: disable=invalid-name
+  """Raises absl's Python logger to ERROR inside the block."""
+
+  def __enter__(self):
+    import logging  # pylint: disable=g-import-not-at-top
+    self._logger = logging.getLogger("absl")
+    self._level = self._logger.level
+    self._logger.setLevel(logging.ERROR)
+
+  def __exit__(self, *exc):
+    self._logger.setLevel(self._level)
+
+
+def _prepare(tfds, builder, quiet: bool) -> None:
+  """Runs ``download_and_prepare``; the embedded dataset is prepared silently (about 1 s)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  from pipelines import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  if not quiet:
+    builder.download_and_prepare()
+    return
+  with _quiet_absl(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+      contextlib.redirect_stderr(devnull):
+    tfds.disable_progress_bar()
+    try:
+      builder.download_and_prepare()
+    finally:
+      tfds.enable_progress_bar()
+  print("[data] prepared %s in %s (first use)" % (builder.name, builder.data_dir))
 
 
 def _first_line(e: Exception) -> str:

@@ -14,7 +14,6 @@ and TensorBoard logs under ``tb/``.
 import dataclasses
 import json
 import os
-import shutil
 import time
 
 from models.spec import ModelSpec, validate_spec
@@ -66,13 +65,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
                       flag="--teacher_model")
 
   stage_dir = os.path.join(workdir, NAME)
-  tb_dir = os.path.join(stage_dir, "tb")
-  jsonl = os.path.join(stage_dir, "metrics.jsonl")
-  # A rerun replaces this stage's logs rather than interleaving two runs' curves.
-  shutil.rmtree(tb_dir, ignore_errors=True)
-  if os.path.exists(jsonl):
-    os.remove(jsonl)
-  os.makedirs(stage_dir, exist_ok=True)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
 
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)

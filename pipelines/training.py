@@ -97,3 +97,18 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
 def keras_verbosity(progress: str) -> int:
   """Maps ``--progress`` (auto|bar|epoch|none) to Keras' ``verbose``."""
   return {"bar": 1, "epoch": 2, "none": 0}.get(progress, 1 if sys.stdout.isatty() else 2)
+
+
+def evaluate_classifier(model, batches) -> dict:
+  """Accuracy and mean cross-entropy of a logits ``model`` over ``(x, y)`` batches."""
+  correct = total = 0
+  loss_sum = 0.0
+  for x, y in batches:
+    logits = model(x, training=False)
+    y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y),
+                                         tf.int32)))
+    loss_sum += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=tf.cast(logits, tf.float32))))
+    total += int(y.shape[0])
+  return {"accuracy": correct / max(1, total), "loss": loss_sum / max(1, total)}

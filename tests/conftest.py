@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models.registry import ModelSpec  # noqa: E402
-from pipelines import data, teacher, training  # noqa: E402
+from pipelines import configs, data, student, teacher, training  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
@@ -30,6 +30,21 @@ def tiny_teacher_config(**train_overrides) -> teacher.TeacherConfig:
       data=data.DataConfig(dataset="digits"),
       model=ModelSpec("mlp", width=32, depth=1),
       train=training.TrainConfig(**train),
+      progress="none")
+
+
+def tiny_student_config(name="default", epochs=4, distill=True, teacher_outputs="auto",
+                        **pruning) -> student.StudentConfig:
+  """A student that prunes a small MLP on digits in a few seconds."""
+  prune = dict(final_sparsity=0.8, begin="0.0", end="0.5", frequency=5)
+  prune.update(pruning)
+  return student.StudentConfig(
+      data=data.DataConfig(dataset="digits"),
+      model=ModelSpec("mlp", width=64, depth=1),
+      train=training.TrainConfig(epochs=epochs, batch_size=64, learning_rate=3e-3, patience=0),
+      distill=configs.DistillConfig(enabled=distill, teacher_outputs=teacher_outputs),
+      pruning=configs.PruningConfig(**prune),
+      name=name,
       progress="none")
 
 

@@ -60,6 +60,21 @@ def test_bad_invocations_fail_in_one_line_and_write_nothing(tmp_path, args, frag
   assert not workdir.exists()
 
 
+@pytest.mark.parametrize("args,fragments", [
+    (["--final_sparsity=1.5"], ["--final_sparsity=1.5 must be in [0, 1)"]),
+    (["--pruning_end=100000"], ["reaches its final sparsity at step 100000 (--pruning_end=100000)"]),
+    (["--pruning_structure=m_by_n", "--final_sparsity=0.8"], ["does not match --m_by_n=2:4"]),
+    (["--m_by_n=2x4", "--pruning_structure=m_by_n"], ["--m_by_n=2x4 must be m:n"]),
+    (["--temperature=-1"], ["--temperature=-1.0 must be > 0"]),
+    ([], ["no trained teacher in", "run kdprune-teacher"]),
+])
+def test_bad_student_invocations(tmp_path, args, fragments):
+  workdir = tmp_path / "run"
+  result = _run("--workdir=%s" % workdir, *args, module="pipelines.student")
+  _assert_one_line_error(result, "kdprune-student", *fragments)
+  assert not workdir.exists()
+
+
 def test_workdir_is_required():
   result = _run(module="pipelines.pipeline")
   _assert_one_line_error(result, "kdprune-pipeline", "--workdir")
@@ -68,12 +83,15 @@ def test_workdir_is_required():
 def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   workdir = tmp_path / "run"
   args = ["--workdir=%s" % workdir, "--teacher_model=mlp", "--teacher_width=16",
-          "--teacher_depth=1", "--teacher_epochs=1", "--progress=none"]
+          "--teacher_depth=1", "--teacher_epochs=1", "--student_model=mlp", "--student_width=32",
+          "--student_depth=1", "--student_epochs=2", "--final_sparsity=0.5", "--progress=none"]
   result = _run(*args, module="pipelines.pipeline")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "kdprune pipeline finished" in result.stdout
   assert "tensorboard --logdir %s" % workdir in result.stdout
   assert (workdir / "teacher" / "model.keras").is_file()
+  assert (workdir / "student" / "default" / "model.keras").is_file()
+  assert "student/default" in result.stdout
   again = _run(*args, module="pipelines.pipeline")
   assert again.returncode == 0 and "skipped" in again.stdout
 
@@ -81,7 +99,7 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
 @pytest.mark.skipif(shutil.which("kdprune-teacher") is None,
                     reason="console scripts appear after `pip install -e .`")
 def test_console_scripts_are_installed():
-  for script in ("kdprune-pipeline", "kdprune-teacher"):
+  for script in ("kdprune-pipeline", "kdprune-teacher", "kdprune-student"):
     result = subprocess.run([script, "--helpshort"], env=ENV, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ import json
 import os
 
 from pipelines import pipeline
-from tests.conftest import tiny_teacher_config
+from tests.conftest import tiny_student_config, tiny_teacher_config
 
 
 def _quiet(*_):
@@ -13,9 +13,9 @@ def _quiet(*_):
 
 
 def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
   workdir = str(tmp_path)
-  [first] = pipeline.run(config, workdir, log=_quiet)
+  first, _ = pipeline.run(config, workdir, log=_quiet)
   assert first.ran
   model = tmp_path / "teacher" / "model.keras"
   mtime = model.stat().st_mtime_ns
@@ -26,39 +26,48 @@ def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
                         "finished", "wall_seconds"}
   assert entry["config"]["config"]["train"]["epochs"] == 1
 
-  [again] = pipeline.run(config, workdir, log=_quiet)
+  again, _ = pipeline.run(config, workdir, log=_quiet)
   assert not again.ran
   assert model.stat().st_mtime_ns == mtime
   assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
 
-  [forced] = pipeline.run(config, workdir, force=True, log=_quiet)
+  forced, _ = pipeline.run(config, workdir, force=True, log=_quiet)
   assert forced.ran and model.stat().st_mtime_ns != mtime
 
 
-def test_changed_config_reruns_the_stage(tmp_path):
+def test_changed_config_reruns_the_stage_and_everything_after_it(tmp_path):
   workdir = str(tmp_path)
   base = tiny_teacher_config(epochs=1)
-  pipeline.run(pipeline.PipelineConfig(teacher=base), workdir, log=_quiet)
+  pupil = tiny_student_config(epochs=2)
+  pipeline.run(pipeline.PipelineConfig(teacher=base, student=pupil), workdir, log=_quiet)
   changed = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
-  [outcome] = pipeline.run(pipeline.PipelineConfig(teacher=changed), workdir, log=_quiet)
+  outcome, downstream = pipeline.run(pipeline.PipelineConfig(teacher=changed, student=pupil),
+                                     workdir, log=_quiet)
   assert outcome.ran and outcome.entry["metrics"]["epochs_run"] == 2
+  assert downstream.ran  # the student learns from the new teacher
+  # A change to the student alone leaves the teacher as it is.
+  other = dataclasses.replace(pupil, distill=dataclasses.replace(pupil.distill, temperature=2.0))
+  teacher_outcome, student_outcome = pipeline.run(
+      pipeline.PipelineConfig(teacher=changed, student=other), workdir, log=_quiet)
+  assert not teacher_outcome.ran and student_outcome.ran
   # Progress output is presentation, not config: changing it does not rerun.
   quiet = dataclasses.replace(changed, progress="epoch")
-  [same] = pipeline.run(pipeline.PipelineConfig(teacher=quiet), workdir, log=_quiet)
-  assert not same.ran
+  same, same_student = pipeline.run(pipeline.PipelineConfig(teacher=quiet, student=other),
+                                    workdir, log=_quiet)
+  assert not same.ran and not same_student.ran
 
 
 def test_missing_artifact_reruns_the_stage(tmp_path):
   workdir = str(tmp_path)
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
   pipeline.run(config, workdir, log=_quiet)
   os.remove(tmp_path / "teacher" / "model.keras")
-  [outcome] = pipeline.run(config, workdir, log=_quiet)
+  outcome, _ = pipeline.run(config, workdir, log=_quiet)
   assert outcome.ran and (tmp_path / "teacher" / "model.keras").exists()
 
 
 def test_summary_names_results_and_tensorboard(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1))
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
   outcomes = pipeline.run(config, str(tmp_path), log=_quiet)
   text = pipeline.summary(str(tmp_path), outcomes, 1.0)
   assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text

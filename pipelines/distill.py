@@ -1,0 +1,109 @@
+"""Distillation training: a thin trainer around a Functional student, and the teacher-output cache.
+
+:class:`DistillationTrainer` owns no layers of its own: ``student`` is the
+(pruned) Functional model that is saved, ``teacher`` is only called in
+inference mode and never trained or saved with it. The student is called
+exactly once per training step, so tfmot's ``pruning_step`` advances once per
+step. Batches are either ``(x, labels)`` (online: the teacher runs in the
+step, or no teacher for the hard-label ablation) or ``(x, (labels,
+teacher_logits))`` (cached: :func:`with_teacher_logits`).
+"""
+
+import numpy as np
+
+from pipelines import losses
+from pipelines.compat import keras, tf
+
+
+class DistillationTrainer(keras.Model):
+  """Trains ``student`` on the distillation loss (or on labels alone with ``teacher=None``).
+
+  Logged: ``loss`` (total), ``distill_loss`` (T^2 KL), ``hard_loss`` (cross-
+  entropy with the labels), ``accuracy``; on validation ``loss`` is the hard
+  cross-entropy, so ``val_loss`` means the same with and without distillation.
+  """
+
+  def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
+               distill: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.student = student
+    self.teacher = teacher
+    self.temperature = float(temperature)
+    self.alpha = float(alpha)
+    self.distill = bool(distill)
+    if teacher is not None:
+      teacher.trainable = False
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.distill_tracker = keras.metrics.Mean(name="distill_loss")
+    self.hard_tracker = keras.metrics.Mean(name="hard_loss")
+    self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+  @property
+  def metrics(self):
+    trackers = [self.loss_tracker, self.hard_tracker, self.accuracy]
+    return trackers + ([self.distill_tracker] if self.distill else [])
+
+  def call(self, x, training=False):
+    return self.student(x, training=training)
+
+  def compute_losses(self, x, labels, teacher_logits, student_logits):
+    """The loss parts for one batch (the teacher is run here when its logits are not given)."""
+    if not self.distill:
+      hard = losses.hard_cross_entropy(labels, student_logits)
+      return {"total": hard, "hard": hard}
+    if teacher_logits is None:
+      teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+    return losses.distillation_loss(student_logits, teacher_logits, labels,
+                                    self.temperature, self.alpha)
+
+  def train_step(self, data):
+    x, y = data
+    labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
+    with tf.GradientTape() as tape:
+      student_logits = self.student(x, training=True)
+      parts = self.compute_losses(x, labels, teacher_logits, student_logits)
+      total = parts["total"]
+      if self.student.losses:
+        total = total + tf.add_n(self.student.losses)
+    variables = self.student.trainable_variables
+    grads = tape.gradient(total, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    self.loss_tracker.update_state(parts["total"])
+    self.hard_tracker.update_state(parts["hard"])
+    if self.distill:
+      self.distill_tracker.update_state(parts["distill"])
+    self.accuracy.update_state(labels, student_logits)
+    return {m.name: m.result() for m in self.metrics}
+
+  def test_step(self, data):
+    x, y = data
+    labels = y[0] if isinstance(y, (tuple, list)) else y
+    student_logits = self.student(x, training=False)
+    hard = losses.hard_cross_entropy(labels, student_logits)
+    self.loss_tracker.update_state(hard)
+    self.hard_tracker.update_state(hard)
+    self.accuracy.update_state(labels, student_logits)
+    return {m.name: m.result() for m in (self.loss_tracker, self.hard_tracker, self.accuracy)}
+
+
+def teacher_logits(teacher, bundle, batch_size: int) -> np.ndarray:
+  """The teacher's logits for every training example, in ``bundle.train``'s order."""
+  ds = bundle.batches("train", batch_size)
+  logits = teacher.predict(ds.map(lambda x, y: x), verbose=0)
+  if len(logits) != bundle.num_examples["train"]:
+    raise RuntimeError("teacher produced %d logits for %d training examples" % (
+        len(logits), bundle.num_examples["train"]))
+  return logits.astype(np.float32)
+
+
+def with_teacher_logits(bundle, logits: np.ndarray, batch_size: int, seed: int):
+  """Training batches ``(x, (labels, teacher_logits))``, reshuffled each epoch.
+
+  The logits are zipped with the examples *before* shuffling, so each example
+  keeps its own teacher output.
+  """
+  ds = tf.data.Dataset.zip((bundle.train, tf.data.Dataset.from_tensor_slices(logits)))
+  ds = ds.map(lambda xy, t: (xy[0], (xy[1], t)), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.cache().shuffle(max(1, min(bundle.num_examples["train"], 65536)), seed=seed,
+                          reshuffle_each_iteration=True)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,237 @@
+"""Pruning with tfmot: schedules, choosing the layers, strip, sparsity checks, early stopping.
+
+The student is pruned layer by layer (``clone_model`` with a clone function,
+as tfmot's guide does), never through a distillation wrapper, so tfmot sees a
+plain Functional model. The sparsity that was asked for is never assumed:
+:func:`sparsity_report` measures it on the stripped kernels, and
+:func:`check_sparsity` fails the stage when it is short.
+"""
+
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from pipelines.compat import keras, tf
+from pipelines.configs import PruningConfig
+from pipelines.errors import ConfigError, StageError
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # noqa: E402
+
+SPARSITY_TOLERANCE = 0.005
+
+
+def make_schedule(config: PruningConfig, steps: dict):
+  """The tfmot schedule for ``config`` with resolved ``steps`` (see PruningConfig.resolve_steps)."""
+  sparsity = tfmot.sparsity.keras
+  if config.schedule == "constant" or config.structure == "m_by_n":
+    return sparsity.ConstantSparsity(config.target, begin_step=steps["begin_step"],
+                                     end_step=steps["end_step"], frequency=steps["frequency"])
+  return sparsity.PolynomialDecay(
+      initial_sparsity=config.initial_sparsity, final_sparsity=config.target,
+      begin_step=steps["begin_step"], end_step=steps["end_step"], power=config.exponent,
+      frequency=steps["frequency"])
+
+
+def _kernel_size(layer) -> int:
+  if not prune_registry.PruneRegistry.supports(layer):
+    return 0
+  weights = layer.get_prunable_weights() if hasattr(layer, "get_prunable_weights") else None
+  if weights is None:
+    weights = prune_registry.PruneRegistry._weight_names(layer)  # pylint: disable=protected-access
+    weights = [getattr(layer, w) for w in weights]
+  return int(sum(np.prod(w.shape) for w in weights))
+
+
+def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
+  """Decides for each layer with weights whether it is pruned: name -> "prune" or why not."""
+  keep = set(config.keep_dense) - {"auto", ""}
+  plan = {}
+  for layer in model.layers:
+    if not layer.weights:
+      continue
+    size = _kernel_size(layer)
+    if size == 0:
+      plan[layer.name] = "no prunable weights"
+    elif layer.name in keep or type(layer).__name__ in keep:
+      plan[layer.name] = "kept dense by --pruning_keep_dense"
+    elif "auto" in config.keep_dense and size < config.MIN_PRUNABLE_WEIGHTS:
+      plan[layer.name] = "kept dense: only %d weights (< %d)" % (size, config.MIN_PRUNABLE_WEIGHTS)
+    elif config.structure == "m_by_n" and not _m_by_n_applicable(layer, config.m_by_n):
+      plan[layer.name] = "kept dense: input channels (%d) not a multiple of %d for %d:%d" % (
+          _input_channels(layer), config.m_by_n[1], *config.m_by_n)
+    else:
+      plan[layer.name] = "prune"
+  unknown = keep - {l.name for l in model.layers} - {type(l).__name__ for l in model.layers}
+  if unknown:
+    raise ConfigError("--pruning_keep_dense names %s, which the student does not have (layers: %s)"
+                      % (", ".join(sorted(unknown)), ", ".join(l.name for l in model.layers)))
+  if "prune" not in plan.values():
+    raise ConfigError("no layer of the student would be pruned (%s)" % "; ".join(
+        "%s: %s" % kv for kv in plan.items()))
+  return plan
+
+
+def _input_channels(layer) -> int:
+  kernel = getattr(layer, "kernel", None)
+  return int(kernel.shape[-2]) if kernel is not None else 0
+
+
+def _m_by_n_applicable(layer, m_by_n) -> bool:
+  # tfmot lays blocks along the input channels (TFLite's last axis).
+  return _input_channels(layer) % m_by_n[1] == 0
+
+
+def apply_pruning(model, config: PruningConfig, steps: dict):
+  """Wraps the planned layers of ``model`` with ``prune_low_magnitude``.
+
+  Returns ``(pruned_model, plan)``.
+  """
+  plan = plan_layers(model, config)
+  params = {"pruning_schedule": make_schedule(config, steps)}
+  if config.structure == "m_by_n":
+    params["sparsity_m_by_n"] = tuple(config.m_by_n)
+
+  def clone(layer):
+    if plan.get(layer.name) == "prune":
+      return tfmot.sparsity.keras.prune_low_magnitude(layer, **params)
+    return layer
+
+  # Unpruned layers are reused and pruned ones wrap the original layer, so the
+  # weights carry over (as in tfmot's guide).
+  return keras.models.clone_model(model, clone_function=clone), plan
+
+
+def pruned_layers(model) -> List:
+  return pruning_wrapper.collect_prunable_layers(model)
+
+
+def pruning_step(model) -> int:
+  """The current tfmot pruning step of ``model`` (-1 before training starts)."""
+  layers = pruned_layers(model)
+  return int(layers[0].pruning_step.numpy()) if layers else -1
+
+
+def strip(model):
+  """The model without pruning wrappers (masks applied), for export and measurement."""
+  return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
+  """Measures the stripped model: per pruned layer and in total.
+
+  Returns ``{"layers": {name: {"weights", "zeros", "sparsity"[, "m_by_n_ok"]}},
+  "pruned_weights", "pruned_zeros", "sparsity", "params", "nonzero_params",
+  "model_sparsity"}``; ``sparsity`` is over the pruned kernels, ``model_sparsity``
+  over every parameter.
+  """
+  layers = {}
+  total_w = total_z = 0
+  for layer in stripped.layers:
+    if plan.get(layer.name) != "prune":
+      continue
+    kernel = layer.kernel.numpy()
+    zeros = int(np.sum(kernel == 0))
+    entry = {"weights": int(kernel.size), "zeros": zeros,
+             "sparsity": round(zeros / kernel.size, 6)}
+    if m_by_n is not None:
+      entry["m_by_n_ok"] = bool(pruning_utils.is_pruned_m_by_n(
+          tf.constant(kernel), m_by_n=tuple(m_by_n), last_channel="C_OUT"))
+    layers[layer.name] = entry
+    total_w += kernel.size
+    total_z += zeros
+  params = sum(int(np.prod(w.shape)) for w in stripped.weights)
+  nonzero = sum(int(np.count_nonzero(w)) for w in stripped.get_weights())
+  return {"layers": layers, "pruned_weights": int(total_w), "pruned_zeros": int(total_z),
+          "sparsity": round(total_z / max(1, total_w), 6), "params": params,
+          "nonzero_params": nonzero, "model_sparsity": round(1 - nonzero / max(1, params), 6)}
+
+
+def check_sparsity(report: dict, target: float, stage: str, m_by_n=None) -> None:
+  """Fails the stage if any pruned layer (or the total) is short of ``target`` by > 0.005."""
+  short = [(n, e["sparsity"]) for n, e in report["layers"].items()
+           if e["sparsity"] < target - SPARSITY_TOLERANCE]
+  if report["sparsity"] < target - SPARSITY_TOLERANCE or short:
+    raise StageError(stage, "sparsity %.4f is below the target %.4f (layers short: %s); the "
+                     "pruning schedule did not complete" % (
+                         report["sparsity"], target,
+                         ", ".join("%s %.4f" % s for s in short) or "none"))
+  if m_by_n is not None:
+    bad = [n for n, e in report["layers"].items() if not e.get("m_by_n_ok")]
+    if bad:
+      raise StageError(stage, "layers %s do not have the %d:%d sparsity pattern" % (
+          ", ".join(bad), *m_by_n))
+
+
+class PruningAwareEarlyStopping(keras.callbacks.Callback):
+  """Early stopping that only counts once the pruning schedule has reached its final sparsity.
+
+  Keras' EarlyStopping restores masks and ``pruning_step`` along with the
+  weights, so its "best" can be an epoch before pruning finished: the least
+  sparse one. Here patience and the choice of the best epoch only consider
+  epochs that end at or after ``final_step``; at the end of training the best
+  such state of ``student`` is restored. If no epoch reached ``final_step`` a
+  :class:`StageError` is raised (schedules are checked beforehand, so this
+  means training was cut short).
+
+  Args:
+    student: the pruned model whose weights are stored and restored.
+    final_step: the pruning step from which every layer has its final sparsity.
+    monitor: ``val_loss`` (lower is better) or ``val_accuracy`` (higher is better).
+    patience: epochs at final sparsity without improvement before stopping; 0: never stop.
+    min_delta: smallest change that counts as an improvement.
+    step_fn: returns the current pruning step (default: read from ``student``).
+  """
+
+  def __init__(self, student, final_step: int, monitor: str = "val_loss", patience: int = 0,
+               min_delta: float = 0.0, step_fn: Optional[Callable[[], int]] = None,
+               stage: str = "student"):
+    super().__init__()
+    self.student = student
+    self.final_step = int(final_step)
+    self.monitor = monitor
+    self.patience = int(patience)
+    self.min_delta = abs(float(min_delta))
+    self.step_fn = step_fn or (lambda: pruning_step(student))
+    self.stage = stage
+    self.higher_is_better = "acc" in monitor
+    self.best = None
+    self.best_epoch = None
+    self.best_weights = None
+    self.wait = 0
+    self.stopped_epoch = None
+    self.first_final_epoch = None
+
+  def _improved(self, value) -> bool:
+    if self.best is None:
+      return True
+    if self.higher_is_better:
+      return value > self.best + self.min_delta
+    return value < self.best - self.min_delta
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    if self.step_fn() < self.final_step:
+      return  # still pruning: neither patience nor "best" apply yet
+    if self.first_final_epoch is None:
+      self.first_final_epoch = epoch
+    value = logs.get(self.monitor)
+    if value is None:
+      raise StageError(self.stage, "early stopping monitors %s, which training does not log "
+                       "(logs: %s)" % (self.monitor, ", ".join(sorted(logs))))
+    if self._improved(float(value)):
+      self.best, self.best_epoch, self.wait = float(value), epoch, 0
+      self.best_weights = self.student.get_weights()
+      return
+    self.wait += 1
+    if self.patience and self.wait >= self.patience:
+      self.stopped_epoch = epoch
+      self.model.stop_training = True
+
+  def on_train_end(self, logs=None):
+    if self.best_weights is None:
+      raise StageError(self.stage, "training ended at pruning step %d, before the schedule "
+                       "reached its final sparsity at step %d" % (self.step_fn(), self.final_step))
+    self.student.set_weights(self.best_weights)

@@ -1,0 +1,246 @@
+"""Student stage: distillation from the trained teacher while tfmot prunes the student gradually.
+
+  kdprune-student --workdir=runs/demo                          # after kdprune-teacher
+  kdprune-student --workdir=runs/demo --distill=false --student_name=hard_labels   # the ablation
+  kdprune-student --workdir=runs/demo --pruning_structure=m_by_n --student_name=two_four
+
+Writes ``<workdir>/student/<name>/``: the stripped ``model.keras`` (best
+epoch at final sparsity), ``metrics.json`` (test accuracy, per-layer and total
+sparsity, nonzero parameters), ``config.json``, ``metrics.jsonl`` and
+TensorBoard logs under ``tb/`` (losses, accuracy, learning rate, per-layer
+sparsity, HParams). The manifest records each student as ``student/<name>``.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+from models.spec import ModelSpec, validate_spec
+from pipelines import configs, rundir, sources
+from pipelines.errors import ConfigError
+from pipelines.stage import StageResult
+
+NAME = "student"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+  """Everything that decides a student: data, architecture, training, distillation, pruning."""
+
+  data: configs.DataConfig = configs.DataConfig()
+  model: ModelSpec = ModelSpec("cnn", width=16, depth=2)
+  train: configs.TrainConfig = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
+  distill: configs.DistillConfig = configs.DistillConfig()
+  pruning: configs.PruningConfig = configs.PruningConfig()
+  name: str = "default"
+  progress: str = "auto"  # presentation only: not part of the fingerprint
+
+  @property
+  def stage(self) -> str:
+    return "%s/%s" % (NAME, self.name)
+
+  def validate(self) -> None:
+    """Every check that needs no model and no training, including whether the
+    pruning schedule can finish within the planned epochs on this data."""
+    self.data.validate()
+    if not _NAME_RE.match(self.name or ""):
+      raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
+    validate_spec(self.model, "--student_model")
+    self.train.validate("student")
+    self.distill.validate()
+    self.pruning.validate()
+    sizes = sources.split_sizes(self.data)
+    if sizes is not None:
+      self.pruning.resolve_steps(-(-sizes["train"] // self.train.batch_size), self.train.epochs)
+
+  def resolved(self) -> dict:
+    out = {k: dataclasses.asdict(getattr(self, k))
+           for k in ("data", "model", "train", "distill", "pruning")}
+    out["name"] = self.name
+    out["pruning"]["target"] = self.pruning.target
+    out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs()
+    return out
+
+
+def teacher_entry(workdir: str) -> dict:
+  """The manifest entry of a finished teacher in ``workdir``, or a ConfigError saying what to run."""
+  run_dir = rundir.RunDir(workdir)
+  entry = run_dir.entry("teacher")
+  path = os.path.join(run_dir.workdir, "teacher", "model.keras")
+  if not entry or entry.get("status") != "done" or not os.path.exists(path):
+    raise ConfigError("no trained teacher in %s (teacher/model.keras); run kdprune-teacher "
+                      "--workdir=%s first, or pass --distill=false" % (run_dir.workdir, workdir))
+  return entry
+
+
+def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
+  """The student's config, its data, and which teacher run it learns from."""
+  inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
+  if config.distill.enabled:
+    entry = teacher_entry(workdir)
+    inputs["teacher"] = {"fingerprint": entry.get("fingerprint"), "finished": entry.get("finished")}
+  return inputs
+
+
+def run(config: StudentConfig, workdir: str) -> StageResult:
+  """Distils and prunes the student; saves it stripped under ``<workdir>/student/<name>/``."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_optimization as tfmot
+  from models.registry import build_model
+  from pipelines import data as data_lib
+  from pipelines import distill, pruning, summaries, training
+  from pipelines import teacher as teacher_lib
+  from pipelines.compat import keras
+  # pylint: enable=g-import-not-at-top
+  config.validate()
+  keras.utils.set_random_seed(config.data.seed)
+  bundle = data_lib.load(config.data)
+
+  teacher = None
+  if config.distill.enabled:
+    teacher_entry(workdir)
+    teacher_path = os.path.join(workdir, "teacher", "model.keras")
+    teacher = teacher_lib.load_model(teacher_path)
+    if tuple(teacher.input_shape[1:]) != bundle.input_shape or \
+        tuple(teacher.output_shape[1:]) != (bundle.num_classes,):
+      raise ConfigError("the teacher in %s takes %s and predicts %s classes, but --dataset=%s "
+                        "gives %s and %d classes; retrain the teacher on this data" % (
+                            teacher_path, tuple(teacher.input_shape[1:]), teacher.output_shape[-1],
+                            config.data.dataset, bundle.input_shape, bundle.num_classes))
+
+  cfg = config.train
+  steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
+  steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
+  student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
+                        flag="--student_model")
+  pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
+
+  stage_dir = os.path.join(workdir, NAME, config.name)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
+
+  mode = config.distill.resolved_teacher_outputs() if config.distill.enabled else "none"
+  start = time.time()
+  if mode == "cached":
+    logits = distill.teacher_logits(teacher, bundle, max(cfg.batch_size, 256))
+    train_ds = distill.with_teacher_logits(bundle, logits, cfg.batch_size, config.data.seed)
+  else:
+    train_ds = bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed)
+  cache_seconds = time.time() - start
+
+  trainer = distill.DistillationTrainer(
+      pruned, teacher=teacher if mode == "online" else None,
+      temperature=config.distill.temperature, alpha=config.distill.alpha,
+      distill=config.distill.enabled)
+  trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch))
+  early = pruning.PruningAwareEarlyStopping(
+      pruned, steps["final_step"], monitor=cfg.monitor, patience=cfg.patience,
+      min_delta=cfg.min_delta, stage=config.stage)
+  callbacks = [
+      tfmot.sparsity.keras.UpdatePruningStep(),
+      summaries.NonFiniteGuard(config.stage, "--student_learning_rate"),
+      tfmot.sparsity.keras.PruningSummaries(log_dir=tb_dir, update_freq="epoch",
+                                            profile_batch=0, write_graph=False),
+      summaries.MetricsLogger(jsonl),
+      early,
+  ]
+  pruned_names = [n for n, why in plan.items() if why == "prune"]
+  print("[%s] %s: %d parameters; pruning %d layers to %.2f %s (steps %d-%d every %d of %d); "
+        "teacher outputs: %s" % (
+            config.stage, config.model.name, student.count_params(), len(pruned_names),
+            config.pruning.target, config.pruning.structure, steps["begin_step"],
+            steps["end_step"], steps["frequency"], steps["planned_steps"], mode))
+  for layer, why in plan.items():
+    if why != "prune" and why != "no prunable weights":
+      print("[%s] %s: %s" % (config.stage, layer, why))
+  fit_start = time.time()
+  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                        epochs=cfg.epochs, callbacks=callbacks,
+                        verbose=training.keras_verbosity(config.progress))
+  train_seconds = time.time() - fit_start
+  epochs_run = len(history.history.get("loss", []))
+
+  stripped = pruning.strip(pruned)
+  report = pruning.sparsity_report(
+      stripped, plan, config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
+  val = training.evaluate_classifier(stripped, bundle.batches("validation", 256))
+  test = training.evaluate_classifier(stripped, bundle.batches("test", 256))
+  metrics = {
+      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+      "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+      "sparsity": report["sparsity"], "target_sparsity": config.pruning.target,
+      "model_sparsity": report["model_sparsity"], "params": report["params"],
+      "nonzero_params": report["nonzero_params"],
+      "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
+      "first_final_sparsity_epoch": (early.first_final_epoch + 1
+                                     if early.first_final_epoch is not None else None),
+      "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
+      "teacher_outputs": mode, "distill": config.distill.enabled,
+      "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+  }
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
+                                                          "layers": report["layers"]},
+                                   "data": bundle.describe()})
+  pruning.check_sparsity(report, config.pruning.target, config.stage,
+                         config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
+
+  model_path = os.path.join(stage_dir, "model.keras")
+  with rundir.atomic_path(model_path) as tmp:
+    stripped.save(tmp)
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(config_path, config.resolved())
+  summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)),
+                                                       config.stage),
+                          hparams=config.resolved(), metrics={
+                              "final/test_accuracy": metrics["test_accuracy"],
+                              "final/val_accuracy": metrics["val_accuracy"],
+                              "final/sparsity": metrics["sparsity"],
+                              "final/nonzero_params": float(metrics["nonzero_params"])})
+  print("[%s] test accuracy %.4f at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
+        "%d, %.1f s) -> %s" % (config.stage, metrics["test_accuracy"], metrics["sparsity"],
+                               metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
+                               epochs_run, train_seconds, model_path))
+  return StageResult(
+      artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
+      metrics=metrics)
+
+
+def load_model(path: str):
+  """Loads a stripped student saved by :func:`run` (a plain tf_keras model)."""
+  from pipelines import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  return teacher_lib.load_model(path)
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def config_from_flags() -> StudentConfig:
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  return kflags.student_config_from_flags()
+
+
+def main(argv):
+  del argv
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  from pipelines import stage  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  config.validate()
+  workdir = kflags.FLAGS.workdir
+  outcome = stage.execute(config.stage, run, config, workdir, fingerprint_inputs(config, workdir),
+                          force=kflags.FLAGS.force)
+  print(json.dumps({"stage": config.stage, "ran": outcome.ran,
+                    **outcome.entry.get("metrics", {})}))
+
+
+def entry_point():
+  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  cli.entry(main, "kdprune-student")
+
+
+if __name__ == "__main__":
+  entry_point()

@@ -1,0 +1,152 @@
+"""Student stage: distillation under pruning, end to end on tiny configs."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pipelines import data, distill, pipeline, rundir, stage, student, teacher
+from pipelines.errors import ConfigError
+from tests.conftest import tiny_student_config, tiny_teacher_config
+
+
+def _quiet(*_):
+  pass
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """One tiny teacher -> student pipeline run, shared by the tests that read it."""
+  workdir = tmp_path_factory.mktemp("run")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=3),
+                                   student=tiny_student_config(epochs=4))
+  outcomes = pipeline.run(config, str(workdir), log=_quiet)
+  return workdir, config, outcomes
+
+
+def test_pipeline_runs_teacher_then_student(trained):
+  workdir, config, outcomes = trained
+  assert [o.name for o in outcomes] == ["teacher", "student/default"]
+  d = workdir / "student" / "default"
+  for name in ("model.keras", "metrics.json", "config.json", "metrics.jsonl"):
+    assert (d / name).is_file(), name
+  metrics = json.loads((d / "metrics.json").read_text())
+  assert metrics["distill"] and metrics["teacher_outputs"] == "cached"
+  assert metrics["test_accuracy"] > 0.5
+  assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
+  for layer in metrics["pruning"]["layers"].values():
+    assert layer["sparsity"] >= 0.795
+  assert metrics["nonzero_params"] < metrics["params"]
+  # The best epoch is one at final sparsity (the schedule ends half-way through).
+  assert metrics["best_epoch"] >= metrics["first_final_sparsity_epoch"]
+  entry = rundir.RunDir(str(workdir)).entry("student/default")
+  assert entry["status"] == "done" and entry["artifacts"]["model"] == "student/default/model.keras"
+  assert entry["config"]["teacher"]["fingerprint"] == rundir.RunDir(str(workdir)).entry(
+      "teacher")["fingerprint"]
+
+
+def test_saved_student_is_stripped_sparse_and_is_what_was_measured(trained):
+  workdir, config, _ = trained
+  d = workdir / "student" / "default"
+  model = student.load_model(str(d / "model.keras"))
+  assert not any("prune_low_magnitude" in l.name for l in model.layers)
+  kernel = model.get_layer("dense_1").kernel.numpy()
+  assert np.mean(kernel == 0) == pytest.approx(0.8, abs=0.005)
+  bundle = data.load(config.student.data)
+  x, y = next(iter(bundle.batches("test", 1000)))
+  acc = float(np.mean(np.argmax(model(x), -1) == y.numpy()))
+  assert acc == pytest.approx(json.loads((d / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_logged_losses_and_sparsity(trained):
+  workdir, _, _ = trained
+  epochs = [json.loads(l) for l in
+            (workdir / "student" / "default" / "metrics.jsonl").read_text().splitlines()]
+  assert {"loss", "distill_loss", "hard_loss", "accuracy", "val_loss", "val_accuracy",
+          "learning_rate"} <= set(epochs[0])
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(workdir / "student" / "default" / "tb" / "metrics"))
+  acc.Reload()
+  tags = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+  assert any(t.endswith("dense_1/mask:0/sparsity") for t in tags), tags
+
+
+def test_cached_and_online_teacher_outputs_give_the_same_loss(trained):
+  workdir, config, _ = trained
+  bundle = data.load(config.student.data)
+  tmodel = teacher.load_model(str(workdir / "teacher" / "model.keras"))
+  logits = distill.teacher_logits(tmodel, bundle, 128)
+  batch_x, (batch_y, batch_t) = next(iter(distill.with_teacher_logits(bundle, logits, 64, seed=3)))
+  # Shuffling happened after zipping: each example still carries its own teacher output.
+  np.testing.assert_allclose(batch_t.numpy(), tmodel(batch_x, training=False).numpy(),
+                             rtol=1e-4, atol=1e-4)
+  smodel = student.load_model(str(workdir / "student" / "default" / "model.keras"))
+  trainer = distill.DistillationTrainer(smodel, teacher=tmodel, temperature=3.0, alpha=0.3)
+  s_logits = smodel(batch_x, training=False)
+  cached = trainer.compute_losses(batch_x, batch_y, batch_t, s_logits)
+  online = trainer.compute_losses(batch_x, batch_y, None, s_logits)
+  for part in ("total", "distill", "hard"):
+    assert float(cached[part]) == pytest.approx(float(online[part]), rel=1e-4)
+
+
+def test_online_mode_and_a_second_named_student(trained):
+  workdir, _, _ = trained
+  config = tiny_student_config(name="online", teacher_outputs="online", epochs=3)
+  outcome = stage.execute(config.stage, student.run, config, str(workdir),
+                          student.fingerprint_inputs(config, str(workdir)), log=_quiet)
+  assert outcome.ran and outcome.entry["metrics"]["teacher_outputs"] == "online"
+  manifest = rundir.RunDir(str(workdir)).load()["stages"]
+  assert {"teacher", "student/default", "student/online"} <= set(manifest)
+  assert (workdir / "student" / "online" / "model.keras").is_file()
+
+
+def test_hard_label_ablation_needs_no_teacher(tmp_path):
+  config = tiny_student_config(name="hard", distill=False, epochs=3)
+  outcome = stage.execute(config.stage, student.run, config, str(tmp_path),
+                          student.fingerprint_inputs(config, str(tmp_path)), log=_quiet)
+  metrics = outcome.entry["metrics"]
+  assert metrics["distill"] is False and metrics["teacher_outputs"] == "none"
+  assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
+  assert not (tmp_path / "teacher").exists()
+
+
+def test_two_four_student(trained):
+  workdir, _, _ = trained
+  config = tiny_student_config(name="two_four", structure="m_by_n", final_sparsity=None, epochs=3,
+                               keep_dense=())
+  outcome = stage.execute(config.stage, student.run, config, str(workdir),
+                          student.fingerprint_inputs(config, str(workdir)), log=_quiet)
+  metrics = json.loads((workdir / "student" / "two_four" / "metrics.json").read_text())
+  assert outcome.entry["metrics"]["target_sparsity"] == 0.5
+  assert all(l["m_by_n_ok"] for l in metrics["pruning"]["layers"].values())
+  assert metrics["sparsity"] == pytest.approx(0.5, abs=0.005)
+
+
+def test_missing_teacher_is_refused_with_what_to_run(tmp_path):
+  config = tiny_student_config()
+  with pytest.raises(ConfigError, match="no trained teacher in .*run kdprune-teacher"):
+    student.fingerprint_inputs(config, str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_schedule_training_cannot_finish_is_refused_before_work(tmp_path):
+  config = tiny_student_config(end="5000", epochs=2)
+  with pytest.raises(ConfigError, match=r"reaches its final sparsity at step 5000 "
+                                        r"\(--pruning_end=5000\) but training plans only 42 steps"):
+    stage.execute(config.stage, student.run, config, str(tmp_path), {}, log=_quiet)
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(name="../escape"), "--student_name=../escape"),
+    (dict(distill=dataclasses.replace(tiny_student_config().distill, temperature=0.0)),
+     "--temperature=0.0 must be > 0"),
+    (dict(distill=dataclasses.replace(tiny_student_config().distill, alpha=1.5)),
+     "--alpha=1.5 must be in [0, 1]"),
+])
+def test_student_flags_are_validated(changes, message):
+  with pytest.raises(ConfigError) as err:
+    dataclasses.replace(tiny_student_config(), **changes).validate()
+  assert message in str(err.value)
