@@ -17,6 +17,7 @@ NORMALIZATIONS = ("auto", "none", "standardize")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("val_loss", "val_accuracy")
+AUGMENTATIONS = ("none", "shift", "flip_shift")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,11 @@ class TrainConfig:
       early stopping (the best epoch is still restored).
     monitor: ``val_loss`` or ``val_accuracy``; the best epoch by this is restored.
     min_delta: smallest change of ``monitor`` that counts as an improvement.
+    steps_per_execution: training steps per compiled call (Keras); larger
+      values cut per-step dispatch overhead, which dominates small models.
+    augment: training-input augmentation for image data: ``none``, ``shift``
+      (random translation up to 10% of height and width, zero fill) or
+      ``flip_shift`` (also random horizontal flips; not for digits or text).
   """
 
   epochs: int = 20
@@ -118,11 +124,14 @@ class TrainConfig:
   patience: int = 5
   monitor: str = "val_loss"
   min_delta: float = 0.0
+  steps_per_execution: int = 16
+  augment: str = "none"
 
   def validate(self, prefix: str) -> None:
     """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong."""
     def bad(field, why):
-      name = "batch_size" if field == "batch_size" else "%s_%s" % (prefix, field)
+      shared = ("batch_size", "steps_per_execution")
+      name = field if field in shared else "%s_%s" % (prefix, field)
       raise ConfigError("--%s=%s %s" % (name, getattr(self, field), why))
     if self.epochs < 1:
       bad("epochs", "must be >= 1")
@@ -148,6 +157,10 @@ class TrainConfig:
       bad("monitor", "is not one of %s" % ", ".join(MONITORS))
     if self.min_delta < 0:
       bad("min_delta", "must be >= 0")
+    if self.steps_per_execution < 1:
+      bad("steps_per_execution", "must be >= 1")
+    if self.augment not in AUGMENTATIONS:
+      bad("augment", "is not one of %s" % ", ".join(AUGMENTATIONS))
 
 
 TEACHER_OUTPUTS = ("auto", "cached", "online")
@@ -170,7 +183,7 @@ class DistillConfig:
     teacher_outputs: ``cached`` (teacher logits computed once over the
       training set and carried with the batches), ``online`` (the teacher
       runs in every step, in inference mode) or ``auto`` (cached, since
-      kdprune does not augment inputs).
+      the student's inputs are not augmented; online when they are).
   """
 
   enabled: bool = True
@@ -187,8 +200,10 @@ class DistillConfig:
       raise ConfigError("--teacher_outputs=%s is not one of %s" % (
           self.teacher_outputs, ", ".join(TEACHER_OUTPUTS)))
 
-  def resolved_teacher_outputs(self) -> str:
-    return "cached" if self.teacher_outputs == "auto" else self.teacher_outputs
+  def resolved_teacher_outputs(self, augmented: bool = False) -> str:
+    if self.teacher_outputs == "auto":
+      return "online" if augmented else "cached"
+    return self.teacher_outputs
 
 
 def parse_step_or_fraction(value: str, flag: str):

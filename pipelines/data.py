@@ -15,7 +15,7 @@ Example:
 """
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -31,34 +31,66 @@ _MAX_SHUFFLE_BUFFER = 65536
 class DatasetBundle:
   """Train / validation / test pipelines and what a model needs to know about them.
 
-  ``train``, ``validation`` and ``test`` yield single unbatched examples
-  ``(x, y)``: ``x`` float32 of ``input_shape`` (normalised), ``y`` int32.
-  Use :meth:`batches` for training and evaluation.
+  ``raw`` holds each split as cached examples in their compact stored form
+  (e.g. uint8 images) and ``normalize`` maps ``(x, y)`` to ``(float32 x, int32
+  y)``; it works on single examples and on batches. :meth:`batches` shuffles
+  and batches the raw examples and normalises whole batches (vectorised, much
+  cheaper than per example). ``train`` / ``validation`` / ``test`` are the
+  normalised unbatched examples, in a fixed order.
   """
 
   name: str
   source: str
-  train: tf.data.Dataset
-  validation: tf.data.Dataset
-  test: tf.data.Dataset
+  raw: Dict[str, tf.data.Dataset]
+  normalize: Callable
   input_shape: Tuple[int, ...]
   num_classes: int
   num_examples: Dict[str, int]
   validation_source: str
 
+  @property
+  def train(self) -> tf.data.Dataset:
+    return self.split("train")
+
+  @property
+  def validation(self) -> tf.data.Dataset:
+    return self.split("validation")
+
+  @property
+  def test(self) -> tf.data.Dataset:
+    return self.split("test")
+
   def split(self, name: str) -> tf.data.Dataset:
-    if name not in ("train", "validation", "test"):
+    """The normalised, unbatched examples of ``name`` in their fixed order."""
+    return self._raw(name).map(self.normalize, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _raw(self, name: str) -> tf.data.Dataset:
+    """The cached examples of ``name``, with their exact count declared to tf.data.
+
+    A known cardinality lets Keras size epochs (progress bars from epoch 1,
+    ``steps_per_execution``); a wrong count fails loudly at the end of an epoch.
+    """
+    if name not in self.raw:
       raise ValueError("unknown split %r" % name)
-    return getattr(self, name)
+    return self.raw[name].apply(
+        tf.data.experimental.assert_cardinality(self.num_examples[name]))
 
   def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-              drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batched, prefetched pipeline of ``split``; reshuffled each epoch when ``shuffle``."""
-    ds = self.split(split)
+              drop_remainder: bool = False, augment: str = "none") -> tf.data.Dataset:
+    """Batched, normalised, prefetched pipeline of ``split``.
+
+    Reshuffled each epoch when ``shuffle``; ``augment`` (see :func:`augmenter`)
+    transforms each normalised batch afresh every epoch.
+    """
+    ds = self._raw(split)
     if shuffle:
       buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(self.normalize, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment != "none":
+      transform = augmenter(augment, self.input_shape, seed)
+      ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def steps_per_epoch(self, batch_size: int, split: str = "train",
@@ -110,16 +142,13 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       "test": (arrays["x_test"], arrays["y_test"]),
   }
   stats = _moments_numpy(x_train) if config.normalization == "standardize" else None
-  normalize = _normalizer(config.normalization, x_train.dtype, stats)
   splits = {}
   for name, (x, y) in raw.items():
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if config.cache:
-      ds = ds.cache()
-    splits[name] = ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
+    splits[name] = ds.cache() if config.cache else ds
   return DatasetBundle(
-      name=config.dataset, source="npz", train=splits["train"],
-      validation=splits["validation"], test=splits["test"],
+      name=config.dataset, source="npz", raw=splits,
+      normalize=_normalizer(config.normalization, x_train.dtype, stats),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
       validation_source=validation_source)
@@ -169,14 +198,41 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
   if config.cache:  # cache the compact decoded form; normalising is cheap
     splits = {k: v.cache() for k, v in splits.items()}
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
-  normalize = _normalizer(config.normalization, source.input_dtype, stats)
-  splits = {k: v.map(normalize, num_parallel_calls=tf.data.AUTOTUNE) for k, v in splits.items()}
   return DatasetBundle(
-      name=config.dataset, source="tfds", train=splits["train"],
-      validation=splits["validation"], test=splits["test"],
+      name=config.dataset, source="tfds", raw=splits,
+      normalize=_normalizer(config.normalization, source.input_dtype, stats),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(v) for k, v in counts.items()},
       validation_source=validation_source)
+
+
+def augmenter(kind: str, input_shape, seed: int = 0):
+  """A batch transform for training images: ``shift`` or ``flip_shift``.
+
+  ``shift`` translates each image by up to 10% of its height and width (zero
+  fill, as the background of digits); ``flip_shift`` also flips horizontally.
+
+  Raises:
+    ConfigError: for inputs that are not images.
+  """
+  from pipelines.compat import keras  # pylint: disable=g-import-not-at-top
+  from pipelines.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  if len(input_shape) != 3:
+    raise ConfigError("augmentation %r needs images [H, W, C]; the data has shape %s" % (
+        kind, tuple(input_shape)))
+  layers = []
+  if kind == "flip_shift":
+    layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+  if kind in ("shift", "flip_shift"):
+    layers.append(keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 1))
+  if not layers:
+    raise ConfigError("unknown augmentation %r" % kind)
+
+  def transform(x):
+    for layer in layers:
+      x = layer(x, training=True)
+    return x
+  return transform
 
 
 def _num_examples(info, split, read):

@@ -54,6 +54,15 @@ def resolve(config: DataConfig) -> Source:
   return source
 
 
+def check_augment(config: DataConfig, augment: str, flag: str) -> None:
+  """Refuses image augmentation for data that is not images."""
+  if augment != "none":
+    shape = resolve(config).input_shape
+    if len(shape) != 3:
+      raise ConfigError("%s=%s needs images [H, W, C]; --dataset=%s has inputs of shape %s" % (
+          flag, augment, config.dataset, shape))
+
+
 def carve_size(n: int, fraction: float) -> int:
   """How many of ``n`` training examples :func:`carve_indices` holds out."""
   if n < 2:

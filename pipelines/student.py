@@ -51,7 +51,13 @@ class StudentConfig:
     validate_spec(self.model, "--student_model")
     self.train.validate("student")
     self.distill.validate()
+    if self.train.augment != "none" and self.distill.enabled and \
+        self.distill.teacher_outputs == "cached":
+      raise ConfigError("--teacher_outputs=cached with --student_augment=%s: cached teacher "
+                        "outputs belong to the unaugmented inputs; use online (or auto)" % (
+                            self.train.augment,))
     self.pruning.validate()
+    sources.check_augment(self.data, self.train.augment, "--student_augment")
     sizes = sources.split_sizes(self.data)
     if sizes is not None:
       self.pruning.resolve_steps(-(-sizes["train"] // self.train.batch_size), self.train.epochs)
@@ -61,7 +67,11 @@ class StudentConfig:
            for k in ("data", "model", "train", "distill", "pruning")}
     out["name"] = self.name
     out["pruning"]["target"] = self.pruning.target
-    out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs()
+    if self.distill.enabled:
+      out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
+        self.train.augment != "none")
+    else:  # without a teacher these do not change the result, so they must not force reruns
+      out["distill"] = {"enabled": False}
     return out
 
 
@@ -88,12 +98,12 @@ def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
 def run(config: StudentConfig, workdir: str) -> StageResult:
   """Distils and prunes the student; saves it stripped under ``<workdir>/student/<name>/``."""
   # pylint: disable=g-import-not-at-top
+  from pipelines.compat import keras  # first: TensorFlow is imported through compat
   import tensorflow_model_optimization as tfmot
   from models.registry import build_model
   from pipelines import data as data_lib
   from pipelines import distill, pruning, summaries, training
   from pipelines import teacher as teacher_lib
-  from pipelines.compat import keras
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
@@ -121,20 +131,23 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   stage_dir = os.path.join(workdir, NAME, config.name)
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
 
-  mode = config.distill.resolved_teacher_outputs() if config.distill.enabled else "none"
+  mode = (config.distill.resolved_teacher_outputs(cfg.augment != "none")
+          if config.distill.enabled else "none")
   start = time.time()
   if mode == "cached":
     logits = distill.teacher_logits(teacher, bundle, max(cfg.batch_size, 256))
     train_ds = distill.with_teacher_logits(bundle, logits, cfg.batch_size, config.data.seed)
   else:
-    train_ds = bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed)
+    train_ds = bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed,
+                              augment=cfg.augment)
   cache_seconds = time.time() - start
 
   trainer = distill.DistillationTrainer(
       pruned, teacher=teacher if mode == "online" else None,
       temperature=config.distill.temperature, alpha=config.distill.alpha,
       distill=config.distill.enabled)
-  trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch))
+  trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
+                  steps_per_execution=cfg.steps_per_execution)
   early = pruning.PruningAwareEarlyStopping(
       pruned, steps["final_step"], monitor=cfg.monitor, patience=cfg.patience,
       min_delta=cfg.min_delta, stage=config.stage)

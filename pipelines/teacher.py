@@ -39,6 +39,7 @@ class TeacherConfig:
     validate_spec(self.model, "--teacher_model")
     self.train.validate("teacher")
     sources.resolve(self.data)
+    sources.check_augment(self.data, self.train.augment, "--teacher_augment")
 
   def resolved(self) -> dict:
     return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
@@ -72,7 +73,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   model.compile(
       optimizer=training.make_optimizer(cfg, steps),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+      steps_per_execution=cfg.steps_per_execution)
 
   early = keras.callbacks.EarlyStopping(
       monitor=cfg.monitor, patience=cfg.patience if cfg.patience else cfg.epochs + 1,
@@ -88,7 +90,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
   start = time.time()
   history = model.fit(
-      bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed),
+      bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed,
+                     augment=cfg.augment),
       validation_data=bundle.batches("validation", cfg.batch_size),
       epochs=cfg.epochs, callbacks=callbacks,
       verbose=training.keras_verbosity(config.progress))

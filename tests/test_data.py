@@ -211,3 +211,21 @@ def test_unprepared_tfds_dataset_without_network_fails_in_one_line(tmp_path, mon
 def test_data_config_validation(kwargs, flag):
   with pytest.raises(ConfigError, match="^" + flag):
     data.DataConfig(**kwargs).validate()
+
+
+def test_shift_augmentation_moves_pixels_not_labels():
+  bundle = data.load(data.DataConfig())
+  (x0, y0), = bundle.batches("train", 256).take(1)
+  (x1, y1), = bundle.batches("train", 256, augment="shift", seed=1).take(1)
+  np.testing.assert_array_equal(y0.numpy(), y1.numpy())
+  assert x1.shape == x0.shape
+  assert not np.allclose(x0.numpy(), x1.numpy())
+  # A translation (zero fill) never brightens the image as a whole.
+  assert float(np.sum(x1)) <= float(np.sum(x0)) * 1.001
+
+
+def test_augmentation_needs_images(tmp_path):
+  from pipelines import sources
+  path = write_npz(tmp_path / "flat.npz", shape=(7,))
+  with pytest.raises(ConfigError, match="--teacher_augment=shift needs images"):
+    sources.check_augment(data.DataConfig(dataset="npz:" + path), "shift", "--teacher_augment")

@@ -139,6 +139,20 @@ def test_a_schedule_training_cannot_finish_is_refused_before_work(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_augmented_student_gets_online_teacher_outputs(trained):
+  workdir, _, _ = trained
+  base = tiny_student_config(name="augmented", epochs=3)
+  config = dataclasses.replace(base, train=dataclasses.replace(base.train, augment="shift"))
+  assert config.resolved()["distill"]["teacher_outputs"] == "online"
+  outcome = stage.execute(config.stage, student.run, config, str(workdir),
+                          student.fingerprint_inputs(config, str(workdir)), log=_quiet)
+  assert outcome.entry["metrics"]["teacher_outputs"] == "online"
+  cached = dataclasses.replace(config, distill=dataclasses.replace(config.distill,
+                                                                   teacher_outputs="cached"))
+  with pytest.raises(ConfigError, match="cached teacher outputs belong to the unaugmented"):
+    cached.validate()
+
+
 @pytest.mark.parametrize("changes,message", [
     (dict(name="../escape"), "--student_name=../escape"),
     (dict(distill=dataclasses.replace(tiny_student_config().distill, temperature=0.0)),
