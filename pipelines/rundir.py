@@ -108,8 +108,15 @@ class RunDir:
   def load(self) -> dict:
     if not os.path.exists(self.manifest_path):
       return {"version": _VERSION, "stages": {}}
-    with open(self.manifest_path) as f:
-      manifest = json.load(f)
+    try:
+      with open(self.manifest_path) as f:
+        manifest = json.load(f)
+      if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+        raise ValueError("not a kdprune manifest")
+    except (OSError, ValueError) as e:
+      from pipelines.errors import ConfigError  # pylint: disable=g-import-not-at-top
+      raise ConfigError("%s is unreadable (%s); move it aside to start this run directory "
+                        "afresh" % (self.manifest_path, str(e).splitlines()[0])) from None
     manifest.setdefault("stages", {})
     return manifest
 

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 
+import pytest
+
 from pipelines import pipeline
 from tests.conftest import tiny_student_config, tiny_teacher_config
 
@@ -72,3 +74,12 @@ def test_summary_names_results_and_tensorboard(tmp_path):
   text = pipeline.summary(str(tmp_path), outcomes, 1.0)
   assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text
   assert "tensorboard --logdir %s" % tmp_path in text
+
+
+def test_corrupt_manifest_is_reported_by_path(tmp_path):
+  from pipelines import rundir
+  from pipelines.errors import ConfigError
+  (tmp_path / "manifest.json").write_text('{"stages": {"teacher": ')
+  with pytest.raises(ConfigError, match=r"manifest.json is unreadable .*move it aside"):
+    rundir.RunDir(str(tmp_path)).entry("teacher")
+  assert (tmp_path / "manifest.json").read_text() == '{"stages": {"teacher": '
