@@ -35,14 +35,18 @@ def make_schedule(config: PruningConfig, steps: dict):
       frequency=steps["frequency"])
 
 
-def _kernel_size(layer) -> int:
+def prunable_weights(layer) -> List:
+  """The weights tfmot prunes in ``layer`` (``kernel``, ``depthwise_kernel``, ...); [] if none."""
   if not prune_registry.PruneRegistry.supports(layer):
-    return 0
-  weights = layer.get_prunable_weights() if hasattr(layer, "get_prunable_weights") else None
-  if weights is None:
-    weights = prune_registry.PruneRegistry._weight_names(layer)  # pylint: disable=protected-access
-    weights = [getattr(layer, w) for w in weights]
-  return int(sum(np.prod(w.shape) for w in weights))
+    return []
+  if hasattr(layer, "get_prunable_weights"):  # a layer that declares its own
+    return list(layer.get_prunable_weights())
+  names = prune_registry.PruneRegistry._weight_names(layer)  # pylint: disable=protected-access
+  return [getattr(layer, name) for name in names]
+
+
+def _kernel_size(layer) -> int:
+  return int(sum(np.prod(w.shape) for w in prunable_weights(layer)))
 
 
 def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
@@ -75,13 +79,14 @@ def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
 
 
 def _input_channels(layer) -> int:
-  kernel = getattr(layer, "kernel", None)
-  return int(kernel.shape[-2]) if kernel is not None else 0
+  weights = prunable_weights(layer)
+  return int(weights[0].shape[-2]) if weights and len(weights[0].shape) >= 2 else 0
 
 
 def _m_by_n_applicable(layer, m_by_n) -> bool:
   # tfmot lays blocks along the input channels (TFLite's last axis).
-  return _input_channels(layer) % m_by_n[1] == 0
+  channels = _input_channels(layer)
+  return channels > 0 and channels % m_by_n[1] == 0
 
 
 def apply_pruning(model, config: PruningConfig, steps: dict):
@@ -132,15 +137,15 @@ def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
   for layer in stripped.layers:
     if plan.get(layer.name) != "prune":
       continue
-    kernel = layer.kernel.numpy()
-    zeros = int(np.sum(kernel == 0))
-    entry = {"weights": int(kernel.size), "zeros": zeros,
-             "sparsity": round(zeros / kernel.size, 6)}
+    kernels = [w.numpy() for w in prunable_weights(layer)]
+    size = int(sum(k.size for k in kernels))
+    zeros = int(sum(np.sum(k == 0) for k in kernels))
+    entry = {"weights": size, "zeros": zeros, "sparsity": round(zeros / max(1, size), 6)}
     if m_by_n is not None:
-      entry["m_by_n_ok"] = bool(pruning_utils.is_pruned_m_by_n(
-          tf.constant(kernel), m_by_n=tuple(m_by_n), last_channel="C_OUT"))
+      entry["m_by_n_ok"] = all(bool(pruning_utils.is_pruned_m_by_n(
+          tf.constant(k), m_by_n=tuple(m_by_n), last_channel="C_OUT")) for k in kernels)
     layers[layer.name] = entry
-    total_w += kernel.size
+    total_w += size
     total_z += zeros
   params = sum(int(np.prod(w.shape)) for w in stripped.weights)
   nonzero = sum(int(np.count_nonzero(w)) for w in stripped.get_weights())

@@ -116,7 +116,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
     self.stage = stage
     self.lr_flag = lr_flag
     self._epoch = 0
-    self._steps_before_epoch = 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch

@@ -229,3 +229,25 @@ def test_accuracy_monitor_prefers_higher():
     es.on_epoch_end(epoch, {"val_accuracy": a})
   es.on_train_end()
   assert student.restored == 1
+
+
+def test_layers_whose_pruned_weight_is_not_called_kernel():
+  # tfmot prunes SeparableConv2D's pointwise_kernel (and leaves DepthwiseConv2D alone).
+  inputs = keras.Input((8, 8, 16))
+  x = keras.layers.SeparableConv2D(64, 3, name="separable")(inputs)
+  x = keras.layers.DepthwiseConv2D(3, name="depthwise")(x)
+  x = keras.layers.Flatten()(x)
+  x = keras.layers.Dense(4, name="logits")(x)
+  model = keras.Model(inputs, x)
+  config = PruningConfig(final_sparsity=0.5, begin="0", end="1", frequency=1, keep_dense=())
+  plan = pruning.plan_layers(model, config)
+  assert plan["separable"] == "prune" and plan["depthwise"] == "no prunable weights"
+  pruned, plan = pruning.apply_pruning(model, config, config.resolve_steps(1, 1))
+  pruned.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+  pruned.fit(np.ones((4, 8, 8, 16), np.float32), np.zeros(4), epochs=1, verbose=0,
+             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  report = pruning.sparsity_report(pruning.strip(pruned), plan)
+  assert report["layers"]["separable"]["weights"] == 16 * 64  # the 1x1x16x64 pointwise kernel
+  assert report["layers"]["separable"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+  m_by_n = pruning.plan_layers(model, PruningConfig(structure="m_by_n", keep_dense=()))
+  assert m_by_n["separable"] == "prune"  # 16 input channels: blocks of 4 fit

@@ -31,7 +31,7 @@ def main(argv):
   from pipelines.compat import keras
   import tensorflow_model_optimization as tfmot
   from models.registry import build_model
-  from pipelines import data, distill, pruning, student, teacher, training
+  from pipelines import data, distill, pruning, student, teacher
   # pylint: enable=g-import-not-at-top
   config = student.config_from_flags()
   config.validate()
