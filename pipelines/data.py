@@ -76,17 +76,28 @@ class DatasetBundle:
         tf.data.experimental.assert_cardinality(self.num_examples[name]))
 
   def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-              drop_remainder: bool = False, augment: str = "none") -> tf.data.Dataset:
+              drop_remainder: bool = False, augment: str = "none",
+              extras=None) -> tf.data.Dataset:
     """Batched, normalised, prefetched pipeline of ``split``.
 
     Reshuffled each epoch when ``shuffle``; ``augment`` (see :func:`augmenter`)
-    transforms each normalised batch afresh every epoch.
+    transforms each normalised batch afresh every epoch. ``extras`` (an array
+    with one row per example, in the split's order, e.g. teacher logits) is
+    zipped with the examples *before* shuffling, so each example keeps its own
+    row; batches are then ``(x, (y, extra))``.
     """
     ds = self._raw(split)
+    if extras is not None:
+      if len(extras) != self.num_examples[split]:
+        raise ValueError("%d extra rows for %d %s examples" % (
+            len(extras), self.num_examples[split], split))
+      ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(extras)))
     if shuffle:
       buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if extras is not None:  # ((x, y), extra) -> (x, (y, extra)), once per batch
+      ds = ds.map(lambda xy, extra: (xy[0], (xy[1], extra)))
     ds = ds.map(self.normalize, num_parallel_calls=tf.data.AUTOTUNE)
     if augment != "none":
       transform = augmenter(augment, self.input_shape, seed)

@@ -99,17 +99,7 @@ def teacher_logits(teacher, bundle, batch_size: int) -> np.ndarray:
 def with_teacher_logits(bundle, logits: np.ndarray, batch_size: int, seed: int):
   """Training batches ``(x, (labels, teacher_logits))``, reshuffled each epoch.
 
-  The logits are zipped with the raw examples *before* shuffling, so each
-  example keeps its own teacher output; batches are normalised like
-  :meth:`DatasetBundle.batches` does.
+  The logits travel with their examples through the shuffle (see the
+  ``extras`` of :meth:`DatasetBundle.batches`).
   """
-  examples = bundle.raw["train"].apply(
-      tf.data.experimental.assert_cardinality(bundle.num_examples["train"]))
-  ds = tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(logits)))
-  ds = ds.cache().shuffle(max(1, min(bundle.num_examples["train"], 65536)), seed=seed,
-                          reshuffle_each_iteration=True).batch(batch_size)
-
-  def normalize(xy, t):
-    x, y = bundle.normalize(*xy)
-    return x, (y, t)
-  return ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+  return bundle.batches("train", batch_size, shuffle=True, seed=seed, extras=logits)
