@@ -20,10 +20,12 @@ Example:
   True
 """
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
+from typing import Callable, Sequence
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -55,34 +57,53 @@ def is_startup_noise(line: str) -> bool:
   return bool(_NO_GPU_CUINIT.search(line)) and not _has_nvidia_device()
 
 
-def _import_tensorflow():
-  if os.environ.get("KDPRUNE_TF_STARTUP_LOGS") == "1" or "tensorflow" in sys.modules:
-    import tensorflow  # pylint: disable=g-import-not-at-top
-    import tf_keras  # pylint: disable=g-import-not-at-top
-    return tensorflow, tf_keras
-  try:
-    fd = sys.stderr.fileno()
-  except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. captured by a test runner)
-    fd = 2
-  sys.stderr.flush()
-  saved = os.dup(fd)
-  with tempfile.TemporaryFile() as capture:
+@contextlib.contextmanager
+def native_output_filtered(is_noise: Callable[[str], bool] = is_startup_noise,
+                           streams: Sequence[str] = ("stderr",)):
+  """Captures what C++ code writes to the process' stderr (and/or stdout) file descriptors.
+
+  Native code writes to file descriptors 2 and 1 whatever ``sys.stderr`` is
+  (a test runner may have replaced it), so those are redirected. Afterwards
+  every captured line for which ``is_noise`` is false is written back to the
+  Python stream, so real errors still show.
+  """
+  if os.environ.get("KDPRUNE_TF_STARTUP_LOGS") == "1":
+    yield
+    return
+  targets = []
+  for name in streams:
+    stream = getattr(sys, name)
+    stream.flush()
+    fd = 2 if name == "stderr" else 1
+    targets.append((stream, fd, os.dup(fd), tempfile.TemporaryFile()))
+  for _, fd, _, capture in targets:
     os.dup2(capture.fileno(), fd)
-    try:
-      import tensorflow  # pylint: disable=g-import-not-at-top
-      import tf_keras  # pylint: disable=g-import-not-at-top
-      # Initialise devices now, inside the capture: that is when CUDA builds
-      # report (on stderr) whether they found a GPU.
-      tensorflow.config.list_physical_devices()
-    finally:
-      sys.stderr.flush()
+  try:
+    yield
+  finally:
+    for stream, fd, saved, capture in targets:
+      stream.flush()
       os.dup2(saved, fd)
       os.close(saved)
       capture.seek(0)
       for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
-        if not is_startup_noise(line):
-          sys.stderr.write(line)
-      sys.stderr.flush()
+        if not is_noise(line):
+          stream.write(line)
+      stream.flush()
+      capture.close()
+
+
+def _import_tensorflow():
+  if "tensorflow" in sys.modules:
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    return tensorflow, tf_keras
+  with native_output_filtered():
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    # Initialise devices now, inside the capture: that is when CUDA builds
+    # report (on stderr) whether they found a GPU.
+    tensorflow.config.list_physical_devices()
   return tensorflow, tf_keras
 
 

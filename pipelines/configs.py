@@ -200,6 +200,12 @@ class DistillConfig:
       raise ConfigError("--teacher_outputs=%s is not one of %s" % (
           self.teacher_outputs, ", ".join(TEACHER_OUTPUTS)))
 
+  def check_augment(self, augment: str, flag: str) -> None:
+    """Cached teacher outputs belong to the unaugmented inputs: refuse them with augmentation."""
+    if augment != "none" and self.enabled and self.teacher_outputs == "cached":
+      raise ConfigError("--teacher_outputs=cached with %s=%s: cached teacher outputs belong to "
+                        "the unaugmented inputs; use online (or auto)" % (flag, augment))
+
   def resolved_teacher_outputs(self, augmented: bool = False) -> str:
     if self.teacher_outputs == "auto":
       return "online" if augmented else "cached"

@@ -9,6 +9,8 @@ step, or no teacher for the hard-label ablation) or ``(x, (labels,
 teacher_logits))`` (cached: :func:`with_teacher_logits`).
 """
 
+import time
+
 import numpy as np
 
 from pipelines import losses
@@ -103,3 +105,24 @@ def with_teacher_logits(bundle, logits: np.ndarray, batch_size: int, seed: int):
   ``extras`` of :meth:`DatasetBundle.batches`).
   """
   return bundle.batches("train", batch_size, shuffle=True, seed=seed, extras=logits)
+
+
+def training_batches(bundle, teacher, distill_config, train_config, seed: int):
+  """The training batches of a distillation stage, and how the teacher's outputs reach them.
+
+  Returns ``(dataset, mode, cache_seconds)``: ``mode`` is ``cached`` (the
+  teacher ran once, here, and its logits travel with the batches),
+  ``online`` (the trainer runs the teacher in each step) or ``none``.
+  """
+  if not distill_config.enabled:
+    mode = "none"
+  else:
+    mode = distill_config.resolved_teacher_outputs(train_config.augment != "none")
+  start = time.time()
+  if mode == "cached":
+    logits = teacher_logits(teacher, bundle, max(train_config.batch_size, 256))
+    ds = with_teacher_logits(bundle, logits, train_config.batch_size, seed)
+  else:
+    ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
+                        augment=train_config.augment)
+  return ds, mode, time.time() - start

@@ -154,15 +154,14 @@ def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
           "nonzero_params": nonzero, "model_sparsity": round(1 - nonzero / max(1, params), 6)}
 
 
-def check_sparsity(report: dict, target: float, stage: str, m_by_n=None) -> None:
+def check_sparsity(report: dict, target: float, stage: str, m_by_n=None,
+                   cause: str = "the pruning schedule did not complete") -> None:
   """Fails the stage if any pruned layer (or the total) is short of ``target`` by > 0.005."""
   short = [(n, e["sparsity"]) for n, e in report["layers"].items()
            if e["sparsity"] < target - SPARSITY_TOLERANCE]
   if report["sparsity"] < target - SPARSITY_TOLERANCE or short:
-    raise StageError(stage, "sparsity %.4f is below the target %.4f (layers short: %s); the "
-                     "pruning schedule did not complete" % (
-                         report["sparsity"], target,
-                         ", ".join("%s %.4f" % s for s in short) or "none"))
+    raise StageError(stage, "sparsity %.4f is below the target %.4f (layers short: %s); %s" % (
+        report["sparsity"], target, ", ".join("%s %.4f" % s for s in short) or "none", cause))
   if m_by_n is not None:
     bad = [n for n, e in report["layers"].items() if not e.get("m_by_n_ok")]
     if bad:

@@ -41,21 +41,32 @@ def fingerprint(obj) -> str:
 def atomic_path(path: str):
   """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
 
-  For writers that need a file name (``model.save``). The temporary keeps the
-  extension, since Keras picks the format from it.
+  For writers that need a file name (``model.save``, ``save_weights``). The
+  temporary ends with the whole base name (``.<random>.model.weights.h5``),
+  since Keras picks the format from the suffix. For a directory (a
+  SavedModel), the writer creates it; an old one at ``path`` is replaced.
   """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  base, ext = os.path.splitext(os.path.basename(path))
-  fd, tmp = tempfile.mkstemp(prefix=".%s." % base, suffix=".tmp" + ext, dir=directory)
+  fd, tmp = tempfile.mkstemp(prefix=".", suffix="." + os.path.basename(path), dir=directory)
   os.close(fd)
   os.remove(tmp)  # writers such as Keras refuse or append to an existing file
+  old = None
   try:
     yield tmp
-    os.replace(tmp, path)
+    if os.path.isdir(tmp):
+      if os.path.exists(path):  # a directory cannot be renamed onto another one
+        old = tmp + ".old"
+        os.replace(path, old)
+      os.replace(tmp, path)
+    else:
+      os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for leftover in (tmp, old):
+      if leftover and os.path.isdir(leftover):
+        shutil.rmtree(leftover, ignore_errors=True)
+      elif leftover and os.path.exists(leftover):
+        os.remove(leftover)
 
 
 def atomic_write(path: str, text: str) -> None:
