@@ -30,6 +30,8 @@ STAGES = {
     "kdprune-pipeline": "pipelines.pipeline:entry_point",
     "kdprune-teacher": "pipelines.teacher:entry_point",
     "kdprune-student": "pipelines.student:entry_point",
+    "kdprune-qat": "pipelines.qat:entry_point",
+    "kdprune-export": "pipelines.export:entry_point",
 }
 
 setup(
@@ -54,6 +56,8 @@ setup(
         "tensorboard>=2.21,<2.22",
         "absl-py>=1.2",
         "numpy>=1.26",
+        # The export report's accuracy_vs_size.png.
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": ["pytest>=8"],

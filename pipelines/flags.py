@@ -20,6 +20,7 @@ TEACHER_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
 TEACHER_MODEL = ModelSpec("cnn", width=32, depth=2)
 STUDENT_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
 STUDENT_MODEL = ModelSpec("cnn", width=16, depth=2)
+QAT_TRAIN = configs.TrainConfig(epochs=4, learning_rate=1e-4, patience=2)
 
 _defined = False
 
@@ -36,12 +37,31 @@ def define_flags() -> None:
                     "with the same config.")
   flags.DEFINE_enum("progress", "auto", PROGRESS, "Keras progress output: bar (per step), "
                     "epoch (one line per epoch), none, or auto (bar on a terminal, else epoch).")
+  flags.DEFINE_enum("until", "export", ("teacher", "student", "qat", "export"), "kdprune-pipeline "
+                    "stops after this stage (teacher -> student -> qat -> export).")
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
   define_train_flags("teacher", TEACHER_TRAIN)
   _define_model_flags("student", STUDENT_MODEL)
   define_train_flags("student", STUDENT_TRAIN)
   _define_student_flags()
+  define_train_flags("qat", QAT_TRAIN)
+  _define_qat_export_flags()
+
+
+def _define_qat_export_flags():
+  from pipelines import export, qat  # pylint: disable=g-import-not-at-top
+  e = export.ExportConfig()
+  flags.DEFINE_enum("qat_scheme", qat.QatConfig().scheme, qat.SCHEMES, "prune_preserve: tfmot's "
+                    "sparsity-preserving 8-bit QAT (the student's zeros stay zero); default: plain "
+                    "8-bit QAT (zeros that drift are set back to zero after training).")
+  flags.DEFINE_integer("latency_runs", e.latency_runs, "Timed batch-1 invokes per .tflite "
+                       "(one thread); the median is reported.")
+  flags.DEFINE_integer("latency_warmup", e.latency_warmup, "Untimed invokes before timing.")
+  flags.DEFINE_integer("representative_examples", e.representative_examples, "Training examples "
+                       "that calibrate the post-training full-integer baseline.")
+  flags.DEFINE_bool("int8_io", e.int8_io, "Give the int8 .tflite models int8 inputs and outputs "
+                    "(for integer-only accelerators); by default they take and return float32.")
 
 
 def _define_student_flags():
@@ -225,3 +245,27 @@ def student_config_from_flags():
           keep_dense=tuple(FLAGS.pruning_keep_dense)),
       name=FLAGS.student_name,
       progress=FLAGS.progress)
+
+
+def qat_config_from_flags():
+  from pipelines.qat import QatConfig  # pylint: disable=g-import-not-at-top
+  return QatConfig(
+      data=data_config_from_flags(),
+      train=train_config_from_flags("qat"),
+      distill=configs.DistillConfig(
+          enabled=FLAGS.distill, temperature=FLAGS.temperature, alpha=FLAGS.alpha,
+          teacher_outputs=FLAGS.teacher_outputs),
+      scheme=FLAGS.qat_scheme,
+      name=FLAGS.student_name,
+      progress=FLAGS.progress)
+
+
+def export_config_from_flags():
+  from pipelines.export import ExportConfig  # pylint: disable=g-import-not-at-top
+  return ExportConfig(
+      data=data_config_from_flags(),
+      name=FLAGS.student_name,
+      latency_runs=FLAGS.latency_runs,
+      latency_warmup=FLAGS.latency_warmup,
+      representative_examples=FLAGS.representative_examples,
+      int8_io=FLAGS.int8_io)

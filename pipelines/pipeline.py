@@ -7,7 +7,7 @@ Stages that are done with the same config are skipped (``--force`` reruns
 them); a stage whose config changed reruns, and so does everything after it.
 At the end it prints each stage's result and where to find it.
 
-Stages so far: teacher, student. (qat and export join as they land.)
+Stages: teacher -> student/<name> -> qat/<name> -> export/<name>.
 """
 
 import dataclasses
@@ -15,19 +15,34 @@ import os
 import time
 from typing import List
 
+from pipelines import export as export_stage
+from pipelines import qat as qat_stage
 from pipelines import rundir, stage
 from pipelines import student as student_stage
 from pipelines import teacher as teacher_stage
+
+
+STAGES = ("teacher", "student", "qat", "export")
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   teacher: teacher_stage.TeacherConfig = teacher_stage.TeacherConfig()
   student: student_stage.StudentConfig = student_stage.StudentConfig()
+  qat: qat_stage.QatConfig = qat_stage.QatConfig()
+  export: export_stage.ExportConfig = export_stage.ExportConfig()
+  until: str = "export"  # the last stage to run
 
   def validate(self) -> None:
-    self.teacher.validate()
-    self.student.validate()
+    if self.until not in STAGES:
+      raise ValueError("until=%r is not one of %s" % (self.until, ", ".join(STAGES)))
+    included = STAGES[:STAGES.index(self.until) + 1]
+    for name in included:
+      getattr(self, name).validate()
+    names = {getattr(self, s).name for s in included if s != "teacher"}
+    if len(names) > 1:
+      raise ValueError("the student, QAT and export configs name different students: %s" % (
+          ", ".join(sorted(names)),))
 
 
 def run(config: PipelineConfig, workdir: str, force: bool = False, log=print) -> List[stage.StageOutcome]:
@@ -44,8 +59,12 @@ def run(config: PipelineConfig, workdir: str, force: bool = False, log=print) ->
        lambda: teacher_stage.fingerprint_inputs(config.teacher)),
       (config.student.stage, student_stage.run, config.student,
        lambda: student_stage.fingerprint_inputs(config.student, workdir)),
+      (config.qat.stage, qat_stage.run, config.qat,
+       lambda: qat_stage.fingerprint_inputs(config.qat, workdir)),
+      (config.export.stage, export_stage.run, config.export,
+       lambda: export_stage.fingerprint_inputs(config.export, workdir)),
   ]
-  for name, run_fn, stage_config, inputs in stages:
+  for name, run_fn, stage_config, inputs in stages[:STAGES.index(config.until) + 1]:
     # Fingerprints are taken just before each stage: a student's includes the
     # teacher run it learns from, which exists only once the teacher is done.
     outcome = stage.execute(name, run_fn, stage_config, workdir, inputs(),
@@ -69,6 +88,12 @@ def summary(workdir: str, outcomes: List[stage.StageOutcome], seconds: float) ->
         o.name, "ran" if o.ran else "skipped", _fmt(m.get("test_accuracy"), "%.4f"),
         _fmt(m.get("sparsity"), "%.3f"), _fmt(nonzero, "%d"),
         os.path.join(run_dir.workdir, model) if model else "-"))
+  names = {o.name.split("/", 1)[1] for o in outcomes if o.name.startswith(export_stage.NAME + "/")}
+  for name in sorted(names):
+    table = export_stage.table(workdir, name)
+    if table:
+      lines += ["", "Exported (%s), measured on the files:" % os.path.join(
+          run_dir.workdir, export_stage.NAME, name), ""] + ["  " + l for l in table.splitlines()]
   lines += ["", "  manifest:    %s" % run_dir.manifest_path,
             "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
   return "\n".join(lines)
@@ -79,8 +104,12 @@ def _fmt(value, pattern):
 
 
 def config_from_flags() -> PipelineConfig:
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
   return PipelineConfig(teacher=teacher_stage.config_from_flags(),
-                        student=student_stage.config_from_flags())
+                        student=student_stage.config_from_flags(),
+                        qat=qat_stage.config_from_flags(),
+                        export=export_stage.config_from_flags(),
+                        until=kflags.FLAGS.until)
 
 
 def main(argv):

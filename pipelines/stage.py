@@ -1,6 +1,7 @@
 """Running one stage through the run directory: skip when done, record in the manifest."""
 
 import dataclasses
+import json
 import os
 import time
 import traceback
@@ -66,3 +67,21 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
   artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
   entry = run.mark_done(name, artifacts, result.metrics, time.time() - start)
   return StageOutcome(name, True, entry)
+
+
+def main_from_flags(config, run_fn: Callable[..., StageResult],
+                    fingerprint_fn: Callable[[object, str], dict], after=None) -> StageOutcome:
+  """A stage's console entry: validate, run through the manifest, print the result as JSON.
+
+  ``after(workdir)`` may print more (the export stage prints its table).
+  """
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  config.validate()
+  workdir = kflags.FLAGS.workdir
+  outcome = execute(config.stage, run_fn, config, workdir, fingerprint_fn(config, workdir),
+                    force=kflags.FLAGS.force)
+  if after is not None:
+    after(workdir)
+  print(json.dumps({"stage": config.stage, "ran": outcome.ran,
+                    **outcome.entry.get("metrics", {})}))
+  return outcome

@@ -12,7 +12,6 @@ sparsity, HParams). The manifest records each student as ``student/<name>``.
 """
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -23,7 +22,7 @@ from pipelines.errors import ConfigError
 from pipelines.stage import StageResult
 
 NAME = "student"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +45,12 @@ class StudentConfig:
     """Every check that needs no model and no training, including whether the
     pruning schedule can finish within the planned epochs on this data."""
     self.data.validate()
-    if not _NAME_RE.match(self.name or ""):
+    if not NAME_RE.match(self.name or ""):
       raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
     validate_spec(self.model, "--student_model")
     self.train.validate("student")
     self.distill.validate()
-    if self.train.augment != "none" and self.distill.enabled and \
-        self.distill.teacher_outputs == "cached":
-      raise ConfigError("--teacher_outputs=cached with --student_augment=%s: cached teacher "
-                        "outputs belong to the unaugmented inputs; use online (or auto)" % (
-                            self.train.augment,))
+    self.distill.check_augment(self.train.augment, "--student_augment")
     self.pruning.validate()
     sources.check_augment(self.data, self.train.augment, "--student_augment")
     sizes = sources.split_sizes(self.data)
@@ -77,13 +72,33 @@ class StudentConfig:
 
 def teacher_entry(workdir: str) -> dict:
   """The manifest entry of a finished teacher in ``workdir``, or a ConfigError saying what to run."""
+  return finished_entry(workdir, "teacher", "kdprune-teacher", "or pass --distill=false")
+
+
+def finished_entry(workdir: str, stage: str, command: str, alternative: str = "") -> dict:
+  """The manifest entry of a finished ``stage`` whose model exists, or a ConfigError naming ``command``."""
   run_dir = rundir.RunDir(workdir)
-  entry = run_dir.entry("teacher")
-  path = os.path.join(run_dir.workdir, "teacher", "model.keras")
-  if not entry or entry.get("status") != "done" or not os.path.exists(path):
-    raise ConfigError("no trained teacher in %s (teacher/model.keras); run kdprune-teacher "
-                      "--workdir=%s first, or pass --distill=false" % (run_dir.workdir, workdir))
+  entry = run_dir.entry(stage)
+  model = (entry or {}).get("artifacts", {}).get("model", os.path.join(stage, "model.keras"))
+  if not entry or entry.get("status") != "done" or not os.path.exists(run_dir.abspath(model)):
+    raise ConfigError("no finished %s in %s (%s); run %s --workdir=%s first%s" % (
+        stage, run_dir.workdir, model, command, workdir, (", " + alternative) if alternative else ""))
   return entry
+
+
+def load_teacher(workdir: str, bundle, dataset: str):
+  """The finished teacher of ``workdir``, checked against the data it will guide the student on."""
+  from pipelines import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  teacher_entry(workdir)
+  path = os.path.join(workdir, "teacher", "model.keras")
+  teacher = teacher_lib.load_model(path)
+  if tuple(teacher.input_shape[1:]) != bundle.input_shape or \
+      tuple(teacher.output_shape[1:]) != (bundle.num_classes,):
+    raise ConfigError("the teacher in %s takes %s and predicts %s classes, but --dataset=%s "
+                      "gives %s and %d classes; retrain the teacher on this data" % (
+                          path, tuple(teacher.input_shape[1:]), teacher.output_shape[-1],
+                          dataset, bundle.input_shape, bundle.num_classes))
+  return teacher
 
 
 def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
@@ -103,23 +118,13 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   from models.registry import build_model
   from pipelines import data as data_lib
   from pipelines import distill, pruning, summaries, training
-  from pipelines import teacher as teacher_lib
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
   bundle = data_lib.load(config.data)
 
-  teacher = None
-  if config.distill.enabled:
-    teacher_entry(workdir)
-    teacher_path = os.path.join(workdir, "teacher", "model.keras")
-    teacher = teacher_lib.load_model(teacher_path)
-    if tuple(teacher.input_shape[1:]) != bundle.input_shape or \
-        tuple(teacher.output_shape[1:]) != (bundle.num_classes,):
-      raise ConfigError("the teacher in %s takes %s and predicts %s classes, but --dataset=%s "
-                        "gives %s and %d classes; retrain the teacher on this data" % (
-                            teacher_path, tuple(teacher.input_shape[1:]), teacher.output_shape[-1],
-                            config.data.dataset, bundle.input_shape, bundle.num_classes))
+  teacher = (load_teacher(workdir, bundle, config.data.dataset)
+             if config.distill.enabled else None)
 
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
@@ -131,16 +136,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   stage_dir = os.path.join(workdir, NAME, config.name)
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
 
-  mode = (config.distill.resolved_teacher_outputs(cfg.augment != "none")
-          if config.distill.enabled else "none")
-  start = time.time()
-  if mode == "cached":
-    logits = distill.teacher_logits(teacher, bundle, max(cfg.batch_size, 256))
-    train_ds = distill.with_teacher_logits(bundle, logits, cfg.batch_size, config.data.seed)
-  else:
-    train_ds = bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed,
-                              augment=cfg.augment)
-  cache_seconds = time.time() - start
+  train_ds, mode, cache_seconds = distill.training_batches(
+      bundle, teacher, config.distill, cfg, config.data.seed)
 
   trainer = distill.DistillationTrainer(
       pruned, teacher=teacher if mode == "online" else None,
@@ -239,15 +236,9 @@ def config_from_flags() -> StudentConfig:
 
 def main(argv):
   del argv
-  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
   from pipelines import stage  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
-  config.validate()
-  workdir = kflags.FLAGS.workdir
-  outcome = stage.execute(config.stage, run, config, workdir, fingerprint_inputs(config, workdir),
-                          force=kflags.FLAGS.force)
-  print(json.dumps({"stage": config.stage, "ran": outcome.ran,
-                    **outcome.entry.get("metrics", {})}))
+  stage.main_from_flags(config, run, fingerprint_inputs)
 
 
 def entry_point():

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models.registry import ModelSpec  # noqa: E402
-from pipelines import configs, data, student, teacher, training  # noqa: E402
+from pipelines import configs, data, export, qat, student, teacher, training  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
@@ -46,6 +46,35 @@ def tiny_student_config(name="default", epochs=4, distill=True, teacher_outputs=
       pruning=configs.PruningConfig(**prune),
       name=name,
       progress="none")
+
+
+def tiny_qat_config(name="default", epochs=1, scheme="prune_preserve", distill=True,
+                    **train) -> qat.QatConfig:
+  """QAT fine-tuning of a tiny student for one short epoch."""
+  options = dict(epochs=epochs, batch_size=64, learning_rate=1e-3, patience=0)
+  options.update(train)
+  return qat.QatConfig(
+      data=data.DataConfig(dataset="digits"), train=training.TrainConfig(**options),
+      distill=configs.DistillConfig(enabled=distill), scheme=scheme, name=name, progress="none")
+
+
+def tiny_export_config(name="default") -> export.ExportConfig:
+  """Export with few latency runs and a small calibration set."""
+  return export.ExportConfig(data=data.DataConfig(dataset="digits"), name=name, latency_runs=5,
+                             latency_warmup=1, representative_examples=32)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+  """One tiny run of every stage (teacher -> student -> qat -> export), shared by the tests that
+  read its artifacts: the suite's end-to-end test."""
+  from pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("run")
+  config = pipeline.PipelineConfig(
+      teacher=tiny_teacher_config(epochs=3), student=tiny_student_config(epochs=4),
+      qat=tiny_qat_config(), export=tiny_export_config())
+  outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
+  return workdir, config, outcomes
 
 
 @pytest.fixture

@@ -66,12 +66,28 @@ def test_bad_invocations_fail_in_one_line_and_write_nothing(tmp_path, args, frag
     (["--pruning_structure=m_by_n", "--final_sparsity=0.8"], ["does not match --m_by_n=2:4"]),
     (["--m_by_n=2x4", "--pruning_structure=m_by_n"], ["--m_by_n=2x4 must be m:n"]),
     (["--temperature=-1"], ["--temperature=-1.0 must be > 0"]),
-    ([], ["no trained teacher in", "run kdprune-teacher"]),
+    ([], ["no finished teacher in", "run kdprune-teacher"]),
 ])
 def test_bad_student_invocations(tmp_path, args, fragments):
   workdir = tmp_path / "run"
   result = _run("--workdir=%s" % workdir, *args, module="pipelines.student")
   _assert_one_line_error(result, "kdprune-student", *fragments)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("module,program,args,fragments", [
+    ("pipelines.qat", "kdprune-qat", [], ["no finished student/default in", "run kdprune-student"]),
+    ("pipelines.qat", "kdprune-qat", ["--student_name=wide"],
+     ["no finished student/wide", "kdprune-student --student_name=wide"]),
+    ("pipelines.qat", "kdprune-qat", ["--qat_scheme=fp16"], ["--qat_scheme", "prune_preserve"]),
+    ("pipelines.qat", "kdprune-qat", ["--qat_epochs=0"], ["--qat_epochs=0"]),
+    ("pipelines.export", "kdprune-export", [], ["no finished qat/default in", "run kdprune-qat"]),
+    ("pipelines.export", "kdprune-export", ["--latency_runs=0"], ["--latency_runs=0 must be >= 1"]),
+])
+def test_bad_qat_and_export_invocations(tmp_path, module, program, args, fragments):
+  workdir = tmp_path / "run"
+  result = _run("--workdir=%s" % workdir, *args, module=module)
+  _assert_one_line_error(result, program, *fragments)
   assert not workdir.exists()
 
 
@@ -84,7 +100,9 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   workdir = tmp_path / "run"
   args = ["--workdir=%s" % workdir, "--teacher_model=mlp", "--teacher_width=16",
           "--teacher_depth=1", "--teacher_epochs=1", "--student_model=mlp", "--student_width=32",
-          "--student_depth=1", "--student_epochs=2", "--final_sparsity=0.5", "--progress=none"]
+          "--student_depth=1", "--student_epochs=2", "--final_sparsity=0.5", "--qat_epochs=1",
+          "--latency_runs=5", "--latency_warmup=1", "--representative_examples=16",
+          "--progress=none"]
   result = _run(*args, module="pipelines.pipeline")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "kdprune pipeline finished" in result.stdout
@@ -92,6 +110,11 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   assert (workdir / "teacher" / "model.keras").is_file()
   assert (workdir / "student" / "default" / "model.keras").is_file()
   assert "student/default" in result.stdout
+  # The report's table closes the run; every stage's artifacts are there.
+  assert "| student_qat_int8 |" in result.stdout and "smaller gzipped" in result.stdout
+  assert (workdir / "export" / "default" / "report.md").is_file()
+  assert (workdir / "export" / "default" / "student_qat_int8.tflite").is_file()
+  assert result.stderr.strip() == "", result.stderr
   again = _run(*args, module="pipelines.pipeline")
   assert again.returncode == 0 and "skipped" in again.stdout
 
@@ -99,7 +122,8 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
 @pytest.mark.skipif(shutil.which("kdprune-teacher") is None,
                     reason="console scripts appear after `pip install -e .`")
 def test_console_scripts_are_installed():
-  for script in ("kdprune-pipeline", "kdprune-teacher", "kdprune-student"):
+  for script in ("kdprune-pipeline", "kdprune-teacher", "kdprune-student", "kdprune-qat",
+                 "kdprune-export"):
     result = subprocess.run([script, "--helpshort"], env=ENV, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

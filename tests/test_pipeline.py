@@ -15,7 +15,7 @@ def _quiet(*_):
 
 
 def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
   workdir = str(tmp_path)
   first, _ = pipeline.run(config, workdir, log=_quiet)
   assert first.ran
@@ -41,27 +41,27 @@ def test_changed_config_reruns_the_stage_and_everything_after_it(tmp_path):
   workdir = str(tmp_path)
   base = tiny_teacher_config(epochs=1)
   pupil = tiny_student_config(epochs=2)
-  pipeline.run(pipeline.PipelineConfig(teacher=base, student=pupil), workdir, log=_quiet)
+  pipeline.run(pipeline.PipelineConfig(teacher=base, student=pupil, until="student"), workdir, log=_quiet)
   changed = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
-  outcome, downstream = pipeline.run(pipeline.PipelineConfig(teacher=changed, student=pupil),
+  outcome, downstream = pipeline.run(pipeline.PipelineConfig(teacher=changed, student=pupil, until="student"),
                                      workdir, log=_quiet)
   assert outcome.ran and outcome.entry["metrics"]["epochs_run"] == 2
   assert downstream.ran  # the student learns from the new teacher
   # A change to the student alone leaves the teacher as it is.
   other = dataclasses.replace(pupil, distill=dataclasses.replace(pupil.distill, temperature=2.0))
   teacher_outcome, student_outcome = pipeline.run(
-      pipeline.PipelineConfig(teacher=changed, student=other), workdir, log=_quiet)
+      pipeline.PipelineConfig(teacher=changed, student=other, until="student"), workdir, log=_quiet)
   assert not teacher_outcome.ran and student_outcome.ran
   # Progress output is presentation, not config: changing it does not rerun.
   quiet = dataclasses.replace(changed, progress="epoch")
-  same, same_student = pipeline.run(pipeline.PipelineConfig(teacher=quiet, student=other),
+  same, same_student = pipeline.run(pipeline.PipelineConfig(teacher=quiet, student=other, until="student"),
                                     workdir, log=_quiet)
   assert not same.ran and not same_student.ran
 
 
 def test_missing_artifact_reruns_the_stage(tmp_path):
   workdir = str(tmp_path)
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
   pipeline.run(config, workdir, log=_quiet)
   os.remove(tmp_path / "teacher" / "model.keras")
   outcome, _ = pipeline.run(config, workdir, log=_quiet)
@@ -69,7 +69,7 @@ def test_missing_artifact_reruns_the_stage(tmp_path):
 
 
 def test_summary_names_results_and_tensorboard(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config())
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
   outcomes = pipeline.run(config, str(tmp_path), log=_quiet)
   text = pipeline.summary(str(tmp_path), outcomes, 1.0)
   assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text

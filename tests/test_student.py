@@ -7,28 +7,24 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import data, distill, pipeline, rundir, stage, student, teacher
+from pipelines import data, distill, rundir, stage, student, teacher
 from pipelines.errors import ConfigError
-from tests.conftest import tiny_student_config, tiny_teacher_config
+from tests.conftest import tiny_student_config
 
 
 def _quiet(*_):
   pass
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """One tiny teacher -> student pipeline run, shared by the tests that read it."""
-  workdir = tmp_path_factory.mktemp("run")
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=3),
-                                   student=tiny_student_config(epochs=4))
-  outcomes = pipeline.run(config, str(workdir), log=_quiet)
-  return workdir, config, outcomes
+@pytest.fixture
+def trained(finished_run):
+  return finished_run
 
 
 def test_pipeline_runs_teacher_then_student(trained):
   workdir, config, outcomes = trained
-  assert [o.name for o in outcomes] == ["teacher", "student/default"]
+  assert [o.name for o in outcomes] == ["teacher", "student/default", "qat/default",
+                                        "export/default"]
   d = workdir / "student" / "default"
   for name in ("model.keras", "metrics.json", "config.json", "metrics.jsonl"):
     assert (d / name).is_file(), name
@@ -126,7 +122,7 @@ def test_two_four_student(trained):
 
 def test_missing_teacher_is_refused_with_what_to_run(tmp_path):
   config = tiny_student_config()
-  with pytest.raises(ConfigError, match="no trained teacher in .*run kdprune-teacher"):
+  with pytest.raises(ConfigError, match="no finished teacher in .*run kdprune-teacher"):
     student.fingerprint_inputs(config, str(tmp_path))
   assert os.listdir(tmp_path) == []
 

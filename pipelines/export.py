@@ -1,0 +1,294 @@
+"""Export stage: the int8 student as TFLite and SavedModel, baselines, and a report measured on the files.
+
+  kdprune-export --workdir=runs/demo        # after kdprune-qat
+
+Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
+``default`` unless given):
+
+* ``student_qat_int8.tflite``: the product, int8 weights and activations
+  converted from the QAT model; ``saved_model/``: the QAT student as a
+  SavedModel (``serving_default`` signature);
+* baselines: ``teacher_float.tflite`` (the float teacher),
+  ``student_float.tflite`` (the float pruned student),
+  ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
+  (post-training dynamic-range and full-integer quantization of it);
+* ``report.json``, ``report.md``, ``accuracy_vs_size.png`` and a TensorBoard
+  text summary of the table under ``tb/``.
+
+Every figure is measured on the exported files (see
+:mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
+fewer zeros than its pruned layers had.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import time
+
+from pipelines import configs, rundir, sources
+from pipelines import student as student_lib
+from pipelines.errors import ConfigError, StageError
+from pipelines.stage import StageResult
+
+NAME = "export"
+PRODUCT = "student_qat_int8"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What decides the export of one student: its data, and how the files are measured."""
+
+  data: configs.DataConfig = configs.DataConfig()
+  name: str = "default"
+  latency_runs: int = 200
+  latency_warmup: int = 20
+  representative_examples: int = 256
+  int8_io: bool = False
+  eval_batch_size: int = 256
+
+  @property
+  def stage(self) -> str:
+    return "%s/%s" % (NAME, self.name)
+
+  def validate(self) -> None:
+    self.data.validate()
+    if not student_lib.NAME_RE.match(self.name or ""):
+      raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
+    if self.latency_runs < 1:
+      raise ConfigError("--latency_runs=%d must be >= 1" % self.latency_runs)
+    if self.latency_warmup < 0:
+      raise ConfigError("--latency_warmup=%d must be >= 0" % self.latency_warmup)
+    if self.representative_examples < 1:
+      raise ConfigError("--representative_examples=%d must be >= 1" %
+                        self.representative_examples)
+    sources.resolve(self.data)
+
+  def resolved(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _upstream(workdir: str, name: str) -> dict:
+  """Manifest entries of the QAT run, the student and (when there is one) the teacher."""
+  from pipelines import qat  # pylint: disable=g-import-not-at-top
+  run_dir = rundir.RunDir(workdir)
+  entries = {"qat": student_lib.finished_entry(
+      workdir, "%s/%s" % (qat.NAME, name),
+      "kdprune-qat" + ("" if name == "default" else " --student_name=%s" % name)),
+             "student": qat.student_entry(workdir, name)}
+  teacher = run_dir.entry("teacher")
+  if teacher and teacher.get("status") == "done":
+    entries["teacher"] = teacher
+  return entries
+
+
+def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
+  inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
+  for stage, entry in _upstream(workdir, config.name).items():
+    inputs[stage] = {"fingerprint": entry.get("fingerprint"), "finished": entry.get("finished")}
+  return inputs
+
+
+def _representative(bundle, count: int):
+  """Batch-1 calibration inputs: the first ``count`` (normalized) training examples."""
+  ds = bundle.batches("train", 1).take(count)
+
+  def gen():
+    for x, _ in ds:
+      yield [x]
+  return gen
+
+
+def _machine() -> str:
+  return "%s, %s, %d CPUs, Python %s" % (platform.platform(terse=True),
+                                         platform.processor() or platform.machine(),
+                                         os.cpu_count() or 0, platform.python_version())
+
+
+def run(config: ExportConfig, workdir: str) -> StageResult:
+  """Converts, measures and reports; see the module docstring."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from pipelines.compat import tf
+  from pipelines import data as data_lib
+  from pipelines import qat, report, summaries, tflite_tools
+  from pipelines import teacher as teacher_lib
+  # pylint: enable=g-import-not-at-top
+  config.validate()
+  run_dir = rundir.RunDir(workdir)
+  up = _upstream(workdir, config.name)
+  bundle = data_lib.load(config.data)
+  stage_dir = run_dir.stage_dir(config.stage)
+  tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+
+  s_entry, q_entry = up["student"], up["qat"]
+  with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
+    student_metrics = json.load(f)
+  pruned_zeros = sum(e["zeros"] for e in student_metrics["pruning"]["layers"].values())
+  student = student_lib.load_model(run_dir.abspath(s_entry["artifacts"]["model"]))
+  qmodel = qat.load_model(workdir, config.name)
+  sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
+               q_entry["metrics"]["test_accuracy"])]
+  if "teacher" in up:
+    teacher = teacher_lib.load_model(run_dir.abspath(up["teacher"]["artifacts"]["model"]))
+    sources_.append(("teacher_float", teacher, "float", "the float teacher (reference)",
+                     up["teacher"]["metrics"]["test_accuracy"]))
+  else:
+    print("[%s] no finished teacher in %s: the report has no teacher reference" % (
+        config.stage, run_dir.workdir))
+  student_acc = s_entry["metrics"]["test_accuracy"]
+  sources_ += [
+      ("student_float", student, "float", "the float pruned student", student_acc),
+      ("student_ptq_dynamic", student, "dynamic",
+       "post-training dynamic-range quantization of the pruned student (int8 weights, float "
+       "activations)", student_acc),
+      ("student_ptq_int8", student, "int8",
+       "post-training full-integer quantization of the pruned student (%d calibration "
+       "examples)" % config.representative_examples, student_acc),
+  ]
+
+  test_batches = bundle.batches("test", config.eval_batch_size)
+  example = next(iter(bundle.batches("test", 1)))[0].numpy()[0]
+  models = []
+  for name, model, mode, description, keras_acc in sources_:
+    start = time.time()
+    data = tflite_tools.convert(
+        model, mode, representative=_representative(bundle, config.representative_examples),
+        int8_io=config.int8_io)
+    path = os.path.join(stage_dir, name + ".tflite")
+    with rundir.atomic_path(path) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(data)
+    convert_seconds = time.time() - start
+    weights = tflite_tools.inspect_weights(data)
+    accuracy = tflite_tools.evaluate(data, test_batches)
+    lat = tflite_tools.latency(data, example, runs=config.latency_runs,
+                               warmup=config.latency_warmup)
+    entry = {
+        "name": name, "description": description, "file": run_dir.relpath(path),
+        "test_accuracy": accuracy["accuracy"], "test_loss": round(accuracy["loss"], 6),
+        "keras_test_accuracy": keras_acc,
+        "tflite_bytes": len(data), "tflite_gzip_bytes": tflite_tools.gzip_size(data),
+        "latency_ms": lat["median"], "latency_p90_ms": lat["p90"],
+        "sparsity": weights["sparsity"], "params": weights["params"],
+        "nonzero_params": weights["nonzero_params"], "weights": weights["weights"],
+        "weight_zeros": weights["weight_zeros"], "weight_dtypes": weights["weight_dtypes"],
+        "layers": weights["layers"], "convert_seconds": round(convert_seconds, 2),
+    }
+    models.append(entry)
+    print("[%s] %-20s acc %.4f  %8d B (gzip %7d)  %.3f ms  sparsity %.3f" % (
+        config.stage, name, entry["test_accuracy"], entry["tflite_bytes"],
+        entry["tflite_gzip_bytes"], entry["latency_ms"], entry["sparsity"]))
+    if name.startswith("student") and weights["weight_zeros"] < pruned_zeros:
+      raise StageError(config.stage, "%s holds %d zero weights but the pruned student had %d: "
+                       "the conversion lost sparsity" % (path, weights["weight_zeros"],
+                                                         pruned_zeros))
+  # Order for the tables: teacher, then the student from float to the product.
+  order = ["teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8", PRODUCT]
+  models.sort(key=lambda m: order.index(m["name"]))
+  by_name = {m["name"]: m for m in models}
+
+  saved_path = os.path.join(stage_dir, "saved_model")
+  with rundir.atomic_path(saved_path) as tmp:
+    tf.saved_model.save(qmodel, tmp)
+  serving = tf.saved_model.load(saved_path).signatures["serving_default"]
+  correct = total = 0
+  for x, y in test_batches:
+    logits = list(serving(x).values())[0].numpy()
+    correct += int(np.sum(np.argmax(logits, -1) == y.numpy().reshape(-1)))
+    total += int(y.shape[0])
+  saved = {"path": run_dir.relpath(saved_path), "test_accuracy": correct / max(1, total)}
+
+  product = by_name[PRODUCT]
+  story = []
+  if "teacher" in up:
+    story.append({"what": "float teacher", "test_accuracy": up["teacher"]["metrics"][
+        "test_accuracy"], "sparsity": None, "measured_on": "teacher/model.keras (Keras)"})
+  story += [
+      {"what": "pruned student (distilled)" if student_metrics.get("distill") else
+               "pruned student (hard labels)", "test_accuracy": student_acc,
+       "sparsity": student_metrics["sparsity"],
+       "measured_on": "%s (Keras)" % s_entry["artifacts"]["model"]},
+      {"what": "QAT student (%s)" % q_entry["metrics"].get("scheme"),
+       "test_accuracy": q_entry["metrics"]["test_accuracy"], "sparsity": q_entry["metrics"][
+           "sparsity"], "measured_on": "%s (Keras, fake-quantized)" % q_entry["artifacts"]["model"]},
+      {"what": "int8 student", "test_accuracy": product["test_accuracy"],
+       "sparsity": product["sparsity"], "measured_on": "%s (TFLite interpreter)" % product["file"]},
+  ]
+  out = {
+      "student": config.name, "workdir": run_dir.workdir, "dataset": bundle.name,
+      "test_examples": int(bundle.num_examples["test"]), "product": PRODUCT,
+      "latency": {"batch": 1, "threads": 1, "runs": config.latency_runs,
+                  "warmup": config.latency_warmup},
+      "machine": _machine(), "int8_io": config.int8_io,
+      "models": models, "story": story, "saved_model": saved,
+  }
+  if "teacher_float" in by_name:
+    ref = by_name["teacher_float"]
+    out["comparison"] = {
+        "product": PRODUCT, "reference": "teacher_float",
+        "accuracy_delta_points": round(100 * (product["test_accuracy"] - ref["test_accuracy"]), 4),
+        "gzip_ratio": round(ref["tflite_gzip_bytes"] / product["tflite_gzip_bytes"], 3),
+        "size_ratio": round(ref["tflite_bytes"] / product["tflite_bytes"], 3),
+        "latency_ratio": round(ref["latency_ms"] / max(product["latency_ms"], 1e-9), 3),
+        "product_sparsity": product["sparsity"],
+    }
+  report_json = os.path.join(stage_dir, "report.json")
+  report_md = os.path.join(stage_dir, "report.md")
+  plot_path = os.path.join(stage_dir, "accuracy_vs_size.png")
+  rundir.write_json(report_json, out)
+  text = report.markdown(out)
+  rundir.atomic_write(report_md, text)
+  report.plot(out, plot_path)
+  summaries.write_text(tb_dir, "export/report", text)
+
+  metrics = {k: product[k] for k in ("test_accuracy", "tflite_bytes", "tflite_gzip_bytes",
+                                     "latency_ms", "sparsity", "params", "nonzero_params")}
+  metrics["saved_model_test_accuracy"] = saved["test_accuracy"]
+  metrics.update({"%s_%s" % (k, m["name"]): m[k] for m in models
+                  for k in ("test_accuracy", "tflite_gzip_bytes", "latency_ms")})
+  if "comparison" in out:
+    metrics.update({k: out["comparison"][k] for k in ("accuracy_delta_points", "gzip_ratio",
+                                                     "latency_ratio")})
+  print("[%s] report -> %s" % (config.stage, report_md))
+  return StageResult(
+      artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,
+                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path},
+      metrics=metrics)
+
+
+def table(workdir: str, name: str = "default") -> str:
+  """The report's model table (plain markdown) for printing, or '' if there is no report."""
+  from pipelines import report  # pylint: disable=g-import-not-at-top
+  path = os.path.join(rundir.RunDir(workdir).stage_dir("%s/%s" % (NAME, name)), "report.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    out = json.load(f)
+  return "\n".join(report.comparison_lines(out) + [""] + report.models_table(out["models"]))
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def config_from_flags() -> ExportConfig:
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  return kflags.export_config_from_flags()
+
+
+def main(argv):
+  del argv
+  from pipelines import stage  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  stage.main_from_flags(config, run, fingerprint_inputs,
+                        after=lambda workdir: print(table(workdir, config.name)))
+
+
+def entry_point():
+  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  cli.entry(main, "kdprune-export")
+
+
+if __name__ == "__main__":
+  entry_point()

@@ -1,0 +1,121 @@
+"""The export report: ``report.md`` (tables and the stage-by-stage story) and ``accuracy_vs_size.png``.
+
+Pure formatting of ``report.json``'s content (no TensorFlow); every number
+comes from the export stage's measurements on the ``.tflite`` files.
+"""
+
+import os
+from typing import List
+
+COLUMNS = (("model", "model"), ("test_accuracy", "test acc"), ("tflite_bytes", "size"),
+           ("tflite_gzip_bytes", "gzip"), ("latency_ms", "latency (ms)"),
+           ("sparsity", "sparsity"), ("params", "params"), ("nonzero_params", "nonzero"))
+
+
+def human_bytes(n) -> str:
+  if n is None:
+    return "-"
+  for unit in ("B", "KB", "MB", "GB"):
+    if n < 1024 or unit == "GB":
+      return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+    n /= 1024.0
+  return str(n)
+
+
+def _cell(key, value) -> str:
+  if value is None:
+    return "-"
+  if key == "test_accuracy":
+    return "%.2f%%" % (100 * value)
+  if key in ("tflite_bytes", "tflite_gzip_bytes"):
+    return human_bytes(value)
+  if key == "latency_ms":
+    return "%.3f" % value
+  if key == "sparsity":
+    return "%.3f" % value
+  if key in ("params", "nonzero_params"):
+    return "{:,}".format(int(value))
+  return str(value)
+
+
+def models_table(models: List[dict]) -> List[str]:
+  """The per-model table (markdown)."""
+  lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
+           "|" + "|".join("---" if k == "model" else "---:" for k, _ in COLUMNS) + "|"]
+  for m in models:
+    row = [m["name"]] + [_cell(k, m.get(k)) for k, _ in COLUMNS[1:]]
+    lines.append("| " + " | ".join(row) + " |")
+  return lines
+
+
+def story_table(story: List[dict]) -> List[str]:
+  lines = ["| step | what | test acc | sparsity | measured on |", "|---|---|---:|---:|---|"]
+  for i, s in enumerate(story, 1):
+    lines.append("| %d | %s | %s | %s | %s |" % (
+        i, s["what"], _cell("test_accuracy", s.get("test_accuracy")),
+        _cell("sparsity", s.get("sparsity")), s["measured_on"]))
+  return lines
+
+
+def comparison_lines(report: dict) -> List[str]:
+  c = report.get("comparison")
+  if not c:
+    return []
+  return ["%s vs %s: %+.2f accuracy points, %.1fx smaller gzipped, %.1fx lower batch-1 latency, "
+          "%.1f%% of its weights zero." % (
+              c["product"], c["reference"], c["accuracy_delta_points"], c["gzip_ratio"],
+              c["latency_ratio"], 100 * c["product_sparsity"])]
+
+
+def markdown(report: dict) -> str:
+  lat = report["latency"]
+  lines = ["# kdprune export report: student `%s`" % report["student"], ""]
+  lines += comparison_lines(report)
+  lines += ["", "## Stage by stage", ""]
+  lines += story_table(report["story"])
+  lines += ["", "## Exported models", "",
+            "Every figure below is measured on the `.tflite` file: accuracy with the TFLite "
+            "interpreter over all %d test examples (%s), latency at batch 1 on %d thread (median "
+            "of %d runs after %d warm-up runs), sparsity and parameters read from the weight "
+            "tensors inside the file (biases count as parameters, not towards sparsity)." % (
+                report["test_examples"], report["dataset"], lat["threads"], lat["runs"],
+                lat["warmup"]), ""]
+  lines += models_table(report["models"])
+  lines += [""]
+  for m in report["models"]:
+    lines.append("- `%s`: %s (`%s`)" % (m["name"], m["description"], m["file"]))
+  sm = report.get("saved_model")
+  if sm:
+    lines += ["", "SavedModel of the QAT student: `%s` (test accuracy %.2f%%, served through its "
+              "`serving_default` signature)." % (sm["path"], 100 * sm["test_accuracy"])]
+  lines += ["", "Machine: %s." % report.get("machine", "unknown"), ""]
+  return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+  """``accuracy_vs_size.png``: test accuracy against gzip size (log axis), one point per model."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  for m in report["models"]:
+    product = m["name"] == report.get("product")
+    ax.scatter(m["tflite_gzip_bytes"], 100 * m["test_accuracy"], s=70 if product else 40,
+               marker="*" if product else "o", zorder=3,
+               color="tab:red" if product else ("tab:gray" if "teacher" in m["name"]
+                                                else "tab:blue"))
+    ax.annotate(m["name"], (m["tflite_gzip_bytes"], 100 * m["test_accuracy"]),
+                textcoords="offset points", xytext=(6, 4), fontsize=8)
+  ax.set_xscale("log")
+  ax.margins(x=0.25, y=0.12)
+  ax.set_xlabel("gzipped .tflite size (bytes, log scale)")
+  ax.set_ylabel("test accuracy (%%, TFLite interpreter, %d examples)" % report["test_examples"])
+  ax.set_title("kdprune: accuracy vs size (%s, student %s)" % (report["dataset"],
+                                                                report["student"]))
+  ax.grid(True, which="both", alpha=0.3)
+  fig.tight_layout()
+  directory = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+  fig.savefig(tmp, format="png")
+  plt.close(fig)
+  os.replace(tmp, path)
