@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Optional
+import zipfile
+from typing import Dict, List, Optional, Tuple
 
 MANIFEST = "manifest.json"
 _VERSION = 1
@@ -97,6 +98,41 @@ def write_json(path: str, obj) -> None:
   atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def artifact_problem(path: str) -> Optional[str]:
+  """Why the artifact at ``path`` cannot be used (missing, truncated, corrupt), or None.
+
+  Checked without TensorFlow: a ``.keras`` file must be a zip archive whose
+  members pass their CRC checks and hold a config and weights; an ``.h5``
+  file must open with h5py; a ``.json`` file must parse; other files (and
+  directories) must exist and, if files, be non-empty.
+  """
+  if not os.path.exists(path):
+    return "missing"
+  if os.path.isdir(path):
+    return None
+  try:
+    if path.endswith(".keras"):
+      with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+        if bad is not None:
+          return "member %s fails its CRC check" % bad
+        names = set(archive.namelist())
+        if not {"config.json", "model.weights.h5"} <= names:
+          return "not a Keras model archive (members: %s)" % ", ".join(sorted(names))
+    elif path.endswith(".h5"):
+      import h5py  # pylint: disable=g-import-not-at-top
+      with h5py.File(path, "r") as f:
+        list(f.keys())
+    elif path.endswith(".json"):
+      with open(path) as f:
+        json.load(f)
+    elif os.path.getsize(path) == 0:
+      return "empty file"
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    return " ".join(str(e).split())[:160] or type(e).__name__
+  return None
+
+
 class RunDir:
   """A run directory and its manifest."""
 
@@ -144,11 +180,21 @@ class RunDir:
     return entry
 
   def is_done(self, stage: str, fp: str) -> bool:
-    """True if ``stage`` finished with fingerprint ``fp`` and its artifacts still exist."""
+    """True if ``stage`` finished with fingerprint ``fp`` and its artifacts are all readable."""
     entry = self.entry(stage)
     if not entry or entry.get("status") != "done" or entry.get("fingerprint") != fp:
       return False
-    return all(os.path.exists(self.abspath(p)) for p in entry.get("artifacts", {}).values())
+    return not self.artifact_problems(stage)
+
+  def artifact_problems(self, stage: str) -> List[Tuple[str, str]]:
+    """``[(absolute path, problem)]`` for the recorded artifacts of ``stage`` that are unusable."""
+    entry = self.entry(stage) or {}
+    problems = []
+    for rel in entry.get("artifacts", {}).values():
+      problem = artifact_problem(self.abspath(rel))
+      if problem:
+        problems.append((self.abspath(rel), problem))
+    return problems
 
   def mark_running(self, stage: str, fp: str, config: dict) -> None:
     self._update(stage, status="running", fingerprint=fp, config=config, started=now(),

@@ -45,6 +45,10 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     log("[%s] done already with this config (%s); skipping (use --force to rerun)" % (
         name, os.path.join(run.workdir, name)))
     return StageOutcome(name, False, entry)
+  entry = run.entry(name) or {}
+  if entry.get("status") == "done" and entry.get("fingerprint") == fp:
+    for path, problem in run.artifact_problems(name):
+      log("[%s] %s is unusable (%s); rerunning the stage" % (name, path, problem))
 
   os.makedirs(run.stage_dir(name), exist_ok=True)
   run.mark_running(name, fp, fingerprint_inputs)

@@ -83,3 +83,26 @@ def test_corrupt_manifest_is_reported_by_path(tmp_path):
   with pytest.raises(ConfigError, match=r"manifest.json is unreadable .*move it aside"):
     rundir.RunDir(str(tmp_path)).entry("teacher")
   assert (tmp_path / "manifest.json").read_text() == '{"stages": {"teacher": '
+
+
+def test_truncated_teacher_is_named_and_rerun(tmp_path, capsys):
+  from pipelines import rundir, student
+  from pipelines.errors import ConfigError
+  from tests.conftest import tiny_student_config as pupil
+  workdir = str(tmp_path)
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=pupil(),
+                                   until="student")
+  pipeline.run(config, workdir, log=_quiet)
+  model = tmp_path / "teacher" / "model.keras"
+  model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+  manifest = (tmp_path / "manifest.json").read_text()
+  # The student alone refuses the corrupt teacher by path, before touching the manifest.
+  with pytest.raises(ConfigError, match=r"teacher/model.keras is unusable .*rerun kdprune-teacher"):
+    student.fingerprint_inputs(pupil(), workdir)
+  assert (tmp_path / "manifest.json").read_text() == manifest
+  # The pipeline names it and retrains the teacher, then the student after it.
+  lines = []
+  teacher_outcome, student_outcome = pipeline.run(config, workdir, log=lines.append)
+  assert teacher_outcome.ran and student_outcome.ran
+  assert any("model.keras is unusable" in l and "rerunning" in l for l in lines), lines
+  assert rundir.artifact_problem(str(model)) is None
