@@ -212,6 +212,24 @@ class DistillConfig:
     return self.teacher_outputs
 
 
+def parse_layer_sparsity(items) -> Tuple[Tuple[str, float], ...]:
+  """``["logits:0.97", "conv_2_2:0.95"]`` -> ``(("logits", 0.97), ("conv_2_2", 0.95))``."""
+  out = []
+  for item in items or ():
+    name, sep, value = str(item).rpartition(":")
+    try:
+      if not sep or not name:
+        raise ValueError
+      out.append((name, float(value)))
+    except ValueError:
+      raise ConfigError("--pruning_layer_sparsity=%s must be layer:sparsity, e.g. logits:0.97" % (
+          item,)) from None
+  names = [n for n, _ in out]
+  if len(set(names)) != len(names):
+    raise ConfigError("--pruning_layer_sparsity names a layer twice: %s" % ", ".join(names))
+  return tuple(out)
+
+
 def parse_step_or_fraction(value: str, flag: str):
   """``"500"`` -> ``("steps", 500)``; ``"0.25"`` or ``"25%"`` -> ``("fraction", 0.25)``."""
   text = str(value).strip()
@@ -252,6 +270,9 @@ class PruningConfig:
     keep_dense: layer names or class names left dense; ``auto`` keeps layers with
       fewer than ``MIN_PRUNABLE_WEIGHTS`` kernel weights (pruning them saves
       nothing and costs accuracy).
+    layer_sparsity: ``((layer name, final sparsity), ...)``: layers that end at
+      their own final sparsity instead of ``final_sparsity`` (same schedule
+      shape and steps). Unstructured pruning only.
   """
 
   schedule: str = "polynomial_decay"
@@ -264,8 +285,13 @@ class PruningConfig:
   structure: str = "unstructured"
   m_by_n: Tuple[int, int] = (2, 4)
   keep_dense: Tuple[str, ...] = ("auto",)
+  layer_sparsity: Tuple[Tuple[str, float], ...] = ()
 
   MIN_PRUNABLE_WEIGHTS = 512
+
+  def target_for(self, layer: str) -> float:
+    """The final sparsity of ``layer``: its own from ``layer_sparsity``, else :attr:`target`."""
+    return dict(self.layer_sparsity).get(layer, self.target)
 
   @property
   def target(self) -> float:
@@ -295,6 +321,14 @@ class PruningConfig:
     elif self.initial_sparsity > self.target:
       raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
           self.initial_sparsity, self.target))
+    if self.layer_sparsity and self.structure != "unstructured":
+      raise ConfigError("--pruning_layer_sparsity works with --pruning_structure=unstructured only")
+    for layer, value in self.layer_sparsity:
+      if not 0.0 <= value < 1.0:
+        raise ConfigError("--pruning_layer_sparsity=%s:%s must be in [0, 1)" % (layer, value))
+      if value < self.initial_sparsity:
+        raise ConfigError("--pruning_layer_sparsity=%s:%s is below --initial_sparsity=%s" % (
+            layer, value, self.initial_sparsity))
     if not (self.exponent > 0 and math.isfinite(self.exponent)):
       raise ConfigError("--pruning_exponent=%s must be > 0" % self.exponent)
     if self.frequency < 0:

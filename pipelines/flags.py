@@ -93,6 +93,9 @@ def _define_student_flags():
   flags.DEFINE_enum("pruning_structure", p.structure, configs.PRUNING_STRUCTURES, "unstructured "
                     "magnitude pruning, or m_by_n (--m_by_n zeros in every block, e.g. 2:4).")
   flags.DEFINE_string("m_by_n", "%d:%d" % p.m_by_n, "m:n for --pruning_structure=m_by_n.")
+  flags.DEFINE_list("pruning_layer_sparsity", [], "Layers that end at their own final sparsity, "
+                    "as layer:sparsity (e.g. logits:0.97); the others end at --final_sparsity. "
+                    "Unstructured pruning only.")
   flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
                     "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
                     "%d kernel weights." % configs.PruningConfig.MIN_PRUNABLE_WEIGHTS)
@@ -242,7 +245,8 @@ def student_config_from_flags():
           final_sparsity=FLAGS.final_sparsity, exponent=FLAGS.pruning_exponent,
           frequency=FLAGS.pruning_frequency, begin=FLAGS.pruning_begin, end=FLAGS.pruning_end,
           structure=FLAGS.pruning_structure, m_by_n=parse_m_by_n(FLAGS.m_by_n),
-          keep_dense=tuple(FLAGS.pruning_keep_dense)),
+          keep_dense=tuple(FLAGS.pruning_keep_dense),
+          layer_sparsity=configs.parse_layer_sparsity(FLAGS.pruning_layer_sparsity)),
       name=FLAGS.student_name,
       progress=FLAGS.progress)
 

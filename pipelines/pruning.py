@@ -23,14 +23,16 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 SPARSITY_TOLERANCE = 0.005
 
 
-def make_schedule(config: PruningConfig, steps: dict):
-  """The tfmot schedule for ``config`` with resolved ``steps`` (see PruningConfig.resolve_steps)."""
+def make_schedule(config: PruningConfig, steps: dict, target: Optional[float] = None):
+  """The tfmot schedule for ``config`` with resolved ``steps`` (see PruningConfig.resolve_steps),
+  ending at ``target`` (default: ``config.target``)."""
   sparsity = tfmot.sparsity.keras
+  target = config.target if target is None else target
   if config.schedule == "constant" or config.structure == "m_by_n":
-    return sparsity.ConstantSparsity(config.target, begin_step=steps["begin_step"],
+    return sparsity.ConstantSparsity(target, begin_step=steps["begin_step"],
                                      end_step=steps["end_step"], frequency=steps["frequency"])
   return sparsity.PolynomialDecay(
-      initial_sparsity=config.initial_sparsity, final_sparsity=config.target,
+      initial_sparsity=config.initial_sparsity, final_sparsity=target,
       begin_step=steps["begin_step"], end_step=steps["end_step"], power=config.exponent,
       frequency=steps["frequency"])
 
@@ -68,6 +70,15 @@ def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
           _input_channels(layer), config.m_by_n[1], *config.m_by_n)
     else:
       plan[layer.name] = "prune"
+  own = [name for name, _ in config.layer_sparsity]
+  missing = [name for name in own if name not in plan]
+  if missing:
+    raise ConfigError("--pruning_layer_sparsity names %s, which the student does not have "
+                      "(layers with weights: %s)" % (", ".join(missing), ", ".join(plan)))
+  dense = [name for name in own if plan[name] != "prune"]
+  if dense:
+    raise ConfigError("--pruning_layer_sparsity names %s, which is not pruned (%s)" % (
+        ", ".join(dense), "; ".join(plan[n] for n in dense)))
   unknown = keep - {l.name for l in model.layers} - {type(l).__name__ for l in model.layers}
   if unknown:
     raise ConfigError("--pruning_keep_dense names %s, which the student does not have (layers: %s)"
@@ -95,13 +106,14 @@ def apply_pruning(model, config: PruningConfig, steps: dict):
   Returns ``(pruned_model, plan)``.
   """
   plan = plan_layers(model, config)
-  params = {"pruning_schedule": make_schedule(config, steps)}
+  params = {}
   if config.structure == "m_by_n":
     params["sparsity_m_by_n"] = tuple(config.m_by_n)
 
   def clone(layer):
     if plan.get(layer.name) == "prune":
-      return tfmot.sparsity.keras.prune_low_magnitude(layer, **params)
+      schedule = make_schedule(config, steps, config.target_for(layer.name))
+      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **params)
     return layer
 
   # Unpruned layers are reused and pruned ones wrap the original layer, so the
@@ -124,16 +136,19 @@ def strip(model):
   return tfmot.sparsity.keras.strip_pruning(model)
 
 
-def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
+def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None,
+                    targets: Optional[Dict[str, float]] = None) -> dict:
   """Measures the stripped model: per pruned layer and in total.
 
-  Returns ``{"layers": {name: {"weights", "zeros", "sparsity"[, "m_by_n_ok"]}},
-  "pruned_weights", "pruned_zeros", "sparsity", "params", "nonzero_params",
+  Returns ``{"layers": {name: {"weights", "zeros", "sparsity"[, "target", "m_by_n_ok"]}},
+  "pruned_weights", "pruned_zeros", "sparsity"[, "target"], "params", "nonzero_params",
   "model_sparsity"}``; ``sparsity`` is over the pruned kernels, ``model_sparsity``
-  over every parameter.
+  over every parameter. With ``targets`` (layer -> final sparsity) each layer
+  records its target and ``target`` is their weight-weighted mean.
   """
   layers = {}
   total_w = total_z = 0
+  weighted_target = 0.0
   for layer in stripped.layers:
     if plan.get(layer.name) != "prune":
       continue
@@ -141,6 +156,9 @@ def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
     size = int(sum(k.size for k in kernels))
     zeros = int(sum(np.sum(k == 0) for k in kernels))
     entry = {"weights": size, "zeros": zeros, "sparsity": round(zeros / max(1, size), 6)}
+    if targets is not None:
+      entry["target"] = float(targets[layer.name])
+      weighted_target += entry["target"] * size
     if m_by_n is not None:
       entry["m_by_n_ok"] = all(bool(pruning_utils.is_pruned_m_by_n(
           tf.constant(k), m_by_n=tuple(m_by_n), last_channel="C_OUT")) for k in kernels)
@@ -149,16 +167,24 @@ def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None) -> dict:
     total_z += zeros
   params = sum(int(np.prod(w.shape)) for w in stripped.weights)
   nonzero = sum(int(np.count_nonzero(w)) for w in stripped.get_weights())
-  return {"layers": layers, "pruned_weights": int(total_w), "pruned_zeros": int(total_z),
-          "sparsity": round(total_z / max(1, total_w), 6), "params": params,
-          "nonzero_params": nonzero, "model_sparsity": round(1 - nonzero / max(1, params), 6)}
+  report = {"layers": layers, "pruned_weights": int(total_w), "pruned_zeros": int(total_z),
+            "sparsity": round(total_z / max(1, total_w), 6), "params": params,
+            "nonzero_params": nonzero, "model_sparsity": round(1 - nonzero / max(1, params), 6)}
+  if targets is not None:
+    report["target"] = round(weighted_target / max(1, total_w), 6)
+  return report
 
 
 def check_sparsity(report: dict, target: float, stage: str, m_by_n=None,
                    cause: str = "the pruning schedule did not complete") -> None:
-  """Fails the stage if any pruned layer (or the total) is short of ``target`` by > 0.005."""
+  """Fails the stage if any pruned layer (or the total) is short of its target by > 0.005.
+
+  A layer's target is its report entry's ``target`` when there is one, else
+  ``target``; the total's is the report's ``target``, else ``target``.
+  """
   short = [(n, e["sparsity"]) for n, e in report["layers"].items()
-           if e["sparsity"] < target - SPARSITY_TOLERANCE]
+           if e["sparsity"] < e.get("target", target) - SPARSITY_TOLERANCE]
+  target = report.get("target", target)
   if report["sparsity"] < target - SPARSITY_TOLERANCE or short:
     raise StageError(stage, "sparsity %.4f is below the target %.4f (layers short: %s); %s" % (
         report["sparsity"], target, ", ".join("%s %.4f" % s for s in short) or "none", cause))

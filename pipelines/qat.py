@@ -227,7 +227,9 @@ def run(config: QatConfig, workdir: str) -> StageResult:
 
   drifted = remask(qmodel, masks)
   view = float_view(student, qmodel)
-  report = pruning.sparsity_report(view, plan, m_by_n)
+  targets = {name: float(layer.get("target", target))
+             for name, layer in student_metrics["pruning"]["layers"].items()}
+  report = pruning.sparsity_report(view, plan, m_by_n, targets=targets)
   val = training.evaluate_classifier(qmodel, bundle.batches("validation", 256))
   test = training.evaluate_classifier(qmodel, bundle.batches("test", 256))
   metrics = {

@@ -83,6 +83,9 @@ def finished_entry(workdir: str, stage: str, command: str, alternative: str = ""
   if not entry or entry.get("status") != "done" or not os.path.exists(run_dir.abspath(model)):
     raise ConfigError("no finished %s in %s (%s); run %s --workdir=%s first%s" % (
         stage, run_dir.workdir, model, command, workdir, (", " + alternative) if alternative else ""))
+  for path, problem in run_dir.artifact_problems(stage):
+    raise ConfigError("%s is unusable (%s); rerun %s --workdir=%s --force" % (
+        path, problem, command, workdir))
   return entry
 
 
@@ -131,6 +134,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
   student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
                         flag="--student_model")
+  if teacher is not None and student.count_params() > teacher.count_params():
+    print("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
+          "--student_model/--student_width" % (config.stage, student.count_params(),
+                                                 teacher.count_params()))
   pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
 
   stage_dir = os.path.join(workdir, NAME, config.name)
@@ -157,11 +164,14 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       early,
   ]
   pruned_names = [n for n, why in plan.items() if why == "prune"]
-  print("[%s] %s: %d parameters; pruning %d layers to %.2f %s (steps %d-%d every %d of %d); "
+  targets = {n: config.pruning.target_for(n) for n in pruned_names}
+  own = ", ".join("%s %.2f" % kv for kv in config.pruning.layer_sparsity)
+  print("[%s] %s: %d parameters; pruning %d layers to %.2f%s %s (steps %d-%d every %d of %d); "
         "teacher outputs: %s" % (
             config.stage, config.model.name, student.count_params(), len(pruned_names),
-            config.pruning.target, config.pruning.structure, steps["begin_step"],
-            steps["end_step"], steps["frequency"], steps["planned_steps"], mode))
+            config.pruning.target, " (%s)" % own if own else "", config.pruning.structure,
+            steps["begin_step"], steps["end_step"], steps["frequency"], steps["planned_steps"],
+            mode))
   for layer, why in plan.items():
     if why != "prune" and why != "no prunable weights":
       print("[%s] %s: %s" % (config.stage, layer, why))
@@ -174,13 +184,14 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
 
   stripped = pruning.strip(pruned)
   report = pruning.sparsity_report(
-      stripped, plan, config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
+      stripped, plan, config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None,
+      targets=targets)
   val = training.evaluate_classifier(stripped, bundle.batches("validation", 256))
   test = training.evaluate_classifier(stripped, bundle.batches("test", 256))
   metrics = {
       "test_accuracy": test["accuracy"], "test_loss": test["loss"],
       "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-      "sparsity": report["sparsity"], "target_sparsity": config.pruning.target,
+      "sparsity": report["sparsity"], "target_sparsity": report["target"],
       "model_sparsity": report["model_sparsity"], "params": report["params"],
       "nonzero_params": report["nonzero_params"],
       "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
@@ -195,7 +206,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
                                                           "layers": report["layers"]},
                                    "data": bundle.describe()})
-  pruning.check_sparsity(report, config.pruning.target, config.stage,
+  pruning.check_sparsity(report, report["target"], config.stage,
                          config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
 
   model_path = os.path.join(stage_dir, "model.keras")

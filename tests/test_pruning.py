@@ -129,6 +129,43 @@ def test_exact_sparsity_after_strip():
     pruning.check_sparsity(report, 0.9, "student")
 
 
+def test_layers_with_their_own_final_sparsity():
+  config = PruningConfig(final_sparsity=0.5, begin="0", end="0.6", frequency=2, keep_dense=(),
+                         layer_sparsity=(("logits", 0.9),))
+  pruned, plan, _ = _prune_and_train(config)
+  targets = {n: config.target_for(n) for n in ("hidden", "logits")}
+  report = pruning.sparsity_report(pruning.strip(pruned), plan, targets=targets)
+  assert report["layers"]["hidden"]["sparsity"] == pytest.approx(0.5, abs=0.005)
+  assert report["layers"]["logits"]["sparsity"] == pytest.approx(0.9, abs=0.005)
+  # The total's target is the weight-weighted mean of the layers' targets.
+  assert report["target"] == pytest.approx((512 * 0.5 + 128 * 0.9) / 640, abs=1e-6)
+  pruning.check_sparsity(report, 0.5, "student")
+  report["layers"]["logits"]["sparsity"] = 0.8  # short of its own 0.9, above the global 0.5
+  with pytest.raises(StageError, match="layers short: logits 0.8000"):
+    pruning.check_sparsity(report, 0.5, "student")
+
+
+@pytest.mark.parametrize("items,kwargs,message", [
+    (["logits:1.2"], {}, "--pruning_layer_sparsity=logits:1.2 must be in [0, 1)"),
+    (["logits"], {}, "must be layer:sparsity"),
+    (["logits:0.9", "logits:0.8"], {}, "names a layer twice"),
+    (["logits:0.1"], dict(initial_sparsity=0.2, final_sparsity=0.5), "below --initial_sparsity"),
+    (["logits:0.5"], dict(structure="m_by_n"), "unstructured only"),
+])
+def test_bad_layer_sparsity_is_refused(items, kwargs, message):
+  from pipelines.configs import parse_layer_sparsity
+  with pytest.raises(ConfigError) as err:
+    PruningConfig(layer_sparsity=parse_layer_sparsity(items), **kwargs).validate()
+  assert message in str(err.value)
+
+
+def test_layer_sparsity_must_name_a_pruned_layer():
+  with pytest.raises(ConfigError, match="names nope, which the student does not have"):
+    pruning.plan_layers(_mlp(), PruningConfig(layer_sparsity=(("nope", 0.9),)))
+  with pytest.raises(ConfigError, match="names logits, which is not pruned .kept dense"):
+    pruning.plan_layers(_mlp(), PruningConfig(layer_sparsity=(("logits", 0.9),)))
+
+
 def test_two_four_pattern():
   config = PruningConfig(structure="m_by_n", begin="0", frequency=1, keep_dense=())
   pruned, plan, _ = _prune_and_train(config, epochs=2)
