@@ -127,3 +127,71 @@ def test_console_scripts_are_installed():
     result = subprocess.run([script, "--helpshort"], env=ENV, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _snapshot(root):
+  """Every file under ``root`` with its size and modification time, and the manifest's text."""
+  files = {}
+  for dirpath, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(dirpath, name)
+      st = os.stat(path)
+      files[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+  return files, open(os.path.join(root, "manifest.json")).read()
+
+
+# One invocation per class of bad input, against a finished run directory: each must exit 2 with
+# one line naming the flag or file, and leave every file of the run as it was.
+@pytest.mark.parametrize("module,args,fragment", [
+    # ranges
+    ("pipelines.student", ["--final_sparsity=1.5"], "--final_sparsity=1.5 must be in [0, 1)"),
+    ("pipelines.student", ["--alpha=2"], "--alpha=2.0 must be in [0, 1]"),
+    ("pipelines.student", ["--temperature=0"], "--temperature=0.0 must be > 0"),
+    ("pipelines.student", ["--pruning_begin=0.8", "--pruning_end=0.2"], "must come after"),
+    ("pipelines.teacher", ["--teacher_epochs=0"], "--teacher_epochs=0 must be >= 1"),
+    ("pipelines.pipeline", ["--batch_size=0"], "--batch_size=0 must be >= 1"),
+    ("pipelines.student", ["--student_patience=-1"], "--student_patience=-1 must be >= 0"),
+    ("pipelines.qat", ["--qat_learning_rate=0"], "--qat_learning_rate=0.0 must be a positive"),
+    # choices
+    ("pipelines.pipeline", ["--dataset=mnsit"], "--dataset=mnsit: no such TFDS dataset"),
+    ("pipelines.pipeline", ["--student_model=transformer"], "--student_model=transformer"),
+    ("pipelines.student", ["--pruning_schedule=cubic"], "--pruning_schedule"),
+    ("pipelines.qat", ["--qat_scheme=fp16"], "--qat_scheme"),
+    # combinations
+    ("pipelines.student", ["--pruning_end=100000"], "reaches its final sparsity at step 100000"),
+    ("pipelines.student", ["--pruning_structure=m_by_n", "--final_sparsity=0.8"],
+     "does not match --m_by_n=2:4"),
+    ("pipelines.student", ["--teacher_outputs=cached", "--student_augment=shift"],
+     "--teacher_outputs=cached with --student_augment=shift"),
+    # files
+    ("pipelines.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
+    ("pipelines.export", ["--student_name=ghost"], "no finished qat/ghost"),
+])
+def test_bad_input_leaves_a_finished_run_untouched(finished_run, module, args, fragment):
+  workdir = str(finished_run[0])
+  before = _snapshot(workdir)
+  result = _run("--workdir=%s" % workdir, *args, module=module)
+  program = "kdprune-" + module.split(".")[1]
+  _assert_one_line_error(result, program, fragment)
+  assert _snapshot(workdir) == before
+
+
+def test_diverging_training_fails_the_stage_and_keeps_the_teacher(finished_run, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished_run[0], workdir)
+  teacher_model = (workdir / "teacher" / "model.keras").read_bytes()
+  result = _run("--workdir=%s" % workdir, "--student_name=diverge", "--student_optimizer=sgd",
+                "--student_learning_rate=1e30", "--student_epochs=2", "--progress=none",
+                "--student_model=mlp", "--student_width=32", "--student_depth=1",
+                module="pipelines.student")
+  assert result.returncode == 1, (result.stdout, result.stderr)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  assert lines[0].startswith("kdprune-student: error: student/diverge stage: loss is ")
+  assert "lower --student_learning_rate" in lines[0]
+  import json
+  stages = json.loads((workdir / "manifest.json").read_text())["stages"]
+  assert stages["student/diverge"]["status"] == "failed"
+  assert stages["teacher"]["status"] == "done" and stages["student/default"]["status"] == "done"
+  assert (workdir / "teacher" / "model.keras").read_bytes() == teacher_model
+  assert not (workdir / "student" / "diverge" / "model.keras").exists()
