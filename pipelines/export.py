@@ -84,6 +84,8 @@ def _upstream(workdir: str, name: str) -> dict:
 
 def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
+  student_lib.check_data_matches(workdir, "%s/%s" % (student_lib.NAME, config.name), config.data,
+                                 "kdprune-student")
   for stage, entry in _upstream(workdir, config.name).items():
     inputs[stage] = {"fingerprint": entry.get("fingerprint"), "finished": entry.get("finished")}
   return inputs

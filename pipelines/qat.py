@@ -88,10 +88,12 @@ def student_entry(workdir: str, name: str) -> dict:
 def fingerprint_inputs(config: QatConfig, workdir: str) -> dict:
   """The QAT config, its data, and which student (and teacher) runs it starts from."""
   entry = student_entry(workdir, config.name)
+  student_lib.check_data_matches(workdir, config.student_stage, config.data, "kdprune-student")
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity(),
             "student": {"fingerprint": entry.get("fingerprint"), "finished": entry.get("finished")}}
   if config.distill.enabled:
     teacher = student_lib.teacher_entry(workdir)
+    student_lib.check_data_matches(workdir, "teacher", config.data, "kdprune-teacher")
     inputs["teacher"] = {"fingerprint": teacher.get("fingerprint"),
                          "finished": teacher.get("finished")}
   return inputs

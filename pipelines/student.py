@@ -12,6 +12,7 @@ sparsity, HParams). The manifest records each student as ``student/<name>``.
 """
 
 import dataclasses
+import json
 import os
 import re
 import time
@@ -89,6 +90,29 @@ def finished_entry(workdir: str, stage: str, command: str, alternative: str = ""
   return entry
 
 
+def check_data_matches(workdir: str, stage: str, data: configs.DataConfig, command: str) -> None:
+  """Refuses, before any work, a finished ``stage`` whose model's inputs or classes differ from
+  those of ``data`` (read from the stage's metrics.json and the data source; no TensorFlow)."""
+  run_dir = rundir.RunDir(workdir)
+  entry = run_dir.entry(stage) or {}
+  path = entry.get("artifacts", {}).get("metrics")
+  if not path:
+    return
+  with open(run_dir.abspath(path)) as f:
+    seen = json.load(f).get("data") or {}
+  if "input_shape" not in seen:
+    return
+  source = sources.resolve(data)
+  trained = (tuple(seen["input_shape"]), int(seen["num_classes"]))
+  if trained != (tuple(source.input_shape), int(source.num_classes)):
+    raise ConfigError("the %s in %s was trained on %s inputs %s with %d classes, but --dataset=%s "
+                      "gives %s with %d classes; rerun %s --force on this data, or pass the "
+                      "--dataset it was trained on" % (
+                          stage, run_dir.stage_dir(stage), seen.get("name", "?"), trained[0],
+                          trained[1], data.dataset, tuple(source.input_shape), source.num_classes,
+                          command))
+
+
 def load_teacher(workdir: str, bundle, dataset: str):
   """The finished teacher of ``workdir``, checked against the data it will guide the student on."""
   from pipelines import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
@@ -109,6 +133,7 @@ def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
   if config.distill.enabled:
     entry = teacher_entry(workdir)
+    check_data_matches(workdir, "teacher", config.data, "kdprune-teacher")
     inputs["teacher"] = {"fingerprint": entry.get("fingerprint"), "finished": entry.get("finished")}
   return inputs
 

@@ -195,3 +195,17 @@ def test_diverging_training_fails_the_stage_and_keeps_the_teacher(finished_run, 
   assert stages["teacher"]["status"] == "done" and stages["student/default"]["status"] == "done"
   assert (workdir / "teacher" / "model.keras").read_bytes() == teacher_model
   assert not (workdir / "student" / "diverge" / "model.keras").exists()
+
+
+def test_teacher_trained_on_other_data_is_refused_before_work(finished_run, tmp_path):
+  from tests.conftest import write_npz
+  data = write_npz(tmp_path / "small.npz", shape=(4, 4, 1), classes=3)
+  workdir = str(finished_run[0])
+  before = _snapshot(workdir)
+  for module in ("pipelines.student", "pipelines.qat"):
+    result = _run("--workdir=%s" % workdir, "--dataset=npz:%s" % data, module=module)
+    stage = "teacher" if module == "pipelines.student" else "student/default"
+    _assert_one_line_error(result, "kdprune-" + module.split(".")[1],
+                           "the %s in" % stage, "trained on digits inputs (8, 8, 1) with 10 classes",
+                           "gives (4, 4, 1) with 3 classes")
+  assert _snapshot(workdir) == before
