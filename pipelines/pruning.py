@@ -260,6 +260,17 @@ class PruningAwareEarlyStopping(keras.callbacks.Callback):
       self.stopped_epoch = epoch
       self.model.stop_training = True
 
+  def state(self):
+    """``(meta, best_weights)``: what a backup needs to resume (see :mod:`pipelines.backup`)."""
+    meta = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch, "first_final_epoch": self.first_final_epoch}
+    return meta, list(self.best_weights or [])
+
+  def load_state(self, meta, best_weights) -> None:
+    self.best, self.best_epoch, self.wait = meta["best"], meta["best_epoch"], meta["wait"]
+    self.stopped_epoch, self.first_final_epoch = meta["stopped_epoch"], meta["first_final_epoch"]
+    self.best_weights = list(best_weights) if meta["best_epoch"] is not None else None
+
   def on_train_end(self, logs=None):
     if self.best_weights is None:
       raise StageError(self.stage, "training ended at pruning step %d, before the schedule "

@@ -169,7 +169,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   # pylint: disable=g-import-not-at-top
   from pipelines.compat import keras
   from pipelines import data as data_lib
-  from pipelines import distill, pruning, summaries, training
+  from pipelines import backup, distill, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
@@ -200,7 +200,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   qmodel = quantize(student, config.scheme)
 
   stage_dir = run_dir.stage_dir(config.stage)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
+  backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   train_ds, mode, cache_seconds = distill.training_batches(
@@ -215,17 +216,22 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   early = pruning.PruningAwareEarlyStopping(
       qmodel, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
       step_fn=lambda: 0, stage=config.stage)
+  # The student (not the trainer, which also holds the teacher) and the optimizer.
+  saver = backup.StageBackup(backup_dir, fp, qmodel, trainer.optimizer, qmodel.trainable_variables,
+                             early)
+  done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
   callbacks = [summaries.NonFiniteGuard(config.stage, "--qat_learning_rate"), early,
-               summaries.tensorboard_callback(tb_dir), summaries.MetricsLogger(jsonl)]
+               summaries.tensorboard_callback(tb_dir), summaries.MetricsLogger(jsonl),
+               saver]  # last: backs up the epoch after early stopping has judged it
   print("[%s] %s QAT of %s (%d parameters, sparsity %.3f); teacher outputs: %s" % (
       config.stage, config.scheme, student_path, student.count_params(),
       student_metrics["sparsity"], mode))
   start = time.time()
   history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                        epochs=cfg.epochs, callbacks=callbacks,
+                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                         verbose=training.keras_verbosity(config.progress))
   train_seconds = time.time() - start
-  epochs_run = len(history.history.get("loss", []))
+  epochs_run = done + len(history.history.get("loss", []))
 
   drifted = remask(qmodel, masks)
   view = float_view(student, qmodel)
@@ -246,7 +252,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
       "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
-      "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
+      "resumed_after_epoch": done or None,
       "student_finished": entry.get("finished"),
   }
   metrics_path = os.path.join(stage_dir, "metrics.json")
@@ -272,6 +279,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
         "(%.1f s) -> %s" % (config.stage, metrics["test_accuracy"],
                             metrics["student_test_accuracy"], metrics["sparsity"],
                             metrics["remasked_weights"], train_seconds, weights_path))
+  saver.discard()
   return StageResult(
       artifacts={"model": weights_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)

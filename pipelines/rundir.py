@@ -78,18 +78,20 @@ def atomic_write(path: str, text: str) -> None:
       os.fsync(f.fileno())
 
 
-def fresh_stage_logs(stage_dir: str):
+def fresh_stage_logs(stage_dir: str, keep: bool = False):
   """Creates ``stage_dir`` and clears its previous logs; returns ``(tb_dir, metrics_jsonl)``.
 
   A rerun replaces a stage's TensorBoard logs and per-epoch lines rather than
-  interleaving two runs' curves. Artifacts are left alone: they are replaced
-  atomically when the new ones are ready.
+  interleaving two runs' curves; a resumed run (``keep``) continues them.
+  Artifacts are left alone: they are replaced atomically when the new ones
+  are ready.
   """
   tb_dir = os.path.join(stage_dir, "tb")
   jsonl = os.path.join(stage_dir, "metrics.jsonl")
-  shutil.rmtree(tb_dir, ignore_errors=True)
-  if os.path.exists(jsonl):
-    os.remove(jsonl)
+  if not keep:
+    shutil.rmtree(tb_dir, ignore_errors=True)
+    if os.path.exists(jsonl):
+      os.remove(jsonl)
   os.makedirs(stage_dir, exist_ok=True)
   return tb_dir, jsonl
 

@@ -145,7 +145,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   import tensorflow_model_optimization as tfmot
   from models.registry import build_model
   from pipelines import data as data_lib
-  from pipelines import distill, pruning, summaries, training
+  from pipelines import backup, distill, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
@@ -166,7 +166,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
 
   stage_dir = os.path.join(workdir, NAME, config.name)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
+  backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
 
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed)
@@ -180,6 +181,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   early = pruning.PruningAwareEarlyStopping(
       pruned, steps["final_step"], monitor=cfg.monitor, patience=cfg.patience,
       min_delta=cfg.min_delta, stage=config.stage)
+  # The student (not the trainer, which also holds the teacher) and the optimizer.
+  saver = backup.StageBackup(backup_dir, fp, pruned, trainer.optimizer, pruned.trainable_variables,
+                             early)
+  done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
   callbacks = [
       tfmot.sparsity.keras.UpdatePruningStep(),
       summaries.NonFiniteGuard(config.stage, "--student_learning_rate"),
@@ -187,6 +192,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                             profile_batch=0, write_graph=False),
       summaries.MetricsLogger(jsonl),
       early,
+      saver,  # last: backs up the epoch after early stopping has judged it
   ]
   pruned_names = [n for n, why in plan.items() if why == "prune"]
   targets = {n: config.pruning.target_for(n) for n in pruned_names}
@@ -202,10 +208,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       print("[%s] %s: %s" % (config.stage, layer, why))
   fit_start = time.time()
   history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                        epochs=cfg.epochs, callbacks=callbacks,
+                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                         verbose=training.keras_verbosity(config.progress))
   train_seconds = time.time() - fit_start
-  epochs_run = len(history.history.get("loss", []))
+  epochs_run = done + len(history.history.get("loss", []))
 
   stripped = pruning.strip(pruned)
   report = pruning.sparsity_report(
@@ -225,7 +231,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
       "teacher_outputs": mode, "distill": config.distill.enabled,
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
-      "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
+      "resumed_after_epoch": done or None,
   }
   metrics_path = os.path.join(stage_dir, "metrics.json")
   rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
@@ -250,6 +257,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
         "%d, %.1f s) -> %s" % (config.stage, metrics["test_accuracy"], metrics["sparsity"],
                                metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
                                epochs_run, train_seconds, model_path))
+  saver.discard()
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)

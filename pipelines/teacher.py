@@ -55,8 +55,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   """Trains, evaluates and saves the teacher under ``<workdir>/teacher/``."""
   # pylint: disable=g-import-not-at-top
   from models.registry import build_model
+  from pipelines import backup, pruning, summaries, training
   from pipelines import data as data_lib
-  from pipelines import summaries, training
   from pipelines.compat import keras
   # pylint: enable=g-import-not-at-top
   config.validate()
@@ -66,7 +66,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
                       flag="--teacher_model")
 
   stage_dir = os.path.join(workdir, NAME)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
+  backup_dir, fp, pending = backup.locate(workdir, NAME)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
 
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)
@@ -76,14 +77,19 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
       steps_per_execution=cfg.steps_per_execution)
 
-  early = keras.callbacks.EarlyStopping(
-      monitor=cfg.monitor, patience=cfg.patience if cfg.patience else cfg.epochs + 1,
-      min_delta=cfg.min_delta, restore_best_weights=True, verbose=1)
+  # No schedule here: every epoch counts, and the best one is restored at the end.
+  early = pruning.PruningAwareEarlyStopping(
+      model, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
+      step_fn=lambda: 0, stage=NAME)
+  saver = backup.StageBackup(backup_dir, fp, model, model.optimizer, model.trainable_variables,
+                             early)
+  done, initial_epoch = backup.resume(saver, NAME, jsonl, cfg.epochs)
   callbacks = [
       summaries.NonFiniteGuard(NAME, "--teacher_learning_rate"),
       early,
       summaries.tensorboard_callback(tb_dir),
       summaries.MetricsLogger(jsonl),
+      saver,  # last: backs up the epoch after early stopping has judged it
   ]
   print("[teacher] %s: %d parameters; %s: %s" % (
       config.model.name, model.count_params(), bundle.name,
@@ -93,14 +99,14 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       bundle.batches("train", cfg.batch_size, shuffle=True, seed=config.data.seed,
                      augment=cfg.augment),
       validation_data=bundle.batches("validation", cfg.batch_size),
-      epochs=cfg.epochs, callbacks=callbacks,
+      epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
       verbose=training.keras_verbosity(config.progress))
   train_seconds = time.time() - start
 
-  # EarlyStopping has restored the best epoch; measure what is saved.
+  # Early stopping has restored the best epoch; measure what is saved.
   val = model.evaluate(bundle.batches("validation", cfg.batch_size), verbose=0, return_dict=True)
   test = model.evaluate(bundle.batches("test", cfg.batch_size), verbose=0, return_dict=True)
-  epochs_run = len(history.history.get("loss", []))
+  epochs_run = done + len(history.history.get("loss", []))
   metrics = {
       "test_accuracy": float(test["accuracy"]),
       "test_loss": float(test["loss"]),
@@ -108,10 +114,11 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       "val_loss": float(val["loss"]),
       "best_epoch": int(early.best_epoch) + 1,
       "epochs_run": epochs_run,
-      "stopped_early": bool(early.stopped_epoch),
+      "stopped_early": early.stopped_epoch is not None,
+      "resumed_after_epoch": done or None,
       "params": int(model.count_params()),
       "train_seconds": round(train_seconds, 2),
-      "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
   }
 
   model_path = os.path.join(stage_dir, "model.keras")
@@ -128,6 +135,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   rundir.write_json(config_path, config.resolved())
   print("[teacher] test accuracy %.4f (best epoch %d of %d, %.1f s) -> %s" % (
       metrics["test_accuracy"], metrics["best_epoch"], epochs_run, train_seconds, model_path))
+  saver.discard()
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)

@@ -1,0 +1,67 @@
+"""Resume inside a stage: SIGKILL in the middle of training, rerun, continue from the last backup."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _start(args):
+  return subprocess.Popen([sys.executable, "-m", "pipelines.student", *args], cwd=REPO, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _latest_epoch(workdir):
+  path = os.path.join(workdir, "student", "default", "backup", "latest.json")
+  try:
+    with open(path) as f:
+      return json.load(f)["epoch"]
+  except (OSError, ValueError):
+    return 0
+
+
+def test_student_killed_mid_training_resumes_from_its_backup(tmp_path):
+  workdir = str(tmp_path / "run")
+  # A hard-label student (no teacher needed) on digits: ~0.3 s per epoch, pruning from 10% to
+  # 60% of 40 epochs, so the kill lands while the masks are still moving.
+  args = ["--workdir=%s" % workdir, "--nodistill", "--student_model=mlp", "--student_width=32",
+          "--student_depth=1", "--student_epochs=40", "--student_patience=0",
+          "--pruning_begin=0.1", "--pruning_end=0.6", "--final_sparsity=0.8", "--progress=epoch",
+          "--steps_per_execution=1"]
+  proc = _start(args)
+  deadline = time.time() + 240
+  while _latest_epoch(workdir) < 8 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "finished before the kill: %s" % proc.communicate()[1][-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_after = _latest_epoch(workdir)
+  assert 8 <= killed_after < 40
+  manifest = json.loads(open(os.path.join(workdir, "manifest.json")).read())
+  assert manifest["stages"]["student/default"]["status"] == "running"  # killed: never marked done
+
+  rerun = subprocess.run([sys.executable, "-m", "pipelines.student", *args], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "resuming after epoch %d" % killed_after in rerun.stdout
+  # Keras numbers the first resumed epoch after the backup, not 1.
+  assert "Epoch %d/40" % (killed_after + 1) in rerun.stdout
+  assert "Epoch 1/40" not in rerun.stdout
+  entry = json.loads(open(os.path.join(workdir, "manifest.json")).read())["stages"]["student/default"]
+  assert entry["status"] == "done"
+  m = entry["metrics"]
+  assert m["resumed_after_epoch"] == killed_after and m["epochs_run"] == 40
+  assert abs(m["sparsity"] - 0.8) <= 0.005
+  # The pruning step carried over: the schedule ends at 60% of 40 epochs, as without the kill
+  # (a step restarted from 0 at the resume would end it 8+ epochs later).
+  assert m["first_final_sparsity_epoch"] == 24
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "student", "default",
+                                                    "metrics.jsonl"))]
+  assert [l["epoch"] for l in lines] == list(range(1, 41))
+  assert not os.path.exists(os.path.join(workdir, "student", "default", "backup"))
