@@ -69,19 +69,21 @@ class StageBackup(keras.callbacks.Callback):
     optimizer: its optimizer (built before restoring, so slots restore at once).
     variables: the variables the optimizer updates.
     early: a :class:`pipelines.pruning.PruningAwareEarlyStopping` whose state is kept.
-    write: False on non-chief workers of a multi-worker run (they keep no backup).
+    write_directory: where this process writes backups: ``directory`` on the chief; a
+      private one on the other workers of a multi-worker run, which restore from the
+      chief's ``directory`` (the run directory is shared) but never write it.
   """
 
   def __init__(self, directory: str, fingerprint: str, model, optimizer, variables, early,
-               write: bool = True):
+               write_directory: Optional[str] = None):
     super().__init__()
     self.directory = directory
+    self.write_directory = write_directory or directory
     self.fingerprint = fingerprint
     self.trained = model
     self.optimizer = optimizer
     self.variables = list(variables)
     self.early = early
-    self.write = write
     self.resumed_from: Optional[int] = None
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
 
@@ -94,8 +96,8 @@ class StageBackup(keras.callbacks.Callback):
     """Loads the latest backup if there is one for this config; returns the epochs already done."""
     latest = self.latest()
     if latest is None:
-      if os.path.isdir(self.directory):
-        shutil.rmtree(self.directory, ignore_errors=True)  # another config's, or incomplete
+      if os.path.isdir(self.write_directory):  # another config's, or incomplete
+        shutil.rmtree(self.write_directory, ignore_errors=True)
       return 0
     self.optimizer.build(self.variables)  # slots exist, so they restore now, not deferred
     status = self.checkpoint.read(os.path.join(self.directory, latest["checkpoint"]))
@@ -111,28 +113,29 @@ class StageBackup(keras.callbacks.Callback):
   # -- save ----------------------------------------------------------------
 
   def on_epoch_end(self, epoch, logs=None):
-    if not self.write:
-      return
     done = epoch + 1
-    os.makedirs(self.directory, exist_ok=True)
+    directory = self.write_directory
+    os.makedirs(directory, exist_ok=True)
     prefix = "ckpt-%d" % done
-    self.checkpoint.write(os.path.join(self.directory, prefix))
+    # Every worker writes (checkpointing mirrored variables is collective); only the chief's
+    # directory is the run directory.
+    self.checkpoint.write(os.path.join(directory, prefix))
     meta, weights = self.early.state()
     state = "state-%d.npz" % done
-    with rundir.atomic_path(os.path.join(self.directory, state)) as tmp:
+    with rundir.atomic_path(os.path.join(directory, state)) as tmp:
       with open(tmp, "wb") as f:
         np.savez(f, meta=json.dumps(meta), n=len(weights),
                  **{"w%d" % i: w for i, w in enumerate(weights)})
-    rundir.write_json(os.path.join(self.directory, LATEST), {
+    rundir.write_json(os.path.join(directory, LATEST), {
         "epoch": done, "checkpoint": prefix, "state": state, "fingerprint": self.fingerprint})
-    for old in glob.glob(os.path.join(self.directory, "ckpt-*")) + glob.glob(
-        os.path.join(self.directory, "state-*")):
+    for old in glob.glob(os.path.join(directory, "ckpt-*")) + glob.glob(
+        os.path.join(directory, "state-*")):
       if not os.path.basename(old).startswith((prefix + ".", state)):
         os.remove(old)
 
   def discard(self) -> None:
-    """Deletes the backup (the stage finished)."""
-    shutil.rmtree(self.directory, ignore_errors=True)
+    """Deletes this process' backup (the stage finished)."""
+    shutil.rmtree(self.write_directory, ignore_errors=True)
 
 
 def resume(saver: "StageBackup", stage: str, jsonl: str, epochs: int):

@@ -102,7 +102,11 @@ class DatasetBundle:
     if augment != "none":
       transform = augmenter(augment, self.input_shape, seed)
       ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # In-memory data has no files to shard: under multi-worker training each worker takes its
+    # share of every global batch (the batch size stays global).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
   def steps_per_epoch(self, batch_size: int, split: str = "train",
                       drop_remainder: bool = False) -> int:

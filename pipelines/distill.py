@@ -39,6 +39,9 @@ class DistillationTrainer(keras.Model):
     self.distill_tracker = keras.metrics.Mean(name="distill_loss")
     self.hard_tracker = keras.metrics.Mean(name="hard_loss")
     self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    # The metrics above are synchronised across replicas when read, so every replica reports the
+    # global value: take the first instead of Keras' multi-worker default, which sums them.
+    self.distribute_reduction_method = "first"
 
   @property
   def metrics(self):

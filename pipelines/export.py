@@ -259,6 +259,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       metrics=metrics)
 
 
+run.collective = False  # conversion and measurement need no other worker: the chief does it
+
+
 def table(workdir: str, name: str = "default") -> str:
   """The report's model table (plain markdown) for printing, or '' if there is no report."""
   from pipelines import report  # pylint: disable=g-import-not-at-top

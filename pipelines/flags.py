@@ -39,6 +39,10 @@ def define_flags() -> None:
                     "epoch (one line per epoch), none, or auto (bar on a terminal, else epoch).")
   flags.DEFINE_enum("until", "export", ("teacher", "student", "qat", "export"), "kdprune-pipeline "
                     "stops after this stage (teacher -> student -> qat -> export).")
+  flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker"),
+                    "tf.distribute strategy of every training stage: auto (multi_worker when "
+                    "TF_CONFIG names a cluster, mirrored with several GPUs, else one_device). "
+                    "--batch_size is global.")
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
   define_train_flags("teacher", TEACHER_TRAIN)

@@ -115,10 +115,13 @@ def config_from_flags() -> PipelineConfig:
 def main(argv):
   del argv
   from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
+  distribute.setup(kflags.FLAGS.strategy, config.validate)
   start = time.time()
   outcomes = run(config, kflags.FLAGS.workdir, force=kflags.FLAGS.force)
-  print(summary(kflags.FLAGS.workdir, outcomes, time.time() - start))
+  if distribute.is_chief():
+    print(summary(kflags.FLAGS.workdir, outcomes, time.time() - start))
 
 
 def entry_point():

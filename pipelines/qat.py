@@ -169,7 +169,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   # pylint: disable=g-import-not-at-top
   from pipelines.compat import keras
   from pipelines import data as data_lib
-  from pipelines import backup, distill, pruning, summaries, training
+  from pipelines import backup, distill, distribute, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
@@ -193,32 +193,33 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                       "gives %s and %d classes" % (
                           student_path, tuple(student.input_shape[1:]), student.output_shape[-1],
                           config.data.dataset, bundle.input_shape, bundle.num_classes))
-  teacher = (student_lib.load_teacher(workdir, bundle, config.data.dataset)
-             if config.distill.enabled else None)
-  pruned_layers = [n for n, why in plan.items() if why == "prune"]
-  masks = zero_masks(student, pruned_layers)
-  qmodel = quantize(student, config.scheme)
-
-  stage_dir = run_dir.stage_dir(config.stage)
-  backup_dir, fp, pending = backup.locate(workdir, config.stage)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
+  teacher = student_lib.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed)
-  trainer = distill.DistillationTrainer(
-      qmodel, teacher=teacher if mode == "online" else None,
-      temperature=config.distill.temperature, alpha=config.distill.alpha,
-      distill=config.distill.enabled)
-  trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
-                  steps_per_execution=cfg.steps_per_execution)
+  pruned_layers = [n for n, why in plan.items() if why == "prune"]
+  masks = zero_masks(student, pruned_layers)
+  with distribute.strategy().scope():
+    qmodel = quantize(student, config.scheme)
+    trainer = distill.DistillationTrainer(
+        qmodel, teacher=teacher if mode == "online" else None,
+        temperature=config.distill.temperature, alpha=config.distill.alpha,
+        distill=config.distill.enabled)
+    trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
+                    steps_per_execution=cfg.steps_per_execution)
+
+  # Non-chief workers of a multi-worker run write to a private directory.
+  stage_dir = distribute.output_dir(run_dir.stage_dir(config.stage))
+  backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
   # No schedule here: every epoch counts, and the best one is restored at the end.
   early = pruning.PruningAwareEarlyStopping(
       qmodel, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
       step_fn=lambda: 0, stage=config.stage)
   # The student (not the trainer, which also holds the teacher) and the optimizer.
   saver = backup.StageBackup(backup_dir, fp, qmodel, trainer.optimizer, qmodel.trainable_variables,
-                             early)
+                             early, write_directory=distribute.output_dir(backup_dir))
   done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
   callbacks = [summaries.NonFiniteGuard(config.stage, "--qat_learning_rate"), early,
                summaries.tensorboard_callback(tb_dir), summaries.MetricsLogger(jsonl),

@@ -250,8 +250,15 @@ def _resolve_tfds(config: DataConfig) -> Source:
     try:
       _prepare(tfds, builder, quiet=config.dataset == "digits")
     except Exception as e:
-      raise ConfigError("%s: not prepared in %s and could not be prepared (%s); pass "
-                        "--data_dir=<a prepared TFDS directory>" % (flag, where, _first_line(e))) from None
+      # Several workers of one run may prepare it at once: TFDS renames a finished
+      # preparation into place, and the losers find the destination taken.
+      builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+      with _quiet_absl():
+        prepared = builder.is_prepared()
+      if not prepared:
+        raise ConfigError("%s: not prepared in %s and could not be prepared (%s); pass "
+                          "--data_dir=<a prepared TFDS directory>" % (
+                              flag, where, _first_line(e))) from None
     info = builder.info
 
   splits = tuple(sorted(info.splits.keys()))

@@ -37,9 +37,12 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
   in it reruns the stage. ``config.validate()`` runs before anything is written,
   so a bad invocation leaves the run directory as it was.
   """
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
   config.validate()
   run = rundir.RunDir(workdir)
   fp = rundir.fingerprint(fingerprint_inputs)
+  if not distribute.is_chief():
+    return _execute_as_worker(name, run_fn, config, workdir, run, fp, force)
   if not force and run.is_done(name, fp):
     entry = run.entry(name)
     log("[%s] done already with this config (%s); skipping (use --force to rerun)" % (
@@ -70,7 +73,23 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     raise
   artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
   entry = run.mark_done(name, artifacts, result.metrics, time.time() - start)
+  distribute.barrier()  # the other workers read the manifest after this
   return StageOutcome(name, True, entry)
+
+
+def _execute_as_worker(name, run_fn, config, workdir, run, fp, force) -> StageOutcome:
+  """A non-chief worker: same decision as the chief, same collective training, no manifest writes.
+
+  Stages that are not collective (``run_fn.collective = False``, e.g. the
+  export) are left to the chief.
+  """
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
+  if not force and run.is_done(name, fp):
+    return StageOutcome(name, False, run.entry(name))
+  if getattr(run_fn, "collective", True):
+    run_fn(config, workdir)
+  distribute.barrier()  # wait for the chief's manifest
+  return StageOutcome(name, True, run.entry(name) or {})
 
 
 def main_from_flags(config, run_fn: Callable[..., StageResult],
@@ -79,8 +98,9 @@ def main_from_flags(config, run_fn: Callable[..., StageResult],
 
   ``after(workdir)`` may print more (the export stage prints its table).
   """
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
   from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
-  config.validate()
+  distribute.setup(kflags.FLAGS.strategy, config.validate)
   workdir = kflags.FLAGS.workdir
   outcome = execute(config.stage, run_fn, config, workdir, fingerprint_fn(config, workdir),
                     force=kflags.FLAGS.force)

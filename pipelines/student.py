@@ -11,6 +11,7 @@ TensorBoard logs under ``tb/`` (losses, accuracy, learning rate, per-layer
 sparsity, HParams). The manifest records each student as ``student/<name>``.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -113,6 +114,21 @@ def check_data_matches(workdir: str, stage: str, data: configs.DataConfig, comma
                           command))
 
 
+def teacher_for_training(workdir: str, bundle, data: configs.DataConfig,
+                         distill_config: configs.DistillConfig, train_config: configs.TrainConfig):
+  """The teacher a distillation stage needs (None without distillation).
+
+  A teacher that runs in the training step (online outputs) is built under the
+  distribution strategy; one that only fills the cache runs locally on each worker.
+  """
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
+  if not distill_config.enabled:
+    return None
+  online = distill_config.resolved_teacher_outputs(train_config.augment != "none") == "online"
+  with (distribute.strategy().scope() if online else contextlib.nullcontext()):
+    return load_teacher(workdir, bundle, data.dataset)
+
+
 def load_teacher(workdir: str, bundle, dataset: str):
   """The finished teacher of ``workdir``, checked against the data it will guide the student on."""
   from pipelines import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
@@ -145,45 +161,45 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   import tensorflow_model_optimization as tfmot
   from models.registry import build_model
   from pipelines import data as data_lib
-  from pipelines import backup, distill, pruning, summaries, training
+  from pipelines import backup, distill, distribute, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
   bundle = data_lib.load(config.data)
 
-  teacher = (load_teacher(workdir, bundle, config.data.dataset)
-             if config.distill.enabled else None)
-
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
-  student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
-                        flag="--student_model")
-  if teacher is not None and student.count_params() > teacher.count_params():
-    print("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
-          "--student_model/--student_width" % (config.stage, student.count_params(),
-                                                 teacher.count_params()))
-  pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
-
-  stage_dir = os.path.join(workdir, NAME, config.name)
-  backup_dir, fp, pending = backup.locate(workdir, config.stage)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
-
+  teacher = teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed)
 
-  trainer = distill.DistillationTrainer(
-      pruned, teacher=teacher if mode == "online" else None,
-      temperature=config.distill.temperature, alpha=config.distill.alpha,
-      distill=config.distill.enabled)
-  trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
-                  steps_per_execution=cfg.steps_per_execution)
+  with distribute.strategy().scope():
+    student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
+                          flag="--student_model")
+    if teacher is not None and student.count_params() > teacher.count_params():
+      print("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
+            "--student_model/--student_width" % (config.stage, student.count_params(),
+                                                   teacher.count_params()))
+    pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
+    trainer = distill.DistillationTrainer(
+        pruned, teacher=teacher if mode == "online" else None,
+        temperature=config.distill.temperature, alpha=config.distill.alpha,
+        distill=config.distill.enabled)
+    trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
+                    steps_per_execution=cfg.steps_per_execution)
+
+  # Non-chief workers of a multi-worker run write to a private directory.
+  stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
+  backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
+
   early = pruning.PruningAwareEarlyStopping(
       pruned, steps["final_step"], monitor=cfg.monitor, patience=cfg.patience,
       min_delta=cfg.min_delta, stage=config.stage)
   # The student (not the trainer, which also holds the teacher) and the optimizer.
   saver = backup.StageBackup(backup_dir, fp, pruned, trainer.optimizer, pruned.trainable_variables,
-                             early)
+                             early, write_directory=distribute.output_dir(backup_dir))
   done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
   callbacks = [
       tfmot.sparsity.keras.UpdatePruningStep(),

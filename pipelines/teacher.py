@@ -55,34 +55,35 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   """Trains, evaluates and saves the teacher under ``<workdir>/teacher/``."""
   # pylint: disable=g-import-not-at-top
   from models.registry import build_model
-  from pipelines import backup, pruning, summaries, training
+  from pipelines import backup, distribute, pruning, summaries, training
   from pipelines import data as data_lib
   from pipelines.compat import keras
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
   bundle = data_lib.load(config.data)
-  model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
-                      flag="--teacher_model")
-
-  stage_dir = os.path.join(workdir, NAME)
-  backup_dir, fp, pending = backup.locate(workdir, NAME)
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
-
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)
-  model.compile(
-      optimizer=training.make_optimizer(cfg, steps),
-      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-      steps_per_execution=cfg.steps_per_execution)
+  with distribute.strategy().scope():
+    model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
+                        flag="--teacher_model")
+    model.compile(
+        optimizer=training.make_optimizer(cfg, steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=cfg.steps_per_execution)
+
+  # Non-chief workers of a multi-worker run write to a private directory.
+  stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
+  backup_dir, fp, pending = backup.locate(workdir, NAME)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
 
   # No schedule here: every epoch counts, and the best one is restored at the end.
   early = pruning.PruningAwareEarlyStopping(
       model, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
       step_fn=lambda: 0, stage=NAME)
   saver = backup.StageBackup(backup_dir, fp, model, model.optimizer, model.trainable_variables,
-                             early)
+                             early, write_directory=distribute.output_dir(backup_dir))
   done, initial_epoch = backup.resume(saver, NAME, jsonl, cfg.epochs)
   callbacks = [
       summaries.NonFiniteGuard(NAME, "--teacher_learning_rate"),
@@ -165,7 +166,9 @@ def main(argv):
   del argv
   from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
   from pipelines import stage  # pylint: disable=g-import-not-at-top
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
+  distribute.setup(kflags.FLAGS.strategy, config.validate)
   outcome = stage.execute(NAME, run, config, kflags.FLAGS.workdir, fingerprint_inputs(config),
                           force=kflags.FLAGS.force)
   print(json.dumps({"stage": NAME, "ran": outcome.ran, **outcome.entry.get("metrics", {})}))

@@ -1,0 +1,87 @@
+"""tf.distribute: choosing the strategy, and a real two-worker run on localhost."""
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from pipelines import distribute
+from pipelines.errors import ConfigError
+from tests.conftest import REPO
+
+TWO_WORKERS = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                          "task": {"type": "worker", "index": 0}})
+
+
+@pytest.mark.parametrize("name,gpus,environ,expected", [
+    ("auto", 0, {}, "one_device"),
+    ("auto", 1, {}, "one_device"),
+    ("auto", 4, {}, "mirrored"),
+    ("auto", 0, {"TF_CONFIG": TWO_WORKERS}, "multi_worker"),
+    ("mirrored", 0, {}, "mirrored"),
+    ("multi_worker", 0, {"TF_CONFIG": TWO_WORKERS}, "multi_worker"),
+])
+def test_strategy_resolution(name, gpus, environ, expected):
+  assert distribute.resolve_name(name, num_gpus=gpus, environ=environ) == expected
+
+
+@pytest.mark.parametrize("name,environ,message", [
+    ("multi_worker", {}, "--strategy=multi_worker needs TF_CONFIG"),
+    ("auto", {"TF_CONFIG": "{cluster"}, "TF_CONFIG is not valid JSON"),
+    ("tpu", {}, "--strategy=tpu is not one of"),
+])
+def test_bad_strategies_are_refused(name, environ, message):
+  with pytest.raises(ConfigError, match=message):
+    distribute.resolve_name(name, num_gpus=0, environ=environ)
+
+
+def _free_port_block(n):
+  for base in range(30000, 60000, 97):
+    try:
+      socks = []
+      for i in range(n):
+        s = socket.socket()
+        s.bind(("localhost", base + i))
+        socks.append(s)
+      return base
+    except OSError:
+      continue
+    finally:
+      for s in socks:
+        s.close()
+  raise RuntimeError("no free ports")
+
+
+def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
+  workdir = tmp_path / "run"
+  logs = tmp_path / "logs"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KDPRUNE_LOG_DIR=str(logs),
+             KDPRUNE_BASE_PORT=str(_free_port_block(2)))
+  before = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}
+  result = subprocess.run(
+      [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", "python", "-m",
+       "pipelines.pipeline", "--workdir=%s" % workdir, "--until=student",
+       "--teacher_model=mlp", "--teacher_width=64", "--teacher_depth=1", "--teacher_epochs=2",
+       "--student_model=mlp", "--student_width=32", "--student_depth=1", "--student_epochs=3",
+       "--final_sparsity=0.8", "--progress=none"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:],
+                                  (logs / "worker-1.log").read_text()[-2000:])
+  # Both workers trained (worker 1's log shows the stages), only the chief reported.
+  worker1 = (logs / "worker-1.log").read_text()
+  assert "[student/default]" in worker1 and "kdprune pipeline finished" not in worker1
+  assert "kdprune pipeline finished" in result.stdout
+  stages = json.loads((workdir / "manifest.json").read_text())["stages"]
+  assert stages["teacher"]["status"] == stages["student/default"]["status"] == "done"
+  assert abs(stages["student/default"]["metrics"]["sparsity"] - 0.8) <= 0.005
+  # One set of artifacts: exactly what a single-process run writes, no per-worker copies.
+  files = sorted(os.path.relpath(os.path.join(d, f), workdir)
+                 for d, _, names in os.walk(workdir) for f in names if "/tb/" not in "/" + d + "/")
+  assert files == ["manifest.json", "student/default/config.json", "student/default/metrics.json",
+                   "student/default/metrics.jsonl", "student/default/model.keras",
+                   "teacher/config.json", "teacher/metrics.json", "teacher/metrics.jsonl",
+                   "teacher/model.keras"], files
+  after = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}
+  assert after <= before  # the non-chief's private directory is gone
