@@ -99,7 +99,8 @@ class StageBackup(keras.callbacks.Callback):
       if os.path.isdir(self.write_directory):  # another config's, or incomplete
         shutil.rmtree(self.write_directory, ignore_errors=True)
       return 0
-    self.optimizer.build(self.variables)  # slots exist, so they restore now, not deferred
+    # Slots exist, so they restore now, not deferred (inside a LossScaleOptimizer, its inner one).
+    getattr(self.optimizer, "inner_optimizer", self.optimizer).build(self.variables)
     status = self.checkpoint.read(os.path.join(self.directory, latest["checkpoint"]))
     # Metric accumulators Keras creates at the first step are in the checkpoint but not yet
     # here; every variable that exists now (weights, masks, pruning step, optimizer) must match.

@@ -107,6 +107,9 @@ class TrainConfig:
     min_delta: smallest change of ``monitor`` that counts as an improvement.
     steps_per_execution: training steps per compiled call (Keras); larger
       values cut per-step dispatch overhead, which dominates small models.
+    mixed_precision: build and train the models with Keras' ``mixed_float16``
+      policy (float16 compute, float32 variables, dynamic loss scaling); saved
+      models are float32.
     augment: training-input augmentation for image data: ``none``, ``shift``
       (random translation up to 10% of height and width, zero fill) or
       ``flip_shift`` (also random horizontal flips; not for digits or text).
@@ -126,6 +129,7 @@ class TrainConfig:
   min_delta: float = 0.0
   steps_per_execution: int = 16
   augment: str = "none"
+  mixed_precision: bool = False
 
   def validate(self, prefix: str) -> None:
     """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong."""

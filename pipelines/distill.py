@@ -69,9 +69,14 @@ class DistillationTrainer(keras.Model):
       parts = self.compute_losses(x, labels, teacher_logits, student_logits)
       total = parts["total"]
       if self.student.losses:
-        total = total + tf.add_n(self.student.losses)
+        total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+      scaled = total
+      if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
+        scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients
     variables = self.student.trainable_variables
-    grads = tape.gradient(total, variables)
+    grads = tape.gradient(scaled, variables)
+    if scaled is not total:
+      grads = self.optimizer.get_unscaled_gradients(grads)
     self.optimizer.apply_gradients(zip(grads, variables))
     self.loss_tracker.update_state(parts["total"])
     self.hard_tracker.update_state(parts["hard"])

@@ -126,6 +126,10 @@ def _define_data_flags():
                        "examples (0: all). For smoke runs.", lower_bound=0)
   flags.DEFINE_bool("cache", d.cache, "Cache decoded examples in memory.")
   flags.DEFINE_integer("batch_size", 64, "Global batch size of every training stage.")
+  flags.DEFINE_bool("mixed_precision", False, "Train the teacher and the student with Keras' "
+                    "mixed_float16 policy (for GPUs with float16 units; slow on CPUs). Pruning "
+                    "masks and variables stay float32; QAT always trains in float32 (tfmot's "
+                    "fake-quant ops need it); saved models are float32.")
   flags.DEFINE_integer("steps_per_execution", 16, "Training steps per compiled call in every "
                        "stage; cuts per-step overhead (tfmot's pruning wrappers add some per step).")
 
@@ -224,6 +228,8 @@ def train_config_from_flags(stage: str) -> configs.TrainConfig:
       monitor=FLAGS[p + "monitor"].value,
       min_delta=FLAGS[p + "min_delta"].value,
       augment=FLAGS[p + "augment"].value,
+      # QAT trains in float32: tfmot's FakeQuant ops take float32 only.
+      mixed_precision=FLAGS.mixed_precision and stage != "qat",
   )
 
 

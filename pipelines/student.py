@@ -174,7 +174,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed)
 
-  with distribute.strategy().scope():
+  with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
     student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
                           flag="--student_model")
     if teacher is not None and student.count_params() > teacher.count_params():
@@ -229,7 +229,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   train_seconds = time.time() - fit_start
   epochs_run = done + len(history.history.get("loss", []))
 
-  stripped = pruning.strip(pruned)
+  stripped = training.to_float32(pruning.strip(pruned))  # what is measured is what is saved
   report = pruning.sparsity_report(
       stripped, plan, config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None,
       targets=targets)
@@ -249,6 +249,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
       "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
       "resumed_after_epoch": done or None,
+      "mixed_precision": cfg.mixed_precision,
+      "optimizer": type(trainer.optimizer).__name__,  # LossScaleOptimizer* under mixed precision
   }
   metrics_path = os.path.join(stage_dir, "metrics.json")
   rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,

@@ -64,7 +64,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   bundle = data_lib.load(config.data)
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)
-  with distribute.strategy().scope():
+  with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
     model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
                         flag="--teacher_model")
     model.compile(
@@ -105,8 +105,9 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   train_seconds = time.time() - start
 
   # Early stopping has restored the best epoch; measure what is saved.
-  val = model.evaluate(bundle.batches("validation", cfg.batch_size), verbose=0, return_dict=True)
-  test = model.evaluate(bundle.batches("test", cfg.batch_size), verbose=0, return_dict=True)
+  saved = training.to_float32(model)  # what is measured is what is saved
+  val = training.evaluate_classifier(saved, bundle.batches("validation", 256))
+  test = training.evaluate_classifier(saved, bundle.batches("test", 256))
   epochs_run = done + len(history.history.get("loss", []))
   metrics = {
       "test_accuracy": float(test["accuracy"]),
@@ -117,6 +118,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       "epochs_run": epochs_run,
       "stopped_early": early.stopped_epoch is not None,
       "resumed_after_epoch": done or None,
+      "mixed_precision": cfg.mixed_precision,
+      "optimizer": type(model.optimizer).__name__,  # LossScaleOptimizer* under mixed precision
       "params": int(model.count_params()),
       "train_seconds": round(train_seconds, 2),
       "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
@@ -124,7 +127,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
 
   model_path = os.path.join(stage_dir, "model.keras")
   with rundir.atomic_path(model_path) as tmp:
-    model.save(tmp)
+    saved.save(tmp)
   summaries.write_hparams(tb_dir, trial_id="%s/teacher" % os.path.basename(
       os.path.abspath(workdir)), hparams=config.resolved(), metrics={
           "final/test_accuracy": metrics["test_accuracy"],

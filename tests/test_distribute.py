@@ -85,3 +85,32 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
                    "teacher/model.keras"], files
   after = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}
   assert after <= before  # the non-chief's private directory is gone
+
+
+def test_mixed_precision_trains_in_float16_and_saves_float32(tmp_path):
+  import dataclasses
+  from pipelines import pipeline, training
+  from pipelines.compat import keras
+  from tests.conftest import tiny_export_config, tiny_qat_config, tiny_student_config
+  from tests.conftest import tiny_teacher_config
+  teacher = tiny_teacher_config(epochs=2)
+  pupil = tiny_student_config(epochs=3)
+  config = pipeline.PipelineConfig(
+      teacher=dataclasses.replace(teacher, train=dataclasses.replace(teacher.train,
+                                                                     mixed_precision=True)),
+      student=dataclasses.replace(pupil, train=dataclasses.replace(pupil.train,
+                                                                   mixed_precision=True)),
+      qat=tiny_qat_config(), export=tiny_export_config())
+  outcomes = pipeline.run(config, str(tmp_path), log=lambda *_: None)
+  assert all(o.ran for o in outcomes)
+  assert keras.mixed_precision.global_policy().name == "float32"  # restored after each stage
+  m = outcomes[1].entry["metrics"]
+  assert m["mixed_precision"] and abs(m["sparsity"] - 0.8) <= 0.005
+  import zipfile
+  for stage, metrics in (("teacher", outcomes[0].entry["metrics"]), ("student/default", m)):
+    assert metrics["optimizer"].startswith("LossScaleOptimizer"), metrics["optimizer"]
+    with zipfile.ZipFile(tmp_path / stage / "model.keras") as archive:
+      saved = archive.read("config.json").decode()
+    assert "mixed_float16" not in saved and '"float32"' in saved  # saved float32
+  report = json.loads((tmp_path / "export" / "default" / "report.json").read_text())
+  assert report["models"][-1]["weight_dtypes"] == ["int8"]
