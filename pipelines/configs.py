@@ -20,6 +20,21 @@ MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("none", "shift", "flip_shift")
 
 
+def resolved(config) -> dict:
+  """``dataclasses.asdict(config)`` for manifests and fingerprints, minus the fields a config class
+  lists in ``LATER_FIELDS`` while they hold their default.
+
+  Fields added in a later kdprune version must not change the fingerprint of a
+  run that does not use them, or upgrading would retrain every finished stage.
+  """
+  out = dataclasses.asdict(config)
+  for field in getattr(config, "LATER_FIELDS", ()):
+    default = type(config).__dataclass_fields__[field].default
+    if getattr(config, field) == default:
+      out.pop(field, None)
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the data comes from and how it is split and normalised.
@@ -130,6 +145,8 @@ class TrainConfig:
   steps_per_execution: int = 16
   augment: str = "none"
   mixed_precision: bool = False
+
+  LATER_FIELDS = ("mixed_precision",)  # see resolved()
 
   def validate(self, prefix: str) -> None:
     """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong."""
@@ -292,6 +309,7 @@ class PruningConfig:
   layer_sparsity: Tuple[Tuple[str, float], ...] = ()
 
   MIN_PRUNABLE_WEIGHTS = 512
+  LATER_FIELDS = ("layer_sparsity",)  # see resolved()
 
   def target_for(self, layer: str) -> float:
     """The final sparsity of ``layer``: its own from ``layer_sparsity``, else :attr:`target`."""

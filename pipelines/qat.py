@@ -68,10 +68,10 @@ class QatConfig:
     sources.check_augment(self.data, self.train.augment, "--qat_augment")
 
   def resolved(self) -> dict:
-    out = {"data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train),
+    out = {"data": configs.resolved(self.data), "train": configs.resolved(self.train),
            "scheme": self.scheme, "name": self.name}
     if self.distill.enabled:
-      out["distill"] = dataclasses.asdict(self.distill)
+      out["distill"] = configs.resolved(self.distill)
       out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
           self.train.augment != "none")
     else:

@@ -60,7 +60,7 @@ class StudentConfig:
       self.pruning.resolve_steps(-(-sizes["train"] // self.train.batch_size), self.train.epochs)
 
   def resolved(self) -> dict:
-    out = {k: dataclasses.asdict(getattr(self, k))
+    out = {k: configs.resolved(getattr(self, k))
            for k in ("data", "model", "train", "distill", "pruning")}
     out["name"] = self.name
     out["pruning"]["target"] = self.pruning.target

@@ -42,8 +42,8 @@ class TeacherConfig:
     sources.check_augment(self.data, self.train.augment, "--teacher_augment")
 
   def resolved(self) -> dict:
-    return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
-            "train": dataclasses.asdict(self.train)}
+    return {"data": configs.resolved(self.data), "model": configs.resolved(self.model),
+            "train": configs.resolved(self.train)}
 
 
 def fingerprint_inputs(config: TeacherConfig) -> dict:

@@ -106,3 +106,12 @@ def test_truncated_teacher_is_named_and_rerun(tmp_path, capsys):
   assert teacher_outcome.ran and student_outcome.ran
   assert any("model.keras is unusable" in l and "rerunning" in l for l in lines), lines
   assert rundir.artifact_problem(str(model)) is None
+
+
+def test_fields_added_later_leave_old_fingerprints_alone():
+  # A finished run made before a field existed must not be retrained after an upgrade.
+  from pipelines import configs
+  assert "mixed_precision" not in configs.resolved(configs.TrainConfig())
+  assert configs.resolved(configs.TrainConfig(mixed_precision=True))["mixed_precision"] is True
+  assert "layer_sparsity" not in configs.resolved(configs.PruningConfig())
+  assert configs.resolved(configs.PruningConfig(layer_sparsity=(("a", 0.5),)))["layer_sparsity"]
