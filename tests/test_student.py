@@ -87,12 +87,16 @@ def test_cached_and_online_teacher_outputs_give_the_same_loss(trained):
     assert float(cached[part]) == pytest.approx(float(online[part]), rel=1e-4)
 
 
-def test_online_mode_and_a_second_named_student(trained):
+def test_online_mode_and_a_second_named_student(trained, capsys):
   workdir, _, _ = trained
   config = tiny_student_config(name="online", teacher_outputs="online", epochs=3)
   outcome = stage.execute(config.stage, student.run, config, str(workdir),
                           student.fingerprint_inputs(config, str(workdir)), log=_quiet)
   assert outcome.ran and outcome.entry["metrics"]["teacher_outputs"] == "online"
+  # The tiny student (mlp width 64) is larger than the tiny teacher (width 32): a warning, not
+  # an error.
+  assert ("[student/online] warning: the student (4810 parameters) is larger than its teacher "
+          "(2410)") in capsys.readouterr().out
   manifest = rundir.RunDir(str(workdir)).load()["stages"]
   assert {"teacher", "student/default", "student/online"} <= set(manifest)
   assert (workdir / "student" / "online" / "model.keras").is_file()
