@@ -17,9 +17,11 @@ workers run the same code (saving is collective under
 that is removed when they exit; they read upstream artifacts and backups
 from the shared run directory.
 
-The strategy must exist before TensorFlow runs any op, so entry points call
-:func:`init` right after parsing flags. Library code asks :func:`strategy`,
-which is TF's default (no distribution) until :func:`init` is called.
+Entry points call :func:`setup` right after parsing flags: it validates the
+invocation and creates the strategy in the order each needs (a multi-worker
+strategy must exist before TensorFlow runs any op). Library code asks
+:func:`strategy`, which is TF's default (no distribution) until then, as in
+tests that call a stage's ``run`` directly.
 """
 
 import atexit
