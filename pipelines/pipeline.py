@@ -93,7 +93,7 @@ def summary(workdir: str, outcomes: List[stage.StageOutcome], seconds: float) ->
     table = export_stage.table(workdir, name)
     if table:
       lines += ["", "Exported (%s), measured on the files:" % os.path.join(
-          run_dir.workdir, export_stage.NAME, name), ""] + ["  " + l for l in table.splitlines()]
+          run_dir.workdir, export_stage.NAME, name), ""] + [("  " + l) if l else "" for l in table.splitlines()]
   lines += ["", "  manifest:    %s" % run_dir.manifest_path,
             "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
   return "\n".join(lines)
