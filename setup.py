@@ -32,6 +32,7 @@ STAGES = {
     "kdprune-student": "pipelines.student:entry_point",
     "kdprune-qat": "pipelines.qat:entry_point",
     "kdprune-export": "pipelines.export:entry_point",
+    "kdprune-sweep": "pipelines.sweep:entry_point",
 }
 
 setup(

@@ -51,6 +51,12 @@ def define_flags() -> None:
   _define_student_flags()
   define_train_flags("qat", QAT_TRAIN)
   _define_qat_export_flags()
+  flags.DEFINE_list("sparsities", ["0.5", "0.75", "0.9", "0.95"], "kdprune-sweep: the final "
+                    "sparsities of the unstructured students.")
+  flags.DEFINE_list("structures", ["unstructured"], "kdprune-sweep: pruning structures to sweep "
+                    "(unstructured, m_by_n; m_by_n adds one student per width at --m_by_n).")
+  flags.DEFINE_list("student_widths", [], "kdprune-sweep: student widths to sweep (default: "
+                    "--student_width alone).")
 
 
 def _define_qat_export_flags():

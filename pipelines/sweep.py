@@ -1,0 +1,236 @@
+"""kdprune-sweep: one teacher, many students, each through student -> QAT -> export; the Pareto front.
+
+  kdprune-sweep --workdir=runs/sweep --sparsities=0.5,0.75,0.9,0.95
+  kdprune-sweep --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist48 \
+      --sparsities=0.9,0.95 --structures=unstructured,m_by_n --student_widths=12,16
+
+The teacher trains once (or is reused); every combination of sparsity,
+structure and student width becomes a named student (``s0.900_unstructured_w16``)
+that runs through the pipeline's student, QAT and export stages with the
+other flags as given. Finished stages are skipped, like the pipeline. For
+``m_by_n`` the sparsity is m/n, so that structure adds one student per width.
+
+Writes ``<workdir>/sweep/``: ``sweep.json`` (one entry per student, measured
+on its int8 .tflite, with ``pareto: true`` on the accuracy/size front),
+``sweep.md`` and ``pareto.png`` (int8 test accuracy against gzip size, the
+front joined, the float teacher as reference). Every student's HParams
+session sits under the same logdir, so TensorBoard's HParams dashboard shows
+them side by side.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import List, Optional, Tuple
+
+from pipelines import configs, rundir
+from pipelines.errors import ConfigError
+
+NAME = "sweep"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  sparsities: Tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
+  structures: Tuple[str, ...] = ("unstructured",)
+  widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+
+  def validate(self) -> None:
+    if not self.sparsities and "unstructured" in self.structures:
+      raise ConfigError("--sparsities is empty")
+    for s in self.sparsities:
+      if not 0.0 <= s < 1.0:
+        raise ConfigError("--sparsities=%s: each must be in [0, 1)" % s)
+    if len(set(self.sparsities)) != len(self.sparsities):
+      raise ConfigError("--sparsities lists a value twice")
+    for s in self.structures:
+      if s not in configs.PRUNING_STRUCTURES:
+        raise ConfigError("--structures=%s: each must be one of %s" % (
+            s, ", ".join(configs.PRUNING_STRUCTURES)))
+    for w in self.widths:
+      if w is not None and w < 1:
+        raise ConfigError("--student_widths=%s: each must be >= 1" % w)
+
+
+def students(base, sweep: SweepConfig) -> List[Tuple[str, dict]]:
+  """``[(name, {"sparsity", "structure", "width"})]`` for every combination."""
+  out = []
+  for width in sweep.widths:
+    w = width if width is not None else base.model.width
+    for structure in sweep.structures:
+      values = sweep.sparsities if structure == "unstructured" else (None,)
+      for s in values:
+        if structure == "unstructured":
+          name = "s%.3f_%s_w%s" % (s, structure, w)
+        else:
+          name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1], w)
+        out.append((name, {"sparsity": s, "structure": structure, "width": width}))
+  return out
+
+
+def pipeline_for(config, name: str, spec: dict):
+  """The pipeline config of one swept student (teacher shared)."""
+  student = config.student
+  pruning = dataclasses.replace(student.pruning, structure=spec["structure"],
+                                final_sparsity=spec["sparsity"])
+  model = student.model if spec["width"] is None else dataclasses.replace(
+      student.model, width=spec["width"])
+  return dataclasses.replace(
+      config, until="export",
+      student=dataclasses.replace(student, name=name, pruning=pruning, model=model),
+      qat=dataclasses.replace(config.qat, name=name),
+      export=dataclasses.replace(config.export, name=name))
+
+
+def pareto(points: List[dict]) -> List[dict]:
+  """Marks ``pareto: True`` on entries no other entry beats on both accuracy (higher) and size."""
+  for p in points:
+    p["pareto"] = not any(
+        q is not p and q["tflite_gzip_bytes"] <= p["tflite_gzip_bytes"] and
+        q["test_accuracy"] >= p["test_accuracy"] and
+        (q["tflite_gzip_bytes"] < p["tflite_gzip_bytes"] or
+         q["test_accuracy"] > p["test_accuracy"]) for q in points)
+  return points
+
+
+def run(config, sweep: SweepConfig, workdir: str, force: bool = False, log=print) -> dict:
+  """Runs every student of the sweep; writes and returns ``sweep.json``'s content."""
+  from pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  sweep.validate()
+  combos = students(config.student, sweep)
+  configs_ = [(name, spec, pipeline_for(config, name, spec)) for name, spec in combos]
+  for _, _, c in configs_:  # every student's flags are checked before the teacher trains
+    c.validate()
+  start = time.time()
+  entries, teacher = [], None
+  for name, spec, c in configs_:
+    pipeline.run(c, workdir, force=force, log=log)
+    with open(os.path.join(rundir.RunDir(workdir).stage_dir("export/" + name),
+                           "report.json")) as f:
+      report = json.load(f)
+    models = {m["name"]: m for m in report["models"]}
+    product = models[report["product"]]
+    teacher = models.get("teacher_float", teacher)
+    entries.append({
+        "student": name, "structure": spec["structure"],
+        "target_sparsity": (c.student.pruning.target),
+        "width": c.student.model.width,
+        "test_accuracy": product["test_accuracy"], "tflite_bytes": product["tflite_bytes"],
+        "tflite_gzip_bytes": product["tflite_gzip_bytes"], "latency_ms": product["latency_ms"],
+        "sparsity": product["sparsity"], "params": product["params"],
+        "nonzero_params": product["nonzero_params"],
+        "float_student_accuracy": models["student_float"]["test_accuracy"],
+        "report": os.path.join("export", name, "report.json"),
+    })
+  pareto(entries)
+  out = {"workdir": rundir.RunDir(workdir).workdir, "students": entries,
+         "teacher": ({k: teacher[k] for k in ("test_accuracy", "tflite_gzip_bytes", "latency_ms")}
+                     if teacher else None),
+         "wall_seconds": round(time.time() - start, 1)}
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
+  directory = distribute.output_dir(rundir.RunDir(workdir).stage_dir(NAME))
+  os.makedirs(directory, exist_ok=True)
+  rundir.write_json(os.path.join(directory, "sweep.json"), out)
+  rundir.atomic_write(os.path.join(directory, "sweep.md"), markdown(out))
+  plot(out, os.path.join(directory, "pareto.png"))
+  return out
+
+
+def markdown(out: dict) -> str:
+  from pipelines import report  # pylint: disable=g-import-not-at-top
+  lines = ["# kdprune sweep", "",
+           "Int8 students measured on their .tflite files; * marks the accuracy/size Pareto "
+           "front.", "",
+           "| student | structure | target | width | int8 test acc | gzip | latency (ms) | "
+           "sparsity in file | nonzero |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for e in sorted(out["students"], key=lambda e: e["tflite_gzip_bytes"]):
+    lines.append("| %s%s | %s | %.3f | %s | %.2f%% | %s | %.3f | %.3f | %s |" % (
+        e["student"], " *" if e["pareto"] else "", e["structure"], e["target_sparsity"],
+        e["width"], 100 * e["test_accuracy"], report.human_bytes(e["tflite_gzip_bytes"]),
+        e["latency_ms"], e["sparsity"], "{:,}".format(e["nonzero_params"])))
+  t = out.get("teacher")
+  if t:
+    lines += ["", "Float teacher (.tflite): %.2f%%, %s gzipped, %.3f ms." % (
+        100 * t["test_accuracy"], report.human_bytes(t["tflite_gzip_bytes"]), t["latency_ms"])]
+  return "\n".join(lines) + "\n"
+
+
+def plot(out: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  pts = out["students"]
+  ax.scatter([p["tflite_gzip_bytes"] for p in pts], [100 * p["test_accuracy"] for p in pts],
+             color="tab:blue", zorder=3, label="int8 students")
+  front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["tflite_gzip_bytes"])
+  ax.plot([p["tflite_gzip_bytes"] for p in front], [100 * p["test_accuracy"] for p in front],
+          color="tab:red", zorder=2, label="Pareto front")
+  for p in pts:
+    ax.annotate(p["student"], (p["tflite_gzip_bytes"], 100 * p["test_accuracy"]),
+                textcoords="offset points", xytext=(5, 4), fontsize=7)
+  t = out.get("teacher")
+  if t:
+    ax.axhline(100 * t["test_accuracy"], color="tab:gray", linestyle="--",
+               label="float teacher (%.2f%%, %d B gzipped)" % (100 * t["test_accuracy"],
+                                                               t["tflite_gzip_bytes"]))
+  ax.set_xscale("log")
+  ax.margins(x=0.25, y=0.12)
+  ax.set_xlabel("gzipped int8 .tflite size (bytes, log scale)")
+  ax.set_ylabel("test accuracy (%, TFLite interpreter)")
+  ax.set_title("kdprune sweep: accuracy vs size")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+  fig.savefig(tmp, format="png")
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def config_from_flags() -> SweepConfig:
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  f = kflags.FLAGS
+
+  def floats(values, flag):
+    try:
+      return tuple(float(v) for v in values)
+    except ValueError:
+      raise ConfigError("--%s=%s must be numbers" % (flag, ",".join(values))) from None
+  widths = tuple(int(w) for w in floats(f.student_widths, "student_widths")) or (None,)
+  return SweepConfig(sparsities=floats(f.sparsities, "sparsities"),
+                     structures=tuple(f.structures), widths=widths)
+
+
+def main(argv):
+  del argv
+  from pipelines import distribute  # pylint: disable=g-import-not-at-top
+  from pipelines import flags as kflags  # pylint: disable=g-import-not-at-top
+  from pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  base = pipeline.config_from_flags()
+  sweep = config_from_flags()
+
+  def validate():
+    sweep.validate()
+    for name, spec in students(base.student, sweep):
+      pipeline_for(base, name, spec).validate()
+  distribute.setup(kflags.FLAGS.strategy, validate)
+  out = run(base, sweep, kflags.FLAGS.workdir, force=kflags.FLAGS.force)
+  if distribute.is_chief():
+    print()
+    print(markdown(out))
+    print("sweep -> %s" % os.path.join(out["workdir"], NAME))
+
+
+def entry_point():
+  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  cli.entry(main, "kdprune-sweep")
+
+
+if __name__ == "__main__":
+  entry_point()

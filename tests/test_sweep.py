@@ -1,0 +1,57 @@
+"""The sparsity sweep: one teacher, several students through QAT and export, the Pareto front."""
+
+import dataclasses
+import json
+
+import pytest
+
+from pipelines import pipeline, sweep
+from pipelines.errors import ConfigError
+from tests.conftest import (tiny_export_config, tiny_qat_config, tiny_student_config,
+                            tiny_teacher_config)
+
+
+def test_pareto_front():
+  pts = [{"tflite_gzip_bytes": 10, "test_accuracy": 0.90},
+         {"tflite_gzip_bytes": 20, "test_accuracy": 0.95},
+         {"tflite_gzip_bytes": 30, "test_accuracy": 0.94},   # bigger and worse than the 2nd
+         {"tflite_gzip_bytes": 10, "test_accuracy": 0.85}]   # same size, worse than the 1st
+  assert [p["pareto"] for p in sweep.pareto(pts)] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(sparsities=(1.0,)), "each must be in [0, 1)"),
+    (dict(sparsities=(0.5, 0.5)), "twice"),
+    (dict(structures=("blocks",)), "--structures=blocks"),
+    (dict(widths=(0,)), "--student_widths=0"),
+])
+def test_bad_sweeps_are_refused(kwargs, message):
+  with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+    sweep.SweepConfig(**kwargs).validate()
+
+
+def test_sweep_trains_one_teacher_and_reports_every_student(tmp_path):
+  base = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=2),
+                                 student=tiny_student_config(epochs=3),
+                                 qat=tiny_qat_config(), export=tiny_export_config())
+  config = sweep.SweepConfig(sparsities=(0.5, 0.9), structures=("unstructured", "m_by_n"))
+  out = sweep.run(base, config, str(tmp_path), log=lambda *_: None)
+  names = [e["student"] for e in out["students"]]
+  assert names == ["s0.500_unstructured_w64", "s0.900_unstructured_w64", "m_by_n_2-4_w64"]
+  manifest = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+  assert sum(1 for k in manifest if k == "teacher") == 1
+  for e in out["students"]:
+    assert manifest["export/" + e["student"]]["status"] == "done"
+    assert e["sparsity"] >= e["target_sparsity"] * 0.9  # over every kernel, kept layers included
+  by_name = {e["student"]: e for e in out["students"]}
+  assert by_name["s0.900_unstructured_w64"]["nonzero_params"] < \
+      by_name["s0.500_unstructured_w64"]["nonzero_params"]
+  assert any(e["pareto"] for e in out["students"])
+  d = tmp_path / "sweep"
+  assert json.loads((d / "sweep.json").read_text())["students"] == out["students"]
+  assert "| s0.900_unstructured_w64" in (d / "sweep.md").read_text()
+  assert (d / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+  # A rerun skips every finished stage.
+  lines = []
+  sweep.run(base, config, str(tmp_path), log=lines.append)
+  assert lines and all("skipping" in l for l in lines)
