@@ -65,7 +65,8 @@ class StageBackup(keras.callbacks.Callback):
   Args:
     directory: ``<workdir>/<stage>/backup``.
     fingerprint: the stage's fingerprint; a backup with another one is discarded.
-    model: what ``fit`` trains (the distillation trainer, or the teacher model).
+    model: the model whose weights train (the teacher, the pruned student or the QAT
+      model; not the distillation trainer, which also holds the teacher).
     optimizer: its optimizer (built before restoring, so slots restore at once).
     variables: the variables the optimizer updates.
     early: a :class:`pipelines.pruning.PruningAwareEarlyStopping` whose state is kept.
@@ -80,7 +81,6 @@ class StageBackup(keras.callbacks.Callback):
     self.directory = directory
     self.write_directory = write_directory or directory
     self.fingerprint = fingerprint
-    self.trained = model
     self.optimizer = optimizer
     self.variables = list(variables)
     self.early = early
