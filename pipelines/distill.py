@@ -9,7 +9,9 @@ step, or no teacher for the hard-label ablation) or ``(x, (labels,
 teacher_logits))`` (cached: :func:`with_teacher_logits`).
 """
 
+import os
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -115,22 +117,35 @@ def with_teacher_logits(bundle, logits: np.ndarray, batch_size: int, seed: int):
   return bundle.batches("train", batch_size, shuffle=True, seed=seed, extras=logits)
 
 
-def training_batches(bundle, teacher, distill_config, train_config, seed: int):
+def training_batches(bundle, teacher, distill_config, train_config, seed: int,
+                     cache_path: Optional[str] = None):
   """The training batches of a distillation stage, and how the teacher's outputs reach them.
 
   Returns ``(dataset, mode, cache_seconds)``: ``mode`` is ``cached`` (the
-  teacher ran once, here, and its logits travel with the batches),
-  ``online`` (the trainer runs the teacher in each step) or ``none``.
+  teacher's logits travel with the batches), ``online`` (the trainer runs the
+  teacher in each step) or ``none``. Cached logits are read from
+  ``cache_path`` when an earlier stage left them there (the student's logits
+  serve QAT), else the teacher runs once here and the chief saves them.
   """
+  from pipelines import distribute, rundir  # pylint: disable=g-import-not-at-top
   if not distill_config.enabled:
     mode = "none"
   else:
     mode = distill_config.resolved_teacher_outputs(train_config.augment != "none")
   start = time.time()
-  if mode == "cached":
-    logits = teacher_logits(teacher, bundle, max(train_config.batch_size, 256))
-    ds = with_teacher_logits(bundle, logits, train_config.batch_size, seed)
-  else:
+  if mode != "cached":
     ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
                         augment=train_config.augment)
+    return ds, mode, time.time() - start
+  logits = None
+  if cache_path and os.path.exists(cache_path):
+    logits = np.load(cache_path)
+    if logits.shape[0] != bundle.num_examples["train"]:
+      logits = None
+  if logits is None:
+    logits = teacher_logits(teacher, bundle, max(train_config.batch_size, 256))
+    if cache_path and distribute.is_chief():
+      with rundir.atomic_path(cache_path) as tmp:
+        np.save(tmp, logits)
+  ds = with_teacher_logits(bundle, logits, train_config.batch_size, seed)
   return ds, mode, time.time() - start

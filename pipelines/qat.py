@@ -197,7 +197,9 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   teacher = student_lib.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, config.data.seed)
+      bundle, teacher, config.distill, cfg, config.data.seed,
+      cache_path=(student_lib.teacher_logits_path(workdir, config.data)
+                  if teacher is not None else None))
   pruned_layers = [n for n, why in plan.items() if why == "prune"]
   masks = zero_masks(student, pruned_layers)
   with distribute.strategy().scope():

@@ -114,6 +114,20 @@ def check_data_matches(workdir: str, stage: str, data: configs.DataConfig, comma
                           command))
 
 
+def teacher_logits_path(workdir: str, data: configs.DataConfig) -> str:
+  """Where the finished teacher's logits over ``data``'s training split are kept between stages.
+
+  Keyed by the teacher run and the data config (which decides the split and
+  its order); the teacher stage clears the folder when it trains again.
+  """
+  entry = teacher_entry(workdir)
+  key = rundir.fingerprint({"teacher": entry.get("fingerprint"), "finished": entry.get("finished"),
+                            "data": configs.resolved(data)})[:16]
+  from pipelines import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  return os.path.join(rundir.RunDir(workdir).stage_dir(teacher_lib.NAME), teacher_lib.LOGITS_DIR,
+                      key + ".npy")
+
+
 def teacher_for_training(workdir: str, bundle, data: configs.DataConfig,
                          distill_config: configs.DistillConfig, train_config: configs.TrainConfig):
   """The teacher a distillation stage needs (None without distillation).
@@ -172,7 +186,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
   teacher = teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, config.data.seed)
+      bundle, teacher, config.distill, cfg, config.data.seed,
+      cache_path=teacher_logits_path(workdir, config.data) if teacher is not None else None)
 
   with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
     student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",

@@ -14,6 +14,7 @@ and TensorBoard logs under ``tb/``.
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 from models.spec import ModelSpec, validate_spec
@@ -21,6 +22,7 @@ from pipelines import configs, rundir, sources
 from pipelines.stage import StageResult
 
 NAME = "teacher"
+LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
   backup_dir, fp, pending = backup.locate(workdir, NAME)
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
+  # Logits the old teacher left for its students are stale now.
+  shutil.rmtree(os.path.join(stage_dir, LOGITS_DIR), ignore_errors=True)
 
   # No schedule here: every epoch counts, and the best one is restored at the end.
   early = pruning.PruningAwareEarlyStopping(

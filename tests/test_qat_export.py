@@ -178,6 +178,13 @@ def test_qat_metrics_and_artifacts(finished_run):
   assert metrics["scheme"] == "prune_preserve" and metrics["teacher_outputs"] == "cached"
   assert metrics["sparsity"] >= metrics["target_sparsity"] - 0.005
   assert (d / "model.weights.h5").is_file() and list((d / "tb").rglob("events.out.tfevents.*"))
+  # The teacher ran over the training set once: QAT read the logits the student stage saved.
+  saved = list((workdir / "teacher" / "logits").glob("*.npy"))
+  assert len(saved) == 1 and np.load(saved[0]).shape == (1294, 10)
+  import datetime
+  qat_started = datetime.datetime.fromisoformat(
+      rundir.RunDir(str(workdir)).entry("qat/default")["started"]).timestamp()
+  assert saved[0].stat().st_mtime < qat_started  # written by the student stage, only read by QAT
   rebuilt = qat.load_model(str(workdir))
   assert any("Quantize" in type(l).__name__ for l in rebuilt.layers)
 
