@@ -53,8 +53,7 @@ class ExportConfig:
 
   def validate(self) -> None:
     self.data.validate()
-    if not student_lib.NAME_RE.match(self.name or ""):
-      raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
+    student_lib.check_name(self.name)
     if self.latency_runs < 1:
       raise ConfigError("--latency_runs=%d must be >= 1" % self.latency_runs)
     if self.latency_warmup < 0:
@@ -74,7 +73,7 @@ def _upstream(workdir: str, name: str) -> dict:
   run_dir = rundir.RunDir(workdir)
   entries = {"qat": student_lib.finished_entry(
       workdir, "%s/%s" % (qat.NAME, name),
-      "kdprune-qat" + ("" if name == "default" else " --student_name=%s" % name)),
+      student_lib.command("kdprune-qat", name)),
              "student": qat.student_entry(workdir, name)}
   teacher = run_dir.entry("teacher")
   if teacher and teacher.get("status") == "done":

@@ -57,8 +57,7 @@ class QatConfig:
 
   def validate(self) -> None:
     self.data.validate()
-    if not student_lib.NAME_RE.match(self.name or ""):
-      raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
+    student_lib.check_name(self.name)
     if self.scheme not in SCHEMES:
       raise ConfigError("--qat_scheme=%s is not one of %s" % (self.scheme, ", ".join(SCHEMES)))
     self.train.validate("qat")
@@ -82,7 +81,7 @@ class QatConfig:
 def student_entry(workdir: str, name: str) -> dict:
   return student_lib.finished_entry(
       workdir, "%s/%s" % (student_lib.NAME, name),
-      "kdprune-student" + ("" if name == "default" else " --student_name=%s" % name))
+      student_lib.command("kdprune-student", name))
 
 
 def fingerprint_inputs(config: QatConfig, workdir: str) -> dict:

@@ -4,8 +4,9 @@ Pure formatting of ``report.json``'s content (no TensorFlow); every number
 comes from the export stage's measurements on the ``.tflite`` files.
 """
 
-import os
 from typing import List
+
+from pipelines import rundir
 
 COLUMNS = (("model", "model"), ("test_accuracy", "test acc"), ("tflite_bytes", "size"),
            ("tflite_gzip_bytes", "gzip"), ("latency_ms", "latency (ms)"),
@@ -114,8 +115,6 @@ def plot(report: dict, path: str) -> None:
                                                                 report["student"]))
   ax.grid(True, which="both", alpha=0.3)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(path))
-  tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
-  fig.savefig(tmp, format="png")
+  with rundir.atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png")
   plt.close(fig)
-  os.replace(tmp, path)

@@ -47,8 +47,7 @@ class StudentConfig:
     """Every check that needs no model and no training, including whether the
     pruning schedule can finish within the planned epochs on this data."""
     self.data.validate()
-    if not NAME_RE.match(self.name or ""):
-      raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % self.name)
+    check_name(self.name)
     validate_spec(self.model, "--student_model")
     self.train.validate("student")
     self.distill.validate()
@@ -70,6 +69,17 @@ class StudentConfig:
     else:  # without a teacher these do not change the result, so they must not force reruns
       out["distill"] = {"enabled": False}
     return out
+
+
+def check_name(name: str) -> None:
+  """Refuses a ``--student_name`` that cannot be a folder name."""
+  if not NAME_RE.match(name or ""):
+    raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % name)
+
+
+def command(program: str, name: str) -> str:
+  """``program`` as a user reruns it for student ``name`` (for messages)."""
+  return program + ("" if name == "default" else " --student_name=%s" % name)
 
 
 def teacher_entry(workdir: str) -> dict:

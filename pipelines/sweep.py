@@ -183,10 +183,9 @@ def plot(out: dict, path: str) -> None:
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=7, loc="lower right")
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-  fig.savefig(tmp, format="png")
+  with rundir.atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png")
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------
