@@ -73,10 +73,11 @@ class StageBackup(keras.callbacks.Callback):
     write_directory: where this process writes backups: ``directory`` on the chief; a
       private one on the other workers of a multi-worker run, which restore from the
       chief's ``directory`` (the run directory is shared) but never write it.
+    extra: further trackable state of the stage (e.g. dynamic pruning's counters), or None.
   """
 
   def __init__(self, directory: str, fingerprint: str, model, optimizer, variables, early,
-               write_directory: Optional[str] = None):
+               write_directory: Optional[str] = None, extra=None):
     super().__init__()
     self.directory = directory
     self.write_directory = write_directory or directory
@@ -85,7 +86,8 @@ class StageBackup(keras.callbacks.Callback):
     self.variables = list(variables)
     self.early = early
     self.resumed_from: Optional[int] = None
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                          **({"extra": extra} if extra is not None else {}))
 
   # -- restore -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ NORMALIZATIONS = ("auto", "none", "standardize")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("val_loss", "val_accuracy")
+PRUNING_METHODS = ("magnitude", "dynamic")
 AUGMENTATIONS = ("none", "shift", "flip_shift")
 
 
@@ -294,6 +295,16 @@ class PruningConfig:
     layer_sparsity: ``((layer name, final sparsity), ...)``: layers that end at
       their own final sparsity instead of ``final_sparsity`` (same schedule
       shape and steps). Unstructured pruning only.
+    method: ``magnitude`` (tfmot: a pruned weight stays pruned) or ``dynamic``
+      (the same schedule, and every ``mask_update_every`` steps the smallest
+      active weights are dropped and as many pruned ones regrown where the loss
+      gradient is largest, as in RigL, Evci et al. 2020; see
+      :mod:`pipelines.dynamic`). Unstructured pruning only.
+    mask_update_every: steps between two mask revisions (``dynamic``).
+    drop_fraction: share of the active weights revised at the first revision;
+      it decays to 0 along a cosine (RigL's alpha = 0.3).
+    mask_update_end: when revisions stop (RigL's T_end = 0.75 of training), a
+      step or a fraction of the planned training.
   """
 
   schedule: str = "polynomial_decay"
@@ -307,9 +318,14 @@ class PruningConfig:
   m_by_n: Tuple[int, int] = (2, 4)
   keep_dense: Tuple[str, ...] = ("auto",)
   layer_sparsity: Tuple[Tuple[str, float], ...] = ()
+  method: str = "magnitude"
+  mask_update_every: int = 100
+  drop_fraction: float = 0.3
+  mask_update_end: str = "0.75"
 
   MIN_PRUNABLE_WEIGHTS = 512
-  LATER_FIELDS = ("layer_sparsity",)  # see resolved()
+  LATER_FIELDS = ("layer_sparsity", "method", "mask_update_every", "drop_fraction",
+                  "mask_update_end")  # see resolved()
 
   def target_for(self, layer: str) -> float:
     """The final sparsity of ``layer``: its own from ``layer_sparsity``, else :attr:`target`."""
@@ -351,6 +367,18 @@ class PruningConfig:
       if value < self.initial_sparsity:
         raise ConfigError("--pruning_layer_sparsity=%s:%s is below --initial_sparsity=%s" % (
             layer, value, self.initial_sparsity))
+    if self.method not in PRUNING_METHODS:
+      raise ConfigError("--pruning_method=%s is not one of %s" % (
+          self.method, ", ".join(PRUNING_METHODS)))
+    if self.method == "dynamic":
+      if self.structure != "unstructured":
+        raise ConfigError("--pruning_method=dynamic works with --pruning_structure=unstructured "
+                          "only (an m:n pattern has no weights to regrow)")
+      if self.mask_update_every < 1:
+        raise ConfigError("--mask_update_every=%s must be >= 1" % self.mask_update_every)
+      if not 0.0 < self.drop_fraction < 1.0:
+        raise ConfigError("--drop_fraction=%s must be in (0, 1)" % self.drop_fraction)
+      parse_step_or_fraction(self.mask_update_end, "mask_update_end")
     if not (self.exponent > 0 and math.isfinite(self.exponent)):
       raise ConfigError("--pruning_exponent=%s must be > 0" % self.exponent)
     if self.frequency < 0:
@@ -408,5 +436,19 @@ class PruningConfig:
           "pruning schedule reaches its final sparsity at step %d but training plans only %d "
           "steps (%d epochs x %d steps); lower --pruning_end/--pruning_begin or raise the epochs"
           % (end, planned, epochs, steps_per_epoch))
-    return {"begin_step": begin, "end_step": end, "frequency": frequency, "final_step": end,
-            "planned_steps": planned}
+    steps = {"begin_step": begin, "end_step": end, "frequency": frequency, "final_step": end,
+             "planned_steps": planned}
+    if self.method == "dynamic":
+      stop = to_step(self.mask_update_end, "mask_update_end")
+      if stop > planned:
+        raise ConfigError("--mask_update_end=%s is step %d, after the %d planned steps (%d epochs x "
+                          "%d steps)" % (self.mask_update_end, stop, planned, epochs,
+                                         steps_per_epoch))
+      first = max(begin, 1)
+      if stop - first < self.mask_update_every:
+        raise ConfigError(
+            "--mask_update_end=%s (step %d) leaves no mask revision after --pruning_begin (step "
+            "%d) at --mask_update_every=%d; raise --mask_update_end or lower --mask_update_every"
+            % (self.mask_update_end, stop, begin, self.mask_update_every))
+      steps.update({"mask_update_every": self.mask_update_every, "mask_update_end": stop})
+    return steps

@@ -28,10 +28,12 @@ class DistillationTrainer(keras.Model):
   """
 
   def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
-               distill: bool = True, **kwargs):
+               distill: bool = True, mask_revision=None, **kwargs):
     super().__init__(**kwargs)
     self.student = student
     self.teacher = teacher
+    # Dynamic pruning (pipelines.dynamic.MaskRevision): revises masks from this step's gradients.
+    self.mask_revision = mask_revision
     self.temperature = float(temperature)
     self.alpha = float(alpha)
     self.distill = bool(distill)
@@ -79,13 +81,30 @@ class DistillationTrainer(keras.Model):
     grads = tape.gradient(scaled, variables)
     if scaled is not total:
       grads = self.optimizer.get_unscaled_gradients(grads)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    if self.mask_revision is None:
+      self.optimizer.apply_gradients(zip(grads, variables))
+    else:
+      self._revise_and_apply(grads, variables)
     self.loss_tracker.update_state(parts["total"])
     self.hard_tracker.update_state(parts["hard"])
     if self.distill:
       self.distill_tracker.update_state(parts["distill"])
     self.accuracy.update_state(labels, student_logits)
     return {m.name: m.result() for m in self.metrics}
+
+  def _revise_and_apply(self, grads, variables):
+    """Revises the masks from the gradients summed over replicas, then applies them (the
+    optimizer is told they are summed already, so each all-reduce happens once)."""
+    context = tf.distribute.get_replica_context()
+    summed = context.num_replicas_in_sync > 1
+    if summed:
+      grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    by_variable = {v.ref(): g for v, g in zip(variables, grads)}
+    self.mask_revision.revise([by_variable[k.ref()] for k in self.mask_revision.kernels])
+    if summed:
+      self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+    else:
+      self.optimizer.apply_gradients(zip(grads, variables))
 
   def test_step(self, data):
     x, y = data

@@ -57,6 +57,9 @@ def define_flags() -> None:
                     "(unstructured, m_by_n; m_by_n adds one student per width at --m_by_n).")
   flags.DEFINE_list("student_widths", [], "kdprune-sweep: student widths to sweep (default: "
                     "--student_width alone).")
+  flags.DEFINE_list("pruning_methods", [], "kdprune-sweep: pruning methods to sweep (magnitude, "
+                    "dynamic; default: --pruning_method alone). Dynamic students get a _dynamic "
+                    "suffix; m_by_n students are magnitude-pruned only.")
 
 
 def _define_qat_export_flags():
@@ -106,6 +109,17 @@ def _define_student_flags():
   flags.DEFINE_list("pruning_layer_sparsity", [], "Layers that end at their own final sparsity, "
                     "as layer:sparsity (e.g. logits:0.97); the others end at --final_sparsity. "
                     "Unstructured pruning only.")
+  flags.DEFINE_enum("pruning_method", p.method, configs.PRUNING_METHODS, "magnitude: tfmot's "
+                    "pruning, a pruned weight stays pruned; dynamic: the same schedule, and the "
+                    "mask is revised every --mask_update_every steps (drop the smallest active "
+                    "weights, regrow as many where the gradient is largest; RigL).")
+  flags.DEFINE_integer("mask_update_every", p.mask_update_every, "Steps between two mask "
+                       "revisions (--pruning_method=dynamic).")
+  flags.DEFINE_float("drop_fraction", p.drop_fraction, "Share of the active weights revised at "
+                     "the first mask revision; decays to 0 along a cosine "
+                     "(--pruning_method=dynamic).")
+  flags.DEFINE_string("mask_update_end", p.mask_update_end, "When mask revisions stop: a step or "
+                      "a fraction of the planned training (--pruning_method=dynamic).")
   flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
                     "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
                     "%d kernel weights." % configs.PruningConfig.MIN_PRUNABLE_WEIGHTS)
@@ -262,7 +276,9 @@ def student_config_from_flags():
           frequency=FLAGS.pruning_frequency, begin=FLAGS.pruning_begin, end=FLAGS.pruning_end,
           structure=FLAGS.pruning_structure, m_by_n=parse_m_by_n(FLAGS.m_by_n),
           keep_dense=tuple(FLAGS.pruning_keep_dense),
-          layer_sparsity=configs.parse_layer_sparsity(FLAGS.pruning_layer_sparsity)),
+          layer_sparsity=configs.parse_layer_sparsity(FLAGS.pruning_layer_sparsity),
+          method=FLAGS.pruning_method, mask_update_every=FLAGS.mask_update_every,
+          drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end),
       name=FLAGS.student_name,
       progress=FLAGS.progress)
 

@@ -185,7 +185,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   import tensorflow_model_optimization as tfmot
   from models.registry import build_model
   from pipelines import data as data_lib
-  from pipelines import backup, distill, distribute, pruning, summaries, training
+  from pipelines import backup, distill, distribute, dynamic, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
   keras.utils.set_random_seed(config.data.seed)
@@ -207,10 +207,14 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
             "--student_model/--student_width" % (config.stage, student.count_params(),
                                                    teacher.count_params()))
     pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
+    revision = None
+    if config.pruning.method == "dynamic":
+      revision = dynamic.MaskRevision(pruned, steps["begin_step"], steps["mask_update_end"],
+                                      steps["mask_update_every"], config.pruning.drop_fraction)
     trainer = distill.DistillationTrainer(
         pruned, teacher=teacher if mode == "online" else None,
         temperature=config.distill.temperature, alpha=config.distill.alpha,
-        distill=config.distill.enabled)
+        distill=config.distill.enabled, mask_revision=revision)
     trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
                     steps_per_execution=cfg.steps_per_execution)
 
@@ -224,13 +228,16 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       min_delta=cfg.min_delta, stage=config.stage)
   # The student (not the trainer, which also holds the teacher) and the optimizer.
   saver = backup.StageBackup(backup_dir, fp, pruned, trainer.optimizer, pruned.trainable_variables,
-                             early, write_directory=distribute.output_dir(backup_dir))
+                             early, write_directory=distribute.output_dir(backup_dir),
+                             extra=revision)
   done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
   callbacks = [
       tfmot.sparsity.keras.UpdatePruningStep(),
       summaries.NonFiniteGuard(config.stage, "--student_learning_rate"),
       tfmot.sparsity.keras.PruningSummaries(log_dir=tb_dir, update_freq="epoch",
                                             profile_batch=0, write_graph=False),
+      *([dynamic.RevisionSummaries(revision, os.path.join(tb_dir, "train"))]
+        if revision is not None else []),
       summaries.MetricsLogger(jsonl),
       early,
       saver,  # last: backs up the epoch after early stopping has judged it
@@ -244,6 +251,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
             config.pruning.target, " (%s)" % own if own else "", config.pruning.structure,
             steps["begin_step"], steps["end_step"], steps["frequency"], steps["planned_steps"],
             mode))
+  if revision is not None:
+    print("[%s] dynamic pruning: masks revised every %d steps until step %d (drop fraction %.2f "
+          "decaying to 0)" % (config.stage, steps["mask_update_every"], steps["mask_update_end"],
+                              config.pruning.drop_fraction))
   for layer, why in plan.items():
     if why != "prune" and why != "no prunable weights":
       print("[%s] %s: %s" % (config.stage, layer, why))
@@ -276,7 +287,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       "resumed_after_epoch": done or None,
       "mixed_precision": cfg.mixed_precision,
       "optimizer": type(trainer.optimizer).__name__,  # LossScaleOptimizer* under mixed precision
+      "pruning_method": config.pruning.method,
   }
+  if revision is not None:
+    metrics.update(revision.report())
   metrics_path = os.path.join(stage_dir, "metrics.json")
   rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
                                                           "layers": report["layers"]},

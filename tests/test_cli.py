@@ -156,6 +156,7 @@ def _snapshot(root):
     ("pipelines.pipeline", ["--dataset=mnsit"], "--dataset=mnsit: no such TFDS dataset"),
     ("pipelines.pipeline", ["--student_model=transformer"], "--student_model=transformer"),
     ("pipelines.student", ["--pruning_schedule=cubic"], "--pruning_schedule"),
+    ("pipelines.student", ["--pruning_method=rigl"], "--pruning_method"),
     ("pipelines.qat", ["--qat_scheme=fp16"], "--qat_scheme"),
     # combinations
     ("pipelines.student", ["--pruning_end=100000"], "reaches its final sparsity at step 100000"),
@@ -163,6 +164,10 @@ def _snapshot(root):
      "does not match --m_by_n=2:4"),
     ("pipelines.student", ["--teacher_outputs=cached", "--student_augment=shift"],
      "--teacher_outputs=cached with --student_augment=shift"),
+    ("pipelines.student", ["--pruning_method=dynamic", "--pruning_structure=m_by_n"],
+     "--pruning_method=dynamic works with --pruning_structure=unstructured only"),
+    ("pipelines.student", ["--pruning_method=dynamic", "--mask_update_end=0.05"],
+     "leaves no mask revision"),
     # files
     ("pipelines.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
     ("pipelines.export", ["--student_name=ghost"], "no finished qat/ghost"),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -26,14 +28,15 @@ def _latest_epoch(workdir):
     return 0
 
 
-def test_student_killed_mid_training_resumes_from_its_backup(tmp_path):
+@pytest.mark.parametrize("method", ["magnitude", "dynamic"])
+def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   workdir = str(tmp_path / "run")
   # A hard-label student (no teacher needed) on digits: ~0.3 s per epoch, pruning from 10% to
   # 60% of 40 epochs, so the kill lands while the masks are still moving.
   args = ["--workdir=%s" % workdir, "--nodistill", "--student_model=mlp", "--student_width=32",
           "--student_depth=1", "--student_epochs=40", "--student_patience=0",
           "--pruning_begin=0.1", "--pruning_end=0.6", "--final_sparsity=0.8", "--progress=epoch",
-          "--steps_per_execution=1"]
+          "--steps_per_execution=1", "--pruning_method=%s" % method, "--mask_update_every=20"]
   proc = _start(args)
   deadline = time.time() + 240
   while _latest_epoch(workdir) < 8 and proc.poll() is None and time.time() < deadline:
@@ -65,3 +68,9 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path):
                                                     "metrics.jsonl"))]
   assert [l["epoch"] for l in lines] == list(range(1, 41))
   assert not os.path.exists(os.path.join(workdir, "student", "default", "backup"))
+  if method == "dynamic":  # the revision counters came back with the backup
+    steps = json.loads(open(os.path.join(workdir, "student", "default", "metrics.json")).read())[
+        "pruning"]["steps"]
+    every = steps["mask_update_every"]
+    assert m["mask_revisions"] == len(range(steps["begin_step"] + every, steps["mask_update_end"],
+                                            every)) > 0
