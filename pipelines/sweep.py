@@ -3,9 +3,11 @@
   kdprune-sweep --workdir=runs/sweep --sparsities=0.5,0.75,0.9,0.95
   kdprune-sweep --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist48 \
       --sparsities=0.9,0.95 --structures=unstructured,m_by_n --student_widths=12,16
+  kdprune-sweep --workdir=runs/sweep --sparsities=0.9,0.95 --pruning_methods=magnitude,dynamic
 
 The teacher trains once (or is reused); every combination of sparsity,
-structure and student width becomes a named student (``s0.900_unstructured_w16``)
+structure, student width and pruning method becomes a named student
+(``s0.900_unstructured_w16``; ``_dynamic`` appended for dynamic pruning)
 that runs through the pipeline's student, QAT and export stages with the
 other flags as given. Finished stages are skipped, like the pipeline. For
 ``m_by_n`` the sparsity is m/n, so that structure adds one student per width.
@@ -35,6 +37,7 @@ class SweepConfig:
   sparsities: Tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
   structures: Tuple[str, ...] = ("unstructured",)
   widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+  methods: Tuple[Optional[str], ...] = (None,)  # None: --pruning_method
 
   def validate(self) -> None:
     if not self.sparsities and "unstructured" in self.structures:
@@ -51,21 +54,36 @@ class SweepConfig:
     for w in self.widths:
       if w is not None and w < 1:
         raise ConfigError("--student_widths=%s: each must be >= 1" % w)
+    for m in self.methods:
+      if m is not None and m not in configs.PRUNING_METHODS:
+        raise ConfigError("--pruning_methods=%s: each must be one of %s" % (
+            m, ", ".join(configs.PRUNING_METHODS)))
+    if len(set(self.methods)) != len(self.methods):
+      raise ConfigError("--pruning_methods lists a method twice")
 
 
 def students(base, sweep: SweepConfig) -> List[Tuple[str, dict]]:
-  """``[(name, {"sparsity", "structure", "width"})]`` for every combination."""
+  """``[(name, {"sparsity", "structure", "width", "method"})]`` for every combination
+  (dynamic pruning only for unstructured students: an m:n pattern has nothing to regrow)."""
   out = []
   for width in sweep.widths:
     w = width if width is not None else base.model.width
     for structure in sweep.structures:
       values = sweep.sparsities if structure == "unstructured" else (None,)
       for s in values:
-        if structure == "unstructured":
-          name = "s%.3f_%s_w%s" % (s, structure, w)
-        else:
-          name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1], w)
-        out.append((name, {"sparsity": s, "structure": structure, "width": width}))
+        for method in sweep.methods:
+          effective = method or base.pruning.method
+          if structure != "unstructured" and effective == "dynamic":
+            continue
+          if structure == "unstructured":
+            name = "s%.3f_%s_w%s" % (s, structure, w)
+          else:
+            name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1],
+                                     w)
+          if effective == "dynamic":
+            name += "_dynamic"
+          out.append((name, {"sparsity": s, "structure": structure, "width": width,
+                             "method": effective}))
   return out
 
 
@@ -73,7 +91,8 @@ def pipeline_for(config, name: str, spec: dict):
   """The pipeline config of one swept student (teacher shared)."""
   student = config.student
   pruning = dataclasses.replace(student.pruning, structure=spec["structure"],
-                                final_sparsity=spec["sparsity"])
+                                final_sparsity=spec["sparsity"],
+                                method=spec.get("method") or student.pruning.method)
   model = student.model if spec["width"] is None else dataclasses.replace(
       student.model, width=spec["width"])
   return dataclasses.replace(
@@ -113,7 +132,7 @@ def run(config, sweep: SweepConfig, workdir: str, force: bool = False, log=print
     product = models[report["product"]]
     teacher = models.get("teacher_float", teacher)
     entries.append({
-        "student": name, "structure": spec["structure"],
+        "student": name, "structure": spec["structure"], "method": c.student.pruning.method,
         "target_sparsity": (c.student.pruning.target),
         "width": c.student.model.width,
         "test_accuracy": product["test_accuracy"], "tflite_bytes": product["tflite_bytes"],
@@ -142,11 +161,12 @@ def markdown(out: dict) -> str:
   lines = ["# kdprune sweep", "",
            "Int8 students measured on their .tflite files; * marks the accuracy/size Pareto "
            "front.", "",
-           "| student | structure | target | width | int8 test acc | gzip | latency (ms) | "
-           "sparsity in file | nonzero |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| student | structure | method | target | width | int8 test acc | gzip | latency (ms) | "
+           "sparsity in file | nonzero |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for e in sorted(out["students"], key=lambda e: e["tflite_gzip_bytes"]):
-    lines.append("| %s%s | %s | %.3f | %s | %.2f%% | %s | %.3f | %.3f | %s |" % (
-        e["student"], " *" if e["pareto"] else "", e["structure"], e["target_sparsity"],
+    lines.append("| %s%s | %s | %s | %.3f | %s | %.2f%% | %s | %.3f | %.3f | %s |" % (
+        e["student"], " *" if e["pareto"] else "", e["structure"], e.get("method", "magnitude"),
+        e["target_sparsity"],
         e["width"], 100 * e["test_accuracy"], report.human_bytes(e["tflite_gzip_bytes"]),
         e["latency_ms"], e["sparsity"], "{:,}".format(e["nonzero_params"])))
   t = out.get("teacher")
@@ -203,7 +223,8 @@ def config_from_flags() -> SweepConfig:
       raise ConfigError("--%s=%s must be numbers" % (flag, ",".join(values))) from None
   widths = tuple(int(w) for w in floats(f.student_widths, "student_widths")) or (None,)
   return SweepConfig(sparsities=floats(f.sparsities, "sparsities"),
-                     structures=tuple(f.structures), widths=widths)
+                     structures=tuple(f.structures), widths=widths,
+                     methods=tuple(f.pruning_methods) or (None,))
 
 
 def main(argv):

@@ -24,6 +24,8 @@ def test_pareto_front():
     (dict(sparsities=(0.5, 0.5)), "twice"),
     (dict(structures=("blocks",)), "--structures=blocks"),
     (dict(widths=(0,)), "--student_widths=0"),
+    (dict(methods=("rigl",)), "--pruning_methods=rigl"),
+    (dict(methods=("dynamic", "dynamic")), "twice"),
 ])
 def test_bad_sweeps_are_refused(kwargs, message):
   with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
@@ -55,3 +57,19 @@ def test_sweep_trains_one_teacher_and_reports_every_student(tmp_path):
   lines = []
   sweep.run(base, config, str(tmp_path), log=lines.append)
   assert lines and all("skipping" in l for l in lines)
+
+
+def test_sweep_over_pruning_methods_names_each_student():
+  base = tiny_student_config()
+  config = sweep.SweepConfig(sparsities=(0.9,), structures=("unstructured", "m_by_n"),
+                             methods=("magnitude", "dynamic"))
+  combos = sweep.students(base, config)
+  assert [n for n, _ in combos] == ["s0.900_unstructured_w64", "s0.900_unstructured_w64_dynamic",
+                                    "m_by_n_2-4_w64"]
+  assert [spec["method"] for _, spec in combos] == ["magnitude", "dynamic", "magnitude"]
+  full = pipeline.PipelineConfig(student=base, qat=tiny_qat_config(), export=tiny_export_config())
+  assert sweep.pipeline_for(full, *combos[1]).student.pruning.method == "dynamic"
+  # A base that is already dynamic gives dynamic names without --pruning_methods.
+  dyn = dataclasses.replace(base, pruning=dataclasses.replace(base.pruning, method="dynamic"))
+  assert [n for n, _ in sweep.students(dyn, sweep.SweepConfig(sparsities=(0.9,)))] == [
+      "s0.900_unstructured_w64_dynamic"]
