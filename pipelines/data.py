@@ -108,6 +108,22 @@ class DatasetBundle:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
+  def head(self, split: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` normalised examples of ``split`` as arrays ``(x, y)``.
+
+    Reads the split to its end: a partial read of an in-memory ``cache()``
+    (``take(k)``, ``next(iter(...))``) can race with the next reader, which then
+    finds the cache completed with only the examples read so far (seen as "Input
+    dataset was expected to contain 359 elements but contained only 1").
+    """
+    xs, ys, have = [], [], 0
+    for x, y in self.batches(split, 256):
+      if have < count:
+        xs.append(x.numpy()[:count - have])
+        ys.append(y.numpy()[:count - have])
+        have += len(xs[-1])
+    return np.concatenate(xs), np.concatenate(ys)
+
   def steps_per_epoch(self, batch_size: int, split: str = "train",
                       drop_remainder: bool = False) -> int:
     n = self.num_examples[split]

@@ -92,11 +92,11 @@ def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
 
 def _representative(bundle, count: int):
   """Batch-1 calibration inputs: the first ``count`` (normalized) training examples."""
-  ds = bundle.batches("train", 1).take(count)
+  xs, _ = bundle.head("train", count)
 
   def gen():
-    for x, _ in ds:
-      yield [x]
+    for i in range(len(xs)):
+      yield [xs[i:i + 1]]
   return gen
 
 
@@ -149,13 +149,13 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   ]
 
   test_batches = bundle.batches("test", config.eval_batch_size)
-  example = next(iter(bundle.batches("test", 1)))[0].numpy()[0]
+  example = bundle.head("test", 1)[0][0]
+  representative = _representative(bundle, config.representative_examples)
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()
-    data = tflite_tools.convert(
-        model, mode, representative=_representative(bundle, config.representative_examples),
-        int8_io=config.int8_io)
+    data = tflite_tools.convert(model, mode, representative=representative,
+                                int8_io=config.int8_io)
     path = os.path.join(stage_dir, name + ".tflite")
     with rundir.atomic_path(path) as tmp:
       with open(tmp, "wb") as f:
