@@ -51,12 +51,14 @@ def revise_mask(weights, mask, grads, fraction):
   (never more than there are pruned weights to regrow) and regrows as many of
   the weights not active after the drop with the largest ``|grads|``.
   ``regrown`` counts weights active in ``new_mask`` that were pruned in ``mask``.
-  Ties go to the lower flat index (deterministic on every replica).
+  Ties go to the lower flat index (deterministic on every replica). Non-finite
+  gradients (a mixed-precision step whose loss scale overflowed) count as 0.
   """
   shape = tf.shape(mask)
   m = tf.reshape(tf.cast(mask, tf.float32), [-1])
   w = tf.reshape(tf.abs(tf.cast(weights, tf.float32)), [-1])
   g = tf.reshape(tf.abs(tf.cast(grads, tf.float32)), [-1])
+  g = tf.where(tf.math.is_finite(g), g, tf.zeros_like(g))  # a loss-scale overflow step
   active = tf.reduce_sum(tf.cast(m > 0, tf.int32))
   k = tf.cast(tf.round(tf.cast(fraction, tf.float32) * tf.cast(active, tf.float32)), tf.int32)
   k = tf.minimum(k, tf.size(m) - active)

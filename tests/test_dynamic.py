@@ -33,6 +33,9 @@ def test_drops_smallest_active_and_regrows_largest_gradients():
   # A weight dropped now but with the largest gradient comes straight back (not "regrown").
   new, regrown = _revise(weights, mask, [0, 9.0, 0, 0.2, -0.8, 0, 0.5, 0.1], 0.5)
   assert new == [1, 1, 1, 0, 1, 0, 0, 0] and regrown == 1
+  # Non-finite gradients (a loss-scale overflow) never win the regrowth.
+  new, _ = _revise(weights, mask, [0, 0, 0, float("inf"), float("nan"), 0, 0.5, 0.1], 0.25)
+  assert new == [1, 0, 1, 0, 0, 1, 1, 0]
   # Nothing revised at fraction 0; never more than there are pruned weights to regrow.
   assert _revise(weights, mask, grads, 0.0) == (mask, 0)
   new, regrown = _revise([0.9, -0.1, 0.5, 0.4, 0.2, 0.3, 0.6, 0.0], [1, 1, 1, 1, 1, 1, 1, 0],
