@@ -251,11 +251,11 @@ def regression_run(tmp_path_factory):
       export=export.ExportConfig(data=d, latency_runs=3, latency_warmup=1,
                                  representative_examples=16))
   outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
-  return workdir, outcomes
+  return workdir, outcomes, config
 
 
 def test_regression_through_all_four_stages(regression_run):
-  workdir, outcomes = regression_run
+  workdir, outcomes, _ = regression_run
   metrics = {o.name: o.entry["metrics"] for o in outcomes}
   t, s, q, e = (metrics[k] for k in ("teacher", "student/default", "qat/default",
                                      "export/default"))
@@ -282,3 +282,26 @@ def test_regression_through_all_four_stages(regression_run):
   assert "| model | test MSE | test MAE |" in md and "test acc" not in md
   png = workdir / "export" / "default" / "mse_vs_size.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_front_for_mse_prefers_lower():
+  from pipelines import sweep  # pylint: disable=g-import-not-at-top
+  pts = [{"tflite_gzip_bytes": 10, "test_mse": 0.20},
+         {"tflite_gzip_bytes": 20, "test_mse": 0.10},
+         {"tflite_gzip_bytes": 30, "test_mse": 0.15},   # bigger and worse than the 2nd
+         {"tflite_gzip_bytes": 10, "test_mse": 0.25}]   # same size, worse than the 1st
+  marks = [p["pareto"] for p in sweep.pareto(pts, "test_mse", higher=False)]
+  assert marks == [True, True, False, False]
+
+
+def test_regression_sweep_ranks_by_mse(regression_run):
+  from pipelines import sweep  # pylint: disable=g-import-not-at-top
+  workdir, _, config = regression_run
+  out = sweep.run(config, sweep.SweepConfig(sparsities=(0.5,)), str(workdir),
+                  log=lambda *_: None)
+  assert out["score"] == {"key": "test_mse", "label": "MSE", "higher_is_better": False}
+  (entry,) = out["students"]
+  assert entry["student"] == "s0.500_unstructured_w48" and entry["pareto"]
+  assert 0 < entry["test_mse"] < 0.5 and "float_student_mse" in entry
+  md = (workdir / "sweep" / "sweep.md").read_text()
+  assert "int8 test MSE" in md and "Float teacher (.tflite): 0." in md
