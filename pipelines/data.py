@@ -49,6 +49,7 @@ class DatasetBundle:
   num_classes: int
   num_examples: Dict[str, int]
   validation_source: str
+  task: str = "classification"  # or "regression": y holds float targets, num_classes outputs
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -124,6 +125,7 @@ class DatasetBundle:
         "num_classes": self.num_classes,
         "num_examples": dict(self.num_examples),
         "validation_source": self.validation_source,
+        "task": self.task,
     }
 
 
@@ -175,7 +177,7 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       normalize=_normalizer(mode, x_train.dtype, stats),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
-      validation_source=validation_source)
+      validation_source=validation_source, task=config.task)
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:

@@ -282,6 +282,9 @@ def test_regression_through_all_four_stages(regression_run):
   assert "| model | test MSE | test MAE |" in md and "test acc" not in md
   png = workdir / "export" / "default" / "mse_vs_size.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # A classification stage refuses this regression teacher before any work.
+  with pytest.raises(ConfigError, match="trained for --task=regression, not --task=classification"):
+    student.check_data_matches(str(workdir), "teacher", data.DataConfig(), "kdprune-teacher")
 
 
 def test_pareto_front_for_mse_prefers_lower():
