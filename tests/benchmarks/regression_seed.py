@@ -18,7 +18,8 @@ import time
 
 from absl import flags
 
-from pipelines import cli, stage, student, teacher
+from pipelines import cli, student
+from tests.benchmarks import common
 
 FLAGS = flags.FLAGS
 COLUMNS = ("val_mse", "test_mse", "test_mae", "sparsity", "nonzero_params", "epochs_run",
@@ -27,22 +28,13 @@ COLUMNS = ("val_mse", "test_mse", "test_mae", "sparsity", "nonzero_params", "epo
 
 def main(argv):
   del argv
-  workdir = FLAGS.workdir
-  t_config = teacher.config_from_flags()
   start = time.time()
-  t = stage.execute("teacher", teacher.run, t_config, workdir, teacher.fingerprint_inputs(t_config))
-  base = student.config_from_flags()
-  results = {"teacher": t.entry["metrics"]}
-  for name, sparsity, enabled in (("unpruned_hard", 0.0, False),
-                                  ("unpruned_distilled", 0.0, True),
-                                  ("pruned_hard", base.pruning.final_sparsity, False),
-                                  ("pruned_distilled", base.pruning.final_sparsity, True)):
-    config = dataclasses.replace(
-        base, name=name, distill=dataclasses.replace(base.distill, enabled=enabled),
-        pruning=dataclasses.replace(base.pruning, final_sparsity=sparsity))
-    outcome = stage.execute(config.stage, student.run, config, workdir,
-                            student.fingerprint_inputs(config, workdir), force=FLAGS.force)
-    results[name] = outcome.entry["metrics"]
+  sparsity = student.config_from_flags().pruning.final_sparsity
+  base, t_config, results = common.teacher_and_students(
+      (name, lambda b, s=s, e=enabled: common.with_distill(b, e, final_sparsity=s))
+      for name, s, enabled in (("unpruned_hard", 0.0, False), ("unpruned_distilled", 0.0, True),
+                               ("pruned_hard", sparsity, False),
+                               ("pruned_distilled", sparsity, True)))
   report = {
       "dataset": base.data.dataset, "task": base.data.task, "alpha": base.distill.alpha,
       "teacher_model": dataclasses.asdict(t_config.model),
