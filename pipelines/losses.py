@@ -1,4 +1,5 @@
-"""Distillation losses as pure functions of logits (Hinton, Vinyals & Dean 2015).
+"""Distillation losses as pure functions of logits (Hinton, Vinyals & Dean 2015), and for
+regression of predictions (:func:`regression_distillation_loss`: no temperature).
 
   total = (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
           + alpha * cross_entropy(labels, softmax(student))

@@ -54,6 +54,13 @@ def test_trainer_regression_step_logs_the_parts_and_validates_on_the_loss():
   assert logs["loss"][0] == pytest.approx(0.25 * hard + 0.75 * soft, rel=1e-4)
   assert logs["mae"][0] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-4)
   assert logs["val_loss"][0] == pytest.approx(hard, rel=1e-4)
+  # Online: the teacher runs in the step and its predictions are the targets of the blend.
+  t_inputs = keras.Input((5,))
+  t_model = keras.Model(t_inputs, keras.layers.Dense(1)(t_inputs))
+  online = distill.DistillationTrainer(model, teacher=t_model, alpha=0.0, task="regression")
+  online.compile(optimizer=keras.optimizers.SGD(0.0))
+  logs = online.fit(x, y, batch_size=64, epochs=1, verbose=0).history
+  assert logs["loss"][0] == pytest.approx(np.mean((pred - t_model(x).numpy()) ** 2), rel=1e-4)
 
 
 # ----------------------------------------------------------------------------
