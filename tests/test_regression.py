@@ -203,10 +203,19 @@ def test_new_data_fields_stay_out_of_fingerprints_at_their_default():
   assert configs.resolved(data.DataConfig(task="regression"))["task"] == "regression"
 
 
-def test_cli_refuses_val_accuracy_for_regression_in_one_line(tmp_path):
-  result = _run("--workdir=%s" % (tmp_path / "run"), "--dataset=" + SYNTHETIC, "--task=regression",
-                "--teacher_monitor=val_accuracy")
-  _assert_one_line_error(result, "kdprune-teacher", "--teacher_monitor=val_accuracy", "regression")
+@pytest.mark.parametrize("module,args,fragments", [
+    ("teacher", ["--dataset=" + SYNTHETIC, "--task=regression", "--teacher_monitor=val_accuracy"],
+     ["--teacher_monitor=val_accuracy", "regression"]),
+    ("student", ["--dataset=" + SYNTHETIC, "--task=regression", "--temperature=2"],
+     ["--temperature=2.0 does not apply to --task=regression"]),
+    ("teacher", ["--dataset=csv:/nonexistent/t.csv", "--task=regression"],
+     ["needs --target_column"]),
+    ("teacher", ["--dataset=csv:/nonexistent/t.csv", "--target_column=y"],
+     ["--dataset=csv:/nonexistent/t.csv: no such file"]),
+])
+def test_cli_regression_errors_are_one_line(tmp_path, module, args, fragments):
+  result = _run("--workdir=%s" % (tmp_path / "run"), *args, module="pipelines." + module)
+  _assert_one_line_error(result, "kdprune-" + module, *fragments)
   assert not (tmp_path / "run").exists()
 
 
