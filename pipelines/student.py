@@ -115,11 +115,11 @@ def check_data_matches(workdir: str, stage: str, data: configs.DataConfig, comma
     seen = json.load(f).get("data") or {}
   if "input_shape" not in seen:
     return
-  if seen.get("task", "classification") != data.task:
+  if seen.get("task", data.task) != data.task:  # metrics.json has said so since --task came
     raise ConfigError("the %s in %s was trained for --task=%s, not --task=%s; rerun %s --force "
                       "with --task=%s, or pass --task=%s" % (
-                          stage, run_dir.stage_dir(stage), seen.get("task", "classification"),
-                          data.task, command, data.task, seen.get("task", "classification")))
+                          stage, run_dir.stage_dir(stage), seen["task"], data.task, command,
+                          data.task, seen["task"]))
   source = sources.resolve(data)
   trained = (tuple(seen["input_shape"]), int(seen["num_classes"]))
   if trained != (tuple(source.input_shape), int(source.num_classes)):
