@@ -106,7 +106,8 @@ class DataConfig:
   def validate(self) -> None:
     """Raises ConfigError for values that can be judged without touching data."""
     if not self.dataset:
-      raise ConfigError("--dataset is empty; use digits, a TFDS name, or npz:/path/file.npz")
+      raise ConfigError("--dataset is empty; use digits, a TFDS name, npz:/path/file.npz, "
+                        "csv:/path/file.csv or synthetic_regression")
     if self.npz_path == "":
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":
@@ -137,8 +138,8 @@ class DataConfig:
                         "use standardize for --dataset=%s" % self.dataset)
     if self.regression and not tabular:
       raise ConfigError("--task=regression needs tabular data: npz:/path/file.npz, "
-                        "csv:/path/file.csv or synthetic_regression (--dataset=%s is a TFDS "
-                        "classification dataset)" % self.dataset)
+                        "csv:/path/file.csv or synthetic_regression; --dataset=%s is none of "
+                        "them (TFDS datasets are read as classification)" % self.dataset)
     if self.regression and self.num_classes is not None:
       raise ConfigError("--num_classes is for classification; --task=regression has one output "
                         "per target")

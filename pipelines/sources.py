@@ -402,10 +402,10 @@ def _resolve_tfds(config: DataConfig) -> Source:
     # would import TensorFlow and probe GCS over the network.
     known = [l.strip()[2:] for l in str(e).splitlines() if l.strip().startswith("- ")]
     base = config.dataset.split("/")[0].split(":")[0]
-    close = difflib.get_close_matches(base, known + ["digits"], n=3)
+    close = difflib.get_close_matches(base, known + ["digits", "synthetic_regression"], n=3)
     hint = (" (did you mean %s?)" % " or ".join(close)) if close else ""
-    raise ConfigError("%s: no such TFDS dataset%s; use digits, a TFDS name, or "
-                      "npz:/path/file.npz" % (flag, hint)) from None
+    raise ConfigError("%s: no such TFDS dataset%s; use digits, a TFDS name, npz:/path/file.npz, "
+                      "csv:/path/file.csv or synthetic_regression" % (flag, hint)) from None
   except Exception as e:  # bad version/config strings and the like
     raise ConfigError("%s: %s" % (flag, _first_line(e))) from None
 
