@@ -13,7 +13,11 @@ from pipelines.errors import ConfigError
 
 DEFAULT_DATASET = "digits"
 NPZ_PREFIX = "npz:"
-NORMALIZATIONS = ("auto", "none", "standardize")
+CSV_PREFIX = "csv:"
+SYNTHETIC_REGRESSION = "synthetic_regression"
+NORMALIZATIONS = ("auto", "none", "standardize", "maxabs")
+TASKS = ("classification", "regression")
+REGRESSION_LOSSES = ("mse", "mae")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("val_loss", "val_accuracy")
@@ -42,18 +46,30 @@ class DataConfig:
 
   Attributes:
     dataset: ``digits`` (embedded default), a TFDS name such as ``mnist`` or
-      ``cifar10`` (optionally ``name/config:version``), or ``npz:/path/file.npz``.
+      ``cifar10`` (optionally ``name/config:version``), ``npz:/path/file.npz``,
+      ``csv:/path/file.csv`` (numeric columns, one of them ``target_column``) or
+      ``synthetic_regression[:n_samples=...,n_features=...,n_informative=...,noise=...,seed=...]``
+      (scikit-learn's ``make_regression``, reimplemented in numpy).
     data_dir: TFDS data directory (``None``: TFDS' default, ``~/tensorflow_datasets``).
     validation_fraction: share of train held out for validation when the source
       has no validation split; in (0, 1).
     seed: seeds the validation carve-out, the training shuffle and initialisation.
-    normalization: ``auto`` (uint8 -> [0, 1], other inputs as they are), ``none``,
-      or ``standardize`` (per-channel / per-feature mean and std fitted on train).
+    normalization: ``auto`` (uint8 -> [0, 1]; CSV features standardized; other
+      inputs as they are), ``none``, ``standardize`` (per-channel / per-feature
+      mean and std fitted on train) or ``maxabs`` (each feature divided by its
+      largest absolute value on train).
     image_size: ``(height, width)`` to resize images to, required for TFDS
       datasets whose images vary in size; ``None`` keeps the stored size.
     num_classes: for ``.npz`` sources, the number of classes (``None``: max label + 1).
     train_examples: use only the first N training examples (0: all); for smoke runs.
     cache: keep decoded examples in memory after the first epoch.
+    task: ``classification`` (integer labels, logits out) or ``regression``
+      (real-valued targets, one output per target).
+    regression_loss: ``mse`` or ``mae``: the loss every stage trains on and
+      early-stops by for ``regression`` (both are reported).
+    target_column: the CSV column holding the label or target.
+    test_fraction: share of a single-table source (``csv:``,
+      ``synthetic_regression``) held out as the test split (seeded by ``seed``).
   """
 
   dataset: str = DEFAULT_DATASET
@@ -65,17 +81,69 @@ class DataConfig:
   num_classes: Optional[int] = None
   train_examples: int = 0
   cache: bool = True
+  task: str = "classification"
+  regression_loss: str = "mse"
+  target_column: Optional[str] = None
+  test_fraction: float = 0.2
+
+  LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction")  # see resolved()
 
   @property
   def npz_path(self) -> Optional[str]:
     return self.dataset[len(NPZ_PREFIX):] if self.dataset.startswith(NPZ_PREFIX) else None
 
+  @property
+  def csv_path(self) -> Optional[str]:
+    return self.dataset[len(CSV_PREFIX):] if self.dataset.startswith(CSV_PREFIX) else None
+
+  @property
+  def is_synthetic(self) -> bool:
+    return self.dataset.split(":", 1)[0] == SYNTHETIC_REGRESSION
+
+  @property
+  def regression(self) -> bool:
+    return self.task == "regression"
+
   def validate(self) -> None:
     """Raises ConfigError for values that can be judged without touching data."""
     if not self.dataset:
-      raise ConfigError("--dataset is empty; use digits, a TFDS name, or npz:/path/file.npz")
+      raise ConfigError("--dataset is empty; use digits, a TFDS name, npz:/path/file.npz, "
+                        "csv:/path/file.csv or synthetic_regression")
     if self.npz_path == "":
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
+    if self.csv_path == "":
+      raise ConfigError("--dataset=csv: needs a path, e.g. csv:/data/my_data.csv")
+    if self.task not in TASKS:
+      raise ConfigError("--task=%s is not one of %s" % (self.task, ", ".join(TASKS)))
+    if self.regression_loss not in REGRESSION_LOSSES:
+      raise ConfigError("--regression_loss=%s is not one of %s" % (
+          self.regression_loss, ", ".join(REGRESSION_LOSSES)))
+    if self.csv_path is not None and not self.target_column:
+      raise ConfigError("--dataset=csv:%s needs --target_column=<name of the label/target "
+                        "column>" % self.csv_path)
+    if self.target_column and self.csv_path is None:
+      raise ConfigError("--target_column is for --dataset=csv:...; %s has its own labels" % (
+          self.dataset,))
+    single_table = self.csv_path is not None or self.is_synthetic
+    if not 0.0 < self.test_fraction < 1.0:
+      raise ConfigError("--test_fraction=%s must be in (0, 1)" % self.test_fraction)
+    if self.test_fraction != 0.2 and not single_table:
+      raise ConfigError("--test_fraction is for csv: and synthetic_regression datasets; %s has "
+                        "its own test split" % self.dataset)
+    if self.is_synthetic and not self.regression:
+      raise ConfigError("--dataset=%s is a regression dataset; pass --task=regression" % (
+          self.dataset,))
+    tabular = single_table or self.npz_path is not None
+    if self.normalization == "maxabs" and not tabular:
+      raise ConfigError("--normalization=maxabs is for arrays (npz:, csv:, synthetic_regression); "
+                        "use standardize for --dataset=%s" % self.dataset)
+    if self.regression and not tabular:
+      raise ConfigError("--task=regression needs tabular data: npz:/path/file.npz, "
+                        "csv:/path/file.csv or synthetic_regression; --dataset=%s is none of "
+                        "them (TFDS datasets are read as classification)" % self.dataset)
+    if self.regression and self.num_classes is not None:
+      raise ConfigError("--num_classes is for classification; --task=regression has one output "
+                        "per target")
     if not 0.0 < self.validation_fraction < 1.0:
       raise ConfigError("--validation_fraction=%s must be in (0, 1)" % self.validation_fraction)
     if self.normalization not in NORMALIZATIONS:
@@ -91,13 +159,17 @@ class DataConfig:
 
   def source_identity(self) -> dict:
     """What identifies the data on disk, for fingerprints (a changed file reruns stages)."""
-    if self.npz_path is not None:
-      path = os.path.abspath(self.npz_path)
+    for kind, value in (("npz", self.npz_path), ("csv", self.csv_path)):
+      if value is None:
+        continue
+      path = os.path.abspath(value)
       try:
         st = os.stat(path)
-        return {"npz": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {kind: path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
       except OSError:
-        return {"npz": path, "missing": True}
+        return {kind: path, "missing": True}
+    if self.is_synthetic:
+      return {"synthetic": self.dataset}
     return {"tfds": self.dataset,
             "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None}
 
@@ -149,8 +221,11 @@ class TrainConfig:
 
   LATER_FIELDS = ("mixed_precision",)  # see resolved()
 
-  def validate(self, prefix: str) -> None:
-    """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong."""
+  def validate(self, prefix: str, task: str = "classification") -> None:
+    """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong.
+
+    ``task`` is the data's (``--task``): regression has no accuracy to monitor.
+    """
     def bad(field, why):
       shared = ("batch_size", "steps_per_execution")
       name = field if field in shared else "%s_%s" % (prefix, field)
@@ -177,12 +252,43 @@ class TrainConfig:
       bad("patience", "must be >= 0 (0 disables early stopping)")
     if self.monitor not in MONITORS:
       bad("monitor", "is not one of %s" % ", ".join(MONITORS))
+    if task == "regression" and self.monitor != "val_loss":
+      bad("monitor", "has no meaning for --task=regression (there is no accuracy); use val_loss "
+          "(the validation --regression_loss, lower is better)")
     if self.min_delta < 0:
       bad("min_delta", "must be >= 0")
     if self.steps_per_execution < 1:
       bad("steps_per_execution", "must be >= 1")
     if self.augment not in AUGMENTATIONS:
       bad("augment", "is not one of %s" % ", ".join(AUGMENTATIONS))
+
+
+def headline(task: str) -> Tuple[str, str, bool]:
+  """The metric that ranks models of ``task``: ``(key, label, higher_is_better)``.
+
+  ``key`` is the suffix of the ``test_<key>`` / ``val_<key>`` entries stages write.
+  """
+  return ("mse", "MSE", False) if task == "regression" else ("accuracy", "accuracy", True)
+
+
+def task_of(metrics: dict) -> str:
+  """The task a stage's metrics (or a report's model entry) were measured for."""
+  return "regression" if "test_mse" in metrics else "classification"
+
+
+def describe_result(metrics: dict, split: str = "test") -> str:
+  """``test accuracy 0.9833`` or ``test MSE 0.01234 (MAE 0.0876)`` for a stage's metrics."""
+  if task_of(metrics) == "regression":
+    return "%s MSE %.5g (MAE %.4g)" % (split, metrics["%s_mse" % split],
+                                      metrics["%s_mae" % split])
+  return "%s accuracy %.4f" % (split, metrics["%s_accuracy" % split])
+
+
+def split_metrics(val: dict, test: dict) -> dict:
+  """``{"test_<name>": ..., "val_<name>": ...}`` for every figure of two evaluations."""
+  out = {"test_%s" % k: float(v) for k, v in test.items() if k != "examples"}
+  out.update({"val_%s" % k: float(v) for k, v in val.items() if k != "examples"})
+  return out
 
 
 TEACHER_OUTPUTS = ("auto", "cached", "online")
@@ -221,6 +327,20 @@ class DistillConfig:
     if self.teacher_outputs not in TEACHER_OUTPUTS:
       raise ConfigError("--teacher_outputs=%s is not one of %s" % (
           self.teacher_outputs, ", ".join(TEACHER_OUTPUTS)))
+
+  def check_task(self, task: str) -> None:
+    """Regression distils without a temperature: refuse one that was set to something else."""
+    if task == "regression" and self.enabled and self.temperature != DistillConfig.temperature:
+      raise ConfigError("--temperature=%s does not apply to --task=regression: the student "
+                        "learns alpha * loss(labels) + (1 - alpha) * loss(teacher predictions) "
+                        "(--alpha); drop --temperature" % self.temperature)
+
+  def resolved_for(self, task: str) -> dict:
+    """:func:`resolved` without the temperature where it does not apply (regression)."""
+    out = resolved(self)
+    if task == "regression":
+      out.pop("temperature", None)
+    return out
 
   def check_augment(self, augment: str, flag: str) -> None:
     """Cached teacher outputs belong to the unaugmented inputs: refuse them with augmentation."""

@@ -1,7 +1,9 @@
-"""Datasets: TFDS by name, the embedded ``digits`` default, or the user's ``.npz``.
+"""Datasets: TFDS by name, the embedded ``digits`` default, the user's ``.npz`` or CSV, or the
+synthetic regression dataset.
 
 Every source ends in the same :class:`DatasetBundle`: unbatched, cached
-train / validation / test ``tf.data`` pipelines of ``(x float32, y int32)``,
+train / validation / test ``tf.data`` pipelines of ``(x float32, y int32)``
+(``y float32 [targets]`` for regression),
 plus the input shape, the number of classes and the number of examples per
 split. When the source has no validation split one is carved from train,
 deterministically (``validation_fraction``, ``seed``). The source is checked
@@ -47,6 +49,7 @@ class DatasetBundle:
   num_classes: int
   num_examples: Dict[str, int]
   validation_source: str
+  task: str = "classification"  # or "regression": y holds float targets, num_classes outputs
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -138,13 +141,14 @@ class DatasetBundle:
         "num_classes": self.num_classes,
         "num_examples": dict(self.num_examples),
         "validation_source": self.validation_source,
+        "task": self.task,
     }
 
 
 def load(config: DataConfig) -> DatasetBundle:
   """Builds the bundle for ``config``; raises ConfigError for a bad source."""
   source = sources.resolve(config)
-  if source.kind == "npz":
+  if source.arrays is not None:
     return _from_arrays(config, source)
   return _from_tfds(config, source)
 
@@ -172,17 +176,24 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       "validation": (x_val, y_val),
       "test": (arrays["x_test"], arrays["y_test"]),
   }
-  stats = _moments_numpy(x_train) if config.normalization == "standardize" else None
+  mode = config.normalization
+  if mode == "auto" and source.kind == "csv":
+    mode = "standardize"  # tabular columns come in arbitrary units
+  stats = None
+  if mode == "standardize":
+    stats = _moments_numpy(x_train)
+  elif mode == "maxabs":
+    stats = _max_abs_numpy(x_train)
   splits = {}
   for name, (x, y) in raw.items():
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     splits[name] = ds.cache() if config.cache else ds
   return DatasetBundle(
-      name=config.dataset, source="npz", raw=splits,
-      normalize=_normalizer(config.normalization, x_train.dtype, stats),
+      name=config.dataset, source=source.kind, raw=splits,
+      normalize=_normalizer(mode, x_train.dtype, stats),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
-      validation_source=validation_source)
+      validation_source=validation_source, task=config.task)
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -284,6 +295,9 @@ def _normalizer(mode: str, dtype, stats):
   if mode == "standardize":
     mean, std = (tf.constant(s, tf.float32) for s in stats)
     return lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y)
+  if mode == "maxabs":
+    scale = tf.constant(1.0 / stats, tf.float32)
+    return lambda x, y: (tf.cast(x, tf.float32) * scale, y)
   if mode == "auto" and np.dtype(dtype) == np.uint8:
     return lambda x, y: (tf.cast(x, tf.float32) * (1.0 / 255.0), y)
   return lambda x, y: (tf.cast(x, tf.float32), y)
@@ -293,6 +307,12 @@ def _moments_numpy(x: np.ndarray):
   flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
   mean, std = flat.mean(axis=0), flat.std(axis=0)
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _max_abs_numpy(x: np.ndarray):
+  """Per-feature largest absolute value (1 where a feature is all zero)."""
+  top = np.abs(x.reshape(-1, x.shape[-1]).astype(np.float64)).max(axis=0)
+  return np.where(top > 0, top, 1.0).astype(np.float32)
 
 
 def _moments_dataset(ds: tf.data.Dataset):

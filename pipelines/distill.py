@@ -6,7 +6,8 @@ inference mode and never trained or saved with it. The student is called
 exactly once per training step, so tfmot's ``pruning_step`` advances once per
 step. Batches are either ``(x, labels)`` (online: the teacher runs in the
 step, or no teacher for the hard-label ablation) or ``(x, (labels,
-teacher_logits))`` (cached: :func:`with_teacher_logits`).
+teacher_logits))`` (cached: :func:`with_teacher_logits`). For regression the
+"logits" are the teacher's predictions; the cache holds them the same way.
 """
 
 import os
@@ -25,11 +26,20 @@ class DistillationTrainer(keras.Model):
   Logged: ``loss`` (total), ``distill_loss`` (T^2 KL), ``hard_loss`` (cross-
   entropy with the labels), ``accuracy``; on validation ``loss`` is the hard
   cross-entropy, so ``val_loss`` means the same with and without distillation.
+
+  With ``task="regression"`` the student's outputs are predictions: the loss
+  is ``alpha * loss(labels) + (1 - alpha) * loss(teacher predictions)`` with
+  ``regression_loss`` (``mse`` or ``mae``; no temperature), ``hard_loss`` and
+  the validation ``loss`` are that loss to the labels, and the metric
+  logged in place of accuracy is the other of MSE/MAE (``mae`` or ``mse``).
   """
 
   def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
-               distill: bool = True, mask_revision=None, **kwargs):
+               distill: bool = True, mask_revision=None, task: str = "classification",
+               regression_loss: str = "mse", **kwargs):
     super().__init__(**kwargs)
+    self.task = task
+    self.regression_loss = regression_loss
     self.student = student
     self.teacher = teacher
     # Dynamic pruning (pipelines.dynamic.MaskRevision): revises masks from this step's gradients.
@@ -42,7 +52,7 @@ class DistillationTrainer(keras.Model):
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.distill_tracker = keras.metrics.Mean(name="distill_loss")
     self.hard_tracker = keras.metrics.Mean(name="hard_loss")
-    self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    self.accuracy = task_metric(task, regression_loss)  # the task's metric (see above)
     # The metrics above are synchronised across replicas when read, so every replica reports the
     # global value: take the first instead of Keras' multi-worker default, which sums them.
     self.distribute_reduction_method = "first"
@@ -58,12 +68,21 @@ class DistillationTrainer(keras.Model):
   def compute_losses(self, x, labels, teacher_logits, student_logits):
     """The loss parts for one batch (the teacher is run here when its logits are not given)."""
     if not self.distill:
-      hard = losses.hard_cross_entropy(labels, student_logits)
+      hard = self.hard_loss(labels, student_logits)
       return {"total": hard, "hard": hard}
     if teacher_logits is None:
       teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+    if self.task == "regression":
+      return losses.regression_distillation_loss(student_logits, teacher_logits, labels,
+                                                 self.alpha, self.regression_loss)
     return losses.distillation_loss(student_logits, teacher_logits, labels,
                                     self.temperature, self.alpha)
+
+  def hard_loss(self, labels, outputs):
+    """The loss to the labels alone: cross-entropy, or the regression loss."""
+    if self.task == "regression":
+      return losses.regression_error(labels, outputs, self.regression_loss)
+    return losses.hard_cross_entropy(labels, outputs)
 
   def train_step(self, data):
     x, y = data
@@ -110,15 +129,25 @@ class DistillationTrainer(keras.Model):
     x, y = data
     labels = y[0] if isinstance(y, (tuple, list)) else y
     student_logits = self.student(x, training=False)
-    hard = losses.hard_cross_entropy(labels, student_logits)
+    hard = self.hard_loss(labels, student_logits)
     self.loss_tracker.update_state(hard)
     self.hard_tracker.update_state(hard)
     self.accuracy.update_state(labels, student_logits)
     return {m.name: m.result() for m in (self.loss_tracker, self.hard_tracker, self.accuracy)}
 
 
+def task_metric(task: str, regression_loss: str = "mse"):
+  """The metric logged beside the loss: accuracy, or for regression the error the loss is not."""
+  if task == "regression":
+    if regression_loss == "mse":
+      return keras.metrics.MeanAbsoluteError(name="mae")
+    return keras.metrics.MeanSquaredError(name="mse")
+  return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
 def teacher_logits(teacher, bundle, batch_size: int) -> np.ndarray:
-  """The teacher's logits for every training example, in ``bundle.train``'s order."""
+  """The teacher's outputs (logits, or predictions for regression) for every training example,
+  in ``bundle.train``'s order."""
   ds = bundle.batches("train", batch_size)
   logits = teacher.predict(ds.map(lambda x, y: x), verbose=0)
   if len(logits) != bundle.num_examples["train"]:

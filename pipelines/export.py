@@ -64,7 +64,9 @@ class ExportConfig:
     sources.resolve(self.data)
 
   def resolved(self) -> dict:
-    return dataclasses.asdict(self)
+    out = dataclasses.asdict(self)
+    out["data"] = configs.resolved(self.data)  # later data fields stay out at their default
+    return out
 
 
 def _upstream(workdir: str, name: str) -> dict:
@@ -122,6 +124,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   stage_dir = run_dir.stage_dir(config.stage)
   tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
 
+  regression = config.data.regression
+  key = "test_" + configs.headline(config.data.task)[0]  # test_accuracy or test_mse
   s_entry, q_entry = up["student"], up["qat"]
   with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
     student_metrics = json.load(f)
@@ -129,15 +133,15 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   student = student_lib.load_model(run_dir.abspath(s_entry["artifacts"]["model"]))
   qmodel = qat.load_model(workdir, config.name)
   sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
-               q_entry["metrics"]["test_accuracy"])]
+               q_entry["metrics"][key])]
   if "teacher" in up:
     teacher = teacher_lib.load_model(run_dir.abspath(up["teacher"]["artifacts"]["model"]))
     sources_.append(("teacher_float", teacher, "float", "the float teacher (reference)",
-                     up["teacher"]["metrics"]["test_accuracy"]))
+                     up["teacher"]["metrics"][key]))
   else:
     print("[%s] no finished teacher in %s: the report has no teacher reference" % (
         config.stage, run_dir.workdir))
-  student_acc = s_entry["metrics"]["test_accuracy"]
+  student_acc = s_entry["metrics"][key]
   sources_ += [
       ("student_float", student, "float", "the float pruned student", student_acc),
       ("student_ptq_dynamic", student, "dynamic",
@@ -162,13 +166,18 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         f.write(data)
     convert_seconds = time.time() - start
     weights = tflite_tools.inspect_weights(data)
-    accuracy = tflite_tools.evaluate(data, test_batches)
+    if regression:
+      measured = tflite_tools.evaluate_regression(data, test_batches, config.data.regression_loss)
+      scores = {"test_mse": measured["mse"], "test_mae": measured["mae"]}
+    else:
+      measured = tflite_tools.evaluate(data, test_batches)
+      scores = {"test_accuracy": measured["accuracy"]}
     lat = tflite_tools.latency(data, example, runs=config.latency_runs,
                                warmup=config.latency_warmup)
     entry = {
         "name": name, "description": description, "file": run_dir.relpath(path),
-        "test_accuracy": accuracy["accuracy"], "test_loss": round(accuracy["loss"], 6),
-        "keras_test_accuracy": keras_acc,
+        **scores, "test_loss": round(measured["loss"], 6),
+        "keras_" + key: keras_acc,
         "tflite_bytes": len(data), "tflite_gzip_bytes": tflite_tools.gzip_size(data),
         "latency_ms": lat["median"], "latency_p90_ms": lat["p90"],
         "sparsity": weights["sparsity"], "params": weights["params"],
@@ -177,8 +186,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         "layers": weights["layers"], "convert_seconds": round(convert_seconds, 2),
     }
     models.append(entry)
-    print("[%s] %-20s acc %.4f  %8d B (gzip %7d)  %.3f ms  sparsity %.3f" % (
-        config.stage, name, entry["test_accuracy"], entry["tflite_bytes"],
+    print("[%s] %-20s %s %.5g  %8d B (gzip %7d)  %.3f ms  sparsity %.3f" % (
+        config.stage, name, "mse" if regression else "acc", entry[key], entry["tflite_bytes"],
         entry["tflite_gzip_bytes"], entry["latency_ms"], entry["sparsity"]))
     if name.startswith("student") and weights["weight_zeros"] < pruned_zeros:
       raise StageError(config.stage, "%s holds %d zero weights but the pruned student had %d: "
@@ -194,30 +203,38 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     tf.saved_model.save(qmodel, tmp)
   serving = tf.saved_model.load(saved_path).signatures["serving_default"]
   correct = total = 0
+  sq_error = 0.0
   for x, y in test_batches:
-    logits = list(serving(x).values())[0].numpy()
-    correct += int(np.sum(np.argmax(logits, -1) == y.numpy().reshape(-1)))
-    total += int(y.shape[0])
-  saved = {"path": run_dir.relpath(saved_path), "test_accuracy": correct / max(1, total)}
+    outputs = list(serving(x).values())[0].numpy()
+    if regression:
+      sq_error += float(np.sum((outputs.reshape(len(outputs), -1) - y.numpy().reshape(
+          len(outputs), -1)) ** 2))
+      total += int(np.size(outputs))
+    else:
+      correct += int(np.sum(np.argmax(outputs, -1) == y.numpy().reshape(-1)))
+      total += int(y.shape[0])
+  saved = {"path": run_dir.relpath(saved_path),
+           key: (sq_error if regression else correct) / max(1, total)}
 
   product = by_name[PRODUCT]
   story = []
   if "teacher" in up:
-    story.append({"what": "float teacher", "test_accuracy": up["teacher"]["metrics"][
-        "test_accuracy"], "sparsity": None, "measured_on": "teacher/model.keras (Keras)"})
+    story.append({"what": "float teacher", key: up["teacher"]["metrics"][key],
+                  "sparsity": None, "measured_on": "teacher/model.keras (Keras)"})
   story += [
       {"what": "pruned student (distilled)" if student_metrics.get("distill") else
-               "pruned student (hard labels)", "test_accuracy": student_acc,
+               "pruned student (hard labels)", key: student_acc,
        "sparsity": student_metrics["sparsity"],
        "measured_on": "%s (Keras)" % s_entry["artifacts"]["model"]},
       {"what": "QAT student (%s)" % q_entry["metrics"].get("scheme"),
-       "test_accuracy": q_entry["metrics"]["test_accuracy"], "sparsity": q_entry["metrics"][
+       key: q_entry["metrics"][key], "sparsity": q_entry["metrics"][
            "sparsity"], "measured_on": "%s (Keras, fake-quantized)" % q_entry["artifacts"]["model"]},
-      {"what": "int8 student", "test_accuracy": product["test_accuracy"],
+      {"what": "int8 student", key: product[key],
        "sparsity": product["sparsity"], "measured_on": "%s (TFLite interpreter)" % product["file"]},
   ]
   out = {
       "student": config.name, "workdir": run_dir.workdir, "dataset": bundle.name,
+      "task": config.data.task,
       "test_examples": int(bundle.num_examples["test"]), "product": PRODUCT,
       "latency": {"batch": 1, "threads": 1, "runs": config.latency_runs,
                   "warmup": config.latency_warmup},
@@ -226,9 +243,13 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   }
   if "teacher_float" in by_name:
     ref = by_name["teacher_float"]
+    if regression:
+      quality = {"mse_ratio": round(product["test_mse"] / max(ref["test_mse"], 1e-12), 4)}
+    else:
+      quality = {"accuracy_delta_points": round(
+          100 * (product["test_accuracy"] - ref["test_accuracy"]), 4)}
     out["comparison"] = {
-        "product": PRODUCT, "reference": "teacher_float",
-        "accuracy_delta_points": round(100 * (product["test_accuracy"] - ref["test_accuracy"]), 4),
+        "product": PRODUCT, "reference": "teacher_float", **quality,
         "gzip_ratio": round(ref["tflite_gzip_bytes"] / product["tflite_gzip_bytes"], 3),
         "size_ratio": round(ref["tflite_bytes"] / product["tflite_bytes"], 3),
         "latency_ratio": round(ref["latency_ms"] / max(product["latency_ms"], 1e-9), 3),
@@ -236,21 +257,23 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     }
   report_json = os.path.join(stage_dir, "report.json")
   report_md = os.path.join(stage_dir, "report.md")
-  plot_path = os.path.join(stage_dir, "accuracy_vs_size.png")
+  plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))
   rundir.write_json(report_json, out)
   text = report.markdown(out)
   rundir.atomic_write(report_md, text)
   report.plot(out, plot_path)
   summaries.write_text(tb_dir, "export/report", text)
 
-  metrics = {k: product[k] for k in ("test_accuracy", "tflite_bytes", "tflite_gzip_bytes",
-                                     "latency_ms", "sparsity", "params", "nonzero_params")}
-  metrics["saved_model_test_accuracy"] = saved["test_accuracy"]
+  scored = ("test_mse", "test_mae") if regression else ("test_accuracy",)
+  metrics = {k: product[k] for k in scored + ("tflite_bytes", "tflite_gzip_bytes",
+                                              "latency_ms", "sparsity", "params", "nonzero_params")}
+  metrics["saved_model_" + key] = saved[key]
   metrics.update({"%s_%s" % (k, m["name"]): m[k] for m in models
-                  for k in ("test_accuracy", "tflite_gzip_bytes", "latency_ms")})
+                  for k in scored + ("tflite_gzip_bytes", "latency_ms")})
   if "comparison" in out:
-    metrics.update({k: out["comparison"][k] for k in ("accuracy_delta_points", "gzip_ratio",
-                                                     "latency_ratio")})
+    metrics.update({k: out["comparison"][k] for k in ("mse_ratio", "accuracy_delta_points",
+                                                     "gzip_ratio", "latency_ratio")
+                    if k in out["comparison"]})
   print("[%s] report -> %s" % (config.stage, report_md))
   return StageResult(
       artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,

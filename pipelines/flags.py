@@ -84,9 +84,11 @@ def _define_student_flags():
                       "can have many students.")
   flags.DEFINE_bool("distill", d.enabled, "Learn from the teacher; --nodistill trains the same "
                     "student with the same schedule on the labels alone (the ablation).")
-  flags.DEFINE_float("temperature", d.temperature, "Distillation temperature T (> 0).")
+  flags.DEFINE_float("temperature", d.temperature, "Distillation temperature T (> 0); "
+                     "classification only (regression refuses any other value).")
   flags.DEFINE_float("alpha", d.alpha, "Weight of the hard-label loss: total = (1 - alpha) * "
-                     "T^2 * KL(teacher || student) + alpha * cross-entropy.")
+                     "T^2 * KL(teacher || student) + alpha * cross-entropy; for regression "
+                     "alpha * loss(labels) + (1 - alpha) * loss(teacher predictions).")
   flags.DEFINE_enum("teacher_outputs", d.teacher_outputs, configs.TEACHER_OUTPUTS, "cached: the "
                     "teacher runs once over the training set and its logits travel with the "
                     "batches; online: it runs in every step (inference mode); auto: cached.")
@@ -129,15 +131,29 @@ def _define_data_flags():
   d = configs.DataConfig()
   flags.DEFINE_string("dataset", d.dataset, "digits (embedded, no network), any TFDS image-"
                       "classification name (mnist, fashion_mnist, cifar10, name/config:version), "
-                      "or npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val].")
+                      "npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val], "
+                      "csv:/path/file.csv (numeric columns; --target_column), or "
+                      "synthetic_regression[:n_samples=N,n_features=F,n_informative=I,noise=S,"
+                      "seed=R] (make_regression; defaults 10000, 1000, 500, 3, 0).")
+  flags.DEFINE_enum("task", d.task, configs.TASKS, "classification (integer labels) or "
+                    "regression (real-valued targets: MSE/MAE, distillation to the teacher's "
+                    "predictions).")
+  flags.DEFINE_enum("regression_loss", d.regression_loss, configs.REGRESSION_LOSSES, "Loss of "
+                    "every stage for --task=regression (val_loss is this loss on validation).")
+  flags.DEFINE_string("target_column", None, "The column of a csv: dataset holding the label "
+                      "(classification) or the target (regression); every other column is a "
+                      "feature.")
+  flags.DEFINE_float("test_fraction", d.test_fraction, "Share of a csv: or synthetic_regression "
+                     "dataset held out as the test split (seeded by --seed).")
   flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, "
                       "~/tensorflow_datasets). A prepared directory loads with no network.")
   flags.DEFINE_float("validation_fraction", d.validation_fraction, "Share of train held out for "
                      "validation when the dataset has no validation split (seeded, deterministic).")
   flags.DEFINE_integer("seed", d.seed, "Seed for the validation split, shuffling and initialisation.")
   flags.DEFINE_enum("normalization", d.normalization, configs.NORMALIZATIONS, "auto: uint8 inputs "
-                    "scaled to [0, 1], floats kept; standardize: per-channel/feature mean and std "
-                    "fitted on train; none.")
+                    "scaled to [0, 1], CSV features standardized, other floats kept; standardize: "
+                    "per-channel/feature mean and std fitted on train; maxabs: each feature "
+                    "divided by its largest absolute value on train; none.")
   flags.DEFINE_string("image_size", None, "H,W to resize images to (needed for TFDS datasets "
                       "whose images vary in size).")
   flags.DEFINE_integer("num_classes", None, "Number of classes of an npz dataset "
@@ -219,6 +235,10 @@ def data_config_from_flags() -> configs.DataConfig:
       num_classes=FLAGS.num_classes,
       train_examples=FLAGS.train_examples,
       cache=FLAGS.cache,
+      task=FLAGS.task,
+      regression_loss=FLAGS.regression_loss,
+      target_column=FLAGS.target_column,
+      test_fraction=FLAGS.test_fraction,
   )
 
 

@@ -1,4 +1,5 @@
-"""Distillation losses as pure functions of logits (Hinton, Vinyals & Dean 2015).
+"""Distillation losses as pure functions of logits (Hinton, Vinyals & Dean 2015), and for
+regression of predictions (:func:`regression_distillation_loss`: no temperature).
 
   total = (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
           + alpha * cross_entropy(labels, softmax(student))
@@ -44,4 +45,40 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
   distill = (temperature ** 2) * soft_kl(student_logits, teacher_logits, temperature)
   hard = hard_cross_entropy(labels, student_logits)
   total = (1.0 - alpha) * distill + alpha * hard
+  return {"total": total, "distill": distill, "hard": hard}
+
+
+# ----------------------------------------------------------------------------
+# Regression: the student learns from the teacher's predictions, no temperature.
+
+
+def regression_error(targets, predictions, loss: str = "mse"):
+  """Mean squared (``mse``) or absolute (``mae``) error over the batch and the targets."""
+  diff = tf.cast(predictions, tf.float32) - tf.reshape(
+      tf.cast(targets, tf.float32), tf.shape(predictions))
+  if loss == "mse":
+    return tf.reduce_mean(tf.square(diff))
+  if loss == "mae":
+    return tf.reduce_mean(tf.abs(diff))
+  raise ValueError("unknown regression loss %r (mse or mae)" % loss)
+
+
+def regression_distillation_loss(student_predictions, teacher_predictions, labels, alpha: float,
+                                 loss: str = "mse"):
+  """``alpha * loss(labels, student) + (1 - alpha) * loss(teacher, student)`` and its parts.
+
+  Returns:
+    ``{"total", "distill", "hard"}`` as :func:`distillation_loss` does:
+    ``distill`` is the loss to the teacher's predictions, ``hard`` to the labels.
+
+  Example:
+    >>> import numpy as np
+    >>> s, t, y = (np.array([[v]], np.float32) for v in (1.0, 3.0, 0.0))
+    >>> parts = regression_distillation_loss(s, t, y, alpha=0.25)
+    >>> [round(float(parts[k]), 4) for k in ("hard", "distill", "total")]
+    [1.0, 4.0, 3.25]
+  """
+  hard = regression_error(labels, student_predictions, loss)
+  distill = regression_error(tf.stop_gradient(teacher_predictions), student_predictions, loss)
+  total = alpha * hard + (1.0 - alpha) * distill
   return {"total": total, "distill": distill, "hard": hard}

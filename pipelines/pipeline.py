@@ -17,7 +17,7 @@ from typing import List
 
 from pipelines import export as export_stage
 from pipelines import qat as qat_stage
-from pipelines import rundir, stage
+from pipelines import configs, rundir, stage
 from pipelines import student as student_stage
 from pipelines import teacher as teacher_stage
 
@@ -79,13 +79,16 @@ def summary(workdir: str, outcomes: List[stage.StageOutcome], seconds: float) ->
   run_dir = rundir.RunDir(workdir)
   lines = ["", "kdprune pipeline finished in %.1f s: %s" % (seconds, run_dir.workdir), ""]
   row = "  %-18s %-8s %-9s %-9s %-10s %s"
-  lines.append(row % ("stage", "status", "test_acc", "sparsity", "nonzero", "artifact"))
+  regression = any(configs.task_of(o.entry.get("metrics", {})) == "regression" for o in outcomes)
+  key, title, pattern = (("test_mse", "test_mse", "%.5g") if regression else
+                         ("test_accuracy", "test_acc", "%.4f"))
+  lines.append(row % ("stage", "status", title, "sparsity", "nonzero", "artifact"))
   for o in outcomes:
     m = o.entry.get("metrics", {})
     model = o.entry.get("artifacts", {}).get("model", "")
     nonzero = m.get("nonzero_params", m.get("params"))
     lines.append(row % (
-        o.name, "ran" if o.ran else "skipped", _fmt(m.get("test_accuracy"), "%.4f"),
+        o.name, "ran" if o.ran else "skipped", _fmt(m.get(key), pattern),
         _fmt(m.get("sparsity"), "%.3f"), _fmt(nonzero, "%d"),
         os.path.join(run_dir.workdir, model) if model else "-"))
   names = {o.name.split("/", 1)[1] for o in outcomes if o.name.startswith(export_stage.NAME + "/")}

@@ -60,8 +60,9 @@ class QatConfig:
     student_lib.check_name(self.name)
     if self.scheme not in SCHEMES:
       raise ConfigError("--qat_scheme=%s is not one of %s" % (self.scheme, ", ".join(SCHEMES)))
-    self.train.validate("qat")
+    self.train.validate("qat", self.data.task)
     self.distill.validate()
+    self.distill.check_task(self.data.task)
     self.distill.check_augment(self.train.augment, "--qat_augment")
     sources.resolve(self.data)
     sources.check_augment(self.data, self.train.augment, "--qat_augment")
@@ -70,7 +71,7 @@ class QatConfig:
     out = {"data": configs.resolved(self.data), "train": configs.resolved(self.train),
            "scheme": self.scheme, "name": self.name}
     if self.distill.enabled:
-      out["distill"] = configs.resolved(self.distill)
+      out["distill"] = self.distill.resolved_for(self.data.task)
       out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
           self.train.augment != "none")
     else:
@@ -206,7 +207,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
     trainer = distill.DistillationTrainer(
         qmodel, teacher=teacher if mode == "online" else None,
         temperature=config.distill.temperature, alpha=config.distill.alpha,
-        distill=config.distill.enabled)
+        distill=config.distill.enabled, task=config.data.task,
+        regression_loss=config.data.regression_loss)
     trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
                     steps_per_execution=cfg.steps_per_execution)
 
@@ -240,12 +242,12 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   targets = {name: float(layer.get("target", target))
              for name, layer in student_metrics["pruning"]["layers"].items()}
   report = pruning.sparsity_report(view, plan, m_by_n, targets=targets)
-  val = training.evaluate_classifier(qmodel, bundle.batches("validation", 256))
-  test = training.evaluate_classifier(qmodel, bundle.batches("test", 256))
+  val = training.evaluate(qmodel, bundle.batches("validation", 256), config.data)
+  test = training.evaluate(qmodel, bundle.batches("test", 256), config.data)
+  headline = "test_" + configs.headline(config.data.task)[0]
   metrics = {
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-      "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-      "student_test_accuracy": float(entry["metrics"]["test_accuracy"]),
+      **configs.split_metrics(val=val, test=test),
+      "student_" + headline: float(entry["metrics"][headline]),
       "sparsity": report["sparsity"], "target_sparsity": target,
       "student_sparsity": float(student_metrics["sparsity"]),
       "params": report["params"], "nonzero_params": report["nonzero_params"],
@@ -273,13 +275,12 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(run_dir.workdir),
                                                        config.stage),
                           hparams=config.resolved(), metrics={
-                              "final/test_accuracy": metrics["test_accuracy"],
-                              "final/val_accuracy": metrics["val_accuracy"],
+                              **summaries.final_metrics(metrics),
                               "final/sparsity": metrics["sparsity"],
                               "final/remasked_weights": float(metrics["remasked_weights"])})
-  print("[%s] test accuracy %.4f (student %.4f) at sparsity %.4f; %d drifted weights re-zeroed "
-        "(%.1f s) -> %s" % (config.stage, metrics["test_accuracy"],
-                            metrics["student_test_accuracy"], metrics["sparsity"],
+  print("[%s] %s (student %.5g) at sparsity %.4f; %d drifted weights re-zeroed "
+        "(%.1f s) -> %s" % (config.stage, configs.describe_result(metrics),
+                            metrics["student_" + headline], metrics["sparsity"],
                             metrics["remasked_weights"], train_seconds, weights_path))
   saver.discard()
   return StageResult(

@@ -49,8 +49,9 @@ class StudentConfig:
     self.data.validate()
     check_name(self.name)
     validate_spec(self.model, "--student_model")
-    self.train.validate("student")
+    self.train.validate("student", self.data.task)
     self.distill.validate()
+    self.distill.check_task(self.data.task)
     self.distill.check_augment(self.train.augment, "--student_augment")
     self.pruning.validate()
     sources.check_augment(self.data, self.train.augment, "--student_augment")
@@ -61,6 +62,7 @@ class StudentConfig:
   def resolved(self) -> dict:
     out = {k: configs.resolved(getattr(self, k))
            for k in ("data", "model", "train", "distill", "pruning")}
+    out["distill"] = self.distill.resolved_for(self.data.task)
     out["name"] = self.name
     out["pruning"]["target"] = self.pruning.target
     if self.distill.enabled:
@@ -113,6 +115,11 @@ def check_data_matches(workdir: str, stage: str, data: configs.DataConfig, comma
     seen = json.load(f).get("data") or {}
   if "input_shape" not in seen:
     return
+  if seen.get("task", data.task) != data.task:  # metrics.json has said so since --task came
+    raise ConfigError("the %s in %s was trained for --task=%s, not --task=%s; rerun %s --force "
+                      "with --task=%s, or pass --task=%s" % (
+                          stage, run_dir.stage_dir(stage), seen["task"], data.task, command,
+                          data.task, seen["task"]))
   source = sources.resolve(data)
   trained = (tuple(seen["input_shape"]), int(seen["num_classes"]))
   if trained != (tuple(source.input_shape), int(source.num_classes)):
@@ -214,7 +221,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     trainer = distill.DistillationTrainer(
         pruned, teacher=teacher if mode == "online" else None,
         temperature=config.distill.temperature, alpha=config.distill.alpha,
-        distill=config.distill.enabled, mask_revision=revision)
+        distill=config.distill.enabled, mask_revision=revision, task=config.data.task,
+        regression_loss=config.data.regression_loss)
     trainer.compile(optimizer=training.make_optimizer(cfg, steps_per_epoch),
                     steps_per_execution=cfg.steps_per_execution)
 
@@ -269,11 +277,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   report = pruning.sparsity_report(
       stripped, plan, config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None,
       targets=targets)
-  val = training.evaluate_classifier(stripped, bundle.batches("validation", 256))
-  test = training.evaluate_classifier(stripped, bundle.batches("test", 256))
+  val = training.evaluate(stripped, bundle.batches("validation", 256), config.data)
+  test = training.evaluate(stripped, bundle.batches("test", 256), config.data)
   metrics = {
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-      "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+      **configs.split_metrics(val=val, test=test),
       "sparsity": report["sparsity"], "target_sparsity": report["target"],
       "model_sparsity": report["model_sparsity"], "params": report["params"],
       "nonzero_params": report["nonzero_params"],
@@ -306,12 +313,11 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)),
                                                        config.stage),
                           hparams=config.resolved(), metrics={
-                              "final/test_accuracy": metrics["test_accuracy"],
-                              "final/val_accuracy": metrics["val_accuracy"],
+                              **summaries.final_metrics(metrics),
                               "final/sparsity": metrics["sparsity"],
                               "final/nonzero_params": float(metrics["nonzero_params"])})
-  print("[%s] test accuracy %.4f at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
-        "%d, %.1f s) -> %s" % (config.stage, metrics["test_accuracy"], metrics["sparsity"],
+  print("[%s] %s at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
+        "%d, %.1f s) -> %s" % (config.stage, configs.describe_result(metrics), metrics["sparsity"],
                                metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
                                epochs_run, train_seconds, model_path))
   saver.discard()

@@ -71,6 +71,14 @@ def write_hparams(tb_dir: str, trial_id: str, hparams: Mapping, metrics: Mapping
   writer.close()
 
 
+def final_metrics(metrics: Mapping, extra=()) -> Dict[str, float]:
+  """``{"final/test_accuracy", "final/val_accuracy"}`` (classification) or the test and
+  validation MSE and MAE (regression) of a stage's ``metrics``, plus the keys in ``extra``."""
+  keys = ("accuracy",) if "test_accuracy" in metrics else ("mse", "mae")
+  names = ["%s_%s" % (split, k) for split in ("test", "val") for k in keys] + list(extra)
+  return {"final/" + n: metrics[n] for n in names if n in metrics}
+
+
 def write_text(tb_dir: str, tag: str, markdown: str, step: int = 0) -> None:
   """A markdown text summary (tables render in TensorBoard's Text tab)."""
   writer = tf.summary.create_file_writer(tb_dir)

@@ -14,7 +14,7 @@ other flags as given. Finished stages are skipped, like the pipeline. For
 
 Writes ``<workdir>/sweep/``: ``sweep.json`` (one entry per student, measured
 on its int8 .tflite, with ``pareto: true`` on the accuracy/size front),
-``sweep.md`` and ``pareto.png`` (int8 test accuracy against gzip size, the
+``sweep.md`` and ``pareto.png`` (int8 test accuracy, or MSE for regression, against gzip size, the
 front joined, the float teacher as reference). Every student's HParams
 session sits under the same logdir, so TensorBoard's HParams dashboard shows
 them side by side.
@@ -102,14 +102,16 @@ def pipeline_for(config, name: str, spec: dict):
       export=dataclasses.replace(config.export, name=name))
 
 
-def pareto(points: List[dict]) -> List[dict]:
-  """Marks ``pareto: True`` on entries no other entry beats on both accuracy (higher) and size."""
+def pareto(points: List[dict], key: str = "test_accuracy", higher: bool = True) -> List[dict]:
+  """Marks ``pareto: True`` on entries no other entry beats on both ``key`` (accuracy: higher is
+  better; for regression ``test_mse`` with ``higher=False``) and size."""
+  sign = 1 if higher else -1
   for p in points:
     p["pareto"] = not any(
         q is not p and q["tflite_gzip_bytes"] <= p["tflite_gzip_bytes"] and
-        q["test_accuracy"] >= p["test_accuracy"] and
-        (q["tflite_gzip_bytes"] < p["tflite_gzip_bytes"] or
-         q["test_accuracy"] > p["test_accuracy"]) for q in points)
+        sign * q[key] >= sign * p[key] and
+        (q["tflite_gzip_bytes"] < p["tflite_gzip_bytes"] or sign * q[key] > sign * p[key])
+        for q in points)
   return points
 
 
@@ -122,6 +124,8 @@ def run(config, sweep: SweepConfig, workdir: str, force: bool = False, log=print
   for _, _, c in configs_:  # every student's flags are checked before the teacher trains
     c.validate()
   start = time.time()
+  metric, label, higher = configs.headline(config.student.data.task)
+  key = "test_" + metric
   entries, teacher = [], None
   for name, spec, c in configs_:
     pipeline.run(c, workdir, force=force, log=log)
@@ -135,16 +139,17 @@ def run(config, sweep: SweepConfig, workdir: str, force: bool = False, log=print
         "student": name, "structure": spec["structure"], "method": c.student.pruning.method,
         "target_sparsity": (c.student.pruning.target),
         "width": c.student.model.width,
-        "test_accuracy": product["test_accuracy"], "tflite_bytes": product["tflite_bytes"],
+        key: product[key], "tflite_bytes": product["tflite_bytes"],
         "tflite_gzip_bytes": product["tflite_gzip_bytes"], "latency_ms": product["latency_ms"],
         "sparsity": product["sparsity"], "params": product["params"],
         "nonzero_params": product["nonzero_params"],
-        "float_student_accuracy": models["student_float"]["test_accuracy"],
+        "float_student_" + metric: models["student_float"][key],
         "report": os.path.join("export", name, "report.json"),
     })
-  pareto(entries)
+  pareto(entries, key, higher)
   out = {"workdir": rundir.RunDir(workdir).workdir, "students": entries,
-         "teacher": ({k: teacher[k] for k in ("test_accuracy", "tflite_gzip_bytes", "latency_ms")}
+         "score": {"key": key, "label": label, "higher_is_better": higher},
+         "teacher": ({k: teacher[k] for k in (key, "tflite_gzip_bytes", "latency_ms")}
                      if teacher else None),
          "wall_seconds": round(time.time() - start, 1)}
   from pipelines import distribute  # pylint: disable=g-import-not-at-top
@@ -156,23 +161,32 @@ def run(config, sweep: SweepConfig, workdir: str, force: bool = False, log=print
   return out
 
 
+def _score(out: dict):
+  """``(key, label, format)`` of the sweep's headline: accuracy, or MSE for regression."""
+  score = out.get("score") or {"key": "test_accuracy", "label": "accuracy"}
+  if score["key"] == "test_accuracy":
+    return score["key"], "acc", lambda v: "%.2f%%" % (100 * v)
+  return score["key"], score["label"], lambda v: "%.5g" % v
+
+
 def markdown(out: dict) -> str:
   from pipelines import report  # pylint: disable=g-import-not-at-top
+  key, label, fmt = _score(out)
   lines = ["# kdprune sweep", "",
-           "Int8 students measured on their .tflite files; * marks the accuracy/size Pareto "
-           "front.", "",
-           "| student | structure | method | target | width | int8 test acc | gzip | latency (ms) | "
-           "sparsity in file | nonzero |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "Int8 students measured on their .tflite files; * marks the %s/size Pareto "
+           "front." % ("accuracy" if key == "test_accuracy" else label), "",
+           "| student | structure | method | target | width | int8 test %s | gzip | latency (ms) | "
+           "sparsity in file | nonzero |" % label,
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for e in sorted(out["students"], key=lambda e: e["tflite_gzip_bytes"]):
-    lines.append("| %s%s | %s | %s | %.3f | %s | %.2f%% | %s | %.3f | %.3f | %s |" % (
+    lines.append("| %s%s | %s | %s | %.3f | %s | %s | %s | %.3f | %.3f | %s |" % (
         e["student"], " *" if e["pareto"] else "", e["structure"], e.get("method", "magnitude"),
-        e["target_sparsity"],
-        e["width"], 100 * e["test_accuracy"], report.human_bytes(e["tflite_gzip_bytes"]),
+        e["target_sparsity"], e["width"], fmt(e[key]), report.human_bytes(e["tflite_gzip_bytes"]),
         e["latency_ms"], e["sparsity"], "{:,}".format(e["nonzero_params"])))
   t = out.get("teacher")
   if t:
-    lines += ["", "Float teacher (.tflite): %.2f%%, %s gzipped, %.3f ms." % (
-        100 * t["test_accuracy"], report.human_bytes(t["tflite_gzip_bytes"]), t["latency_ms"])]
+    lines += ["", "Float teacher (.tflite): %s, %s gzipped, %.3f ms." % (
+        fmt(t[key]), report.human_bytes(t["tflite_gzip_bytes"]), t["latency_ms"])]
   return "\n".join(lines) + "\n"
 
 
@@ -181,25 +195,27 @@ def plot(out: dict, path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  key, label, _ = _score(out)
+  scale = 100 if key == "test_accuracy" else 1
   pts = out["students"]
-  ax.scatter([p["tflite_gzip_bytes"] for p in pts], [100 * p["test_accuracy"] for p in pts],
+  ax.scatter([p["tflite_gzip_bytes"] for p in pts], [scale * p[key] for p in pts],
              color="tab:blue", zorder=3, label="int8 students")
   front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["tflite_gzip_bytes"])
-  ax.plot([p["tflite_gzip_bytes"] for p in front], [100 * p["test_accuracy"] for p in front],
+  ax.plot([p["tflite_gzip_bytes"] for p in front], [scale * p[key] for p in front],
           color="tab:red", zorder=2, label="Pareto front")
   for p in pts:
-    ax.annotate(p["student"], (p["tflite_gzip_bytes"], 100 * p["test_accuracy"]),
+    ax.annotate(p["student"], (p["tflite_gzip_bytes"], scale * p[key]),
                 textcoords="offset points", xytext=(5, 4), fontsize=7)
   t = out.get("teacher")
   if t:
-    ax.axhline(100 * t["test_accuracy"], color="tab:gray", linestyle="--",
-               label="float teacher (%.2f%%, %d B gzipped)" % (100 * t["test_accuracy"],
+    ax.axhline(scale * t[key], color="tab:gray", linestyle="--",
+               label="float teacher (%s %.5g, %d B gzipped)" % (label, scale * t[key],
                                                                t["tflite_gzip_bytes"]))
   ax.set_xscale("log")
   ax.margins(x=0.25, y=0.12)
   ax.set_xlabel("gzipped int8 .tflite size (bytes, log scale)")
-  ax.set_ylabel("test accuracy (%, TFLite interpreter)")
-  ax.set_title("kdprune sweep: accuracy vs size")
+  ax.set_ylabel("test %s (TFLite interpreter)" % ("accuracy, %" if scale == 100 else label))
+  ax.set_title("kdprune sweep: %s vs size" % ("accuracy" if scale == 100 else label))
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=7, loc="lower right")
   fig.tight_layout()

@@ -39,7 +39,7 @@ class TeacherConfig:
     unless the dataset must be prepared. The data source is checked last."""
     self.data.validate()
     validate_spec(self.model, "--teacher_model")
-    self.train.validate("teacher")
+    self.train.validate("teacher", self.data.task)
     sources.resolve(self.data)
     sources.check_augment(self.data, self.train.augment, "--teacher_augment")
 
@@ -71,9 +71,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
                         flag="--teacher_model")
     model.compile(
         optimizer=training.make_optimizer(cfg, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=cfg.steps_per_execution)
+        steps_per_execution=cfg.steps_per_execution, **training.compile_args(config.data))
 
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
@@ -110,14 +108,11 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
 
   # Early stopping has restored the best epoch; measure what is saved.
   saved = training.to_float32(model)  # what is measured is what is saved
-  val = training.evaluate_classifier(saved, bundle.batches("validation", 256))
-  test = training.evaluate_classifier(saved, bundle.batches("test", 256))
+  val = training.evaluate(saved, bundle.batches("validation", 256), config.data)
+  test = training.evaluate(saved, bundle.batches("test", 256), config.data)
   epochs_run = done + len(history.history.get("loss", []))
   metrics = {
-      "test_accuracy": float(test["accuracy"]),
-      "test_loss": float(test["loss"]),
-      "val_accuracy": float(val["accuracy"]),
-      "val_loss": float(val["loss"]),
+      **configs.split_metrics(val=val, test=test),
       "best_epoch": int(early.best_epoch) + 1,
       "epochs_run": epochs_run,
       "stopped_early": early.stopped_epoch is not None,
@@ -133,16 +128,15 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   with rundir.atomic_path(model_path) as tmp:
     saved.save(tmp)
   summaries.write_hparams(tb_dir, trial_id="%s/teacher" % os.path.basename(
-      os.path.abspath(workdir)), hparams=config.resolved(), metrics={
-          "final/test_accuracy": metrics["test_accuracy"],
-          "final/test_loss": metrics["test_loss"],
-          "final/val_accuracy": metrics["val_accuracy"]})
+      os.path.abspath(workdir)), hparams=config.resolved(),
+      metrics=summaries.final_metrics(metrics, extra=("test_loss",)))
   metrics_path = os.path.join(stage_dir, "metrics.json")
   config_path = os.path.join(stage_dir, "config.json")
   rundir.write_json(metrics_path, {**metrics, "data": bundle.describe()})
   rundir.write_json(config_path, config.resolved())
-  print("[teacher] test accuracy %.4f (best epoch %d of %d, %.1f s) -> %s" % (
-      metrics["test_accuracy"], metrics["best_epoch"], epochs_run, train_seconds, model_path))
+  print("[teacher] %s (best epoch %d of %d, %.1f s) -> %s" % (
+      configs.describe_result(metrics), metrics["best_epoch"], epochs_run, train_seconds,
+      model_path))
   saver.discard()
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},

@@ -8,9 +8,10 @@ Every figure kdprune reports about an exported model is measured here on the
   FULLY_CONNECTED and TRANSPOSE_CONV op straight from their buffers. The
   interpreter cannot be used for this: after ``allocate_tensors`` it hides
   many constant tensors, and it would only give what it chooses to expose.
-* :func:`evaluate` runs the whole test set through the interpreter in
-  batches (the input is resized), quantizing int8 inputs and dequantizing
-  int8 outputs with the tensors' own parameters.
+* :func:`evaluate` (classification) and :func:`evaluate_regression` run the
+  whole test set through the interpreter in batches (the input is resized),
+  quantizing int8 inputs and dequantizing int8 outputs with the tensors' own
+  parameters.
 * :func:`latency` times batch-1 inference on one thread: warm-up runs, then
   the median of many timed ``invoke`` calls.
 """
@@ -259,6 +260,28 @@ def evaluate(data: bytes, batches, num_threads: Optional[int] = None) -> Dict[st
     total += len(y)
   return {"accuracy": correct / max(1, total), "loss": loss_sum / max(1, total),
           "examples": total}
+
+
+def evaluate_regression(data: bytes, batches, loss: str = "mse",
+                        num_threads: Optional[int] = None) -> Dict[str, float]:
+  """MSE and MAE of a regression .tflite over ``(x, y)`` batches (the whole set).
+
+  The outputs are float: a float32 output as it is, an int8 one (``--int8_io``)
+  dequantized with its own scale and zero point (:class:`Runner`).
+  """
+  runner = Runner(data, num_threads=num_threads or 2)
+  sq = ab = 0.0
+  count = total = 0
+  for x, y in batches:
+    x = np.asarray(x, dtype=np.float32)
+    pred = runner(x).reshape(len(x), -1).astype(np.float64)
+    diff = pred - np.asarray(y, dtype=np.float64).reshape(pred.shape)
+    sq += float(np.sum(diff ** 2))
+    ab += float(np.sum(np.abs(diff)))
+    count += diff.size
+    total += len(x)
+  mse, mae = sq / max(1, count), ab / max(1, count)
+  return {"mse": mse, "mae": mae, "loss": mse if loss == "mse" else mae, "examples": total}
 
 
 def latency(data: bytes, example: np.ndarray, runs: int = 200, warmup: int = 20,

@@ -15,7 +15,8 @@ import time
 
 from absl import flags
 
-from pipelines import cli, stage, student, teacher
+from pipelines import cli
+from tests.benchmarks import common
 
 FLAGS = flags.FLAGS
 
@@ -23,17 +24,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   workdir = FLAGS.workdir
-  t_config = teacher.config_from_flags()
   start = time.time()
-  t = stage.execute("teacher", teacher.run, t_config, workdir, teacher.fingerprint_inputs(t_config))
-  base = student.config_from_flags()
-  results = {"teacher": t.entry["metrics"]}
-  for name, enabled in (("distilled", True), ("hard_labels", False)):
-    config = dataclasses.replace(base, name=name,
-                                 distill=dataclasses.replace(base.distill, enabled=enabled))
-    outcome = stage.execute(config.stage, student.run, config, workdir,
-                            student.fingerprint_inputs(config, workdir), force=FLAGS.force)
-    results[name] = outcome.entry["metrics"]
+  base, _, results = common.teacher_and_students(
+      (name, lambda b, e=enabled: common.with_distill(b, e))
+      for name, enabled in (("distilled", True), ("hard_labels", False)))
   n_test = results["teacher"].get("test_examples") or _test_examples(workdir)
   errors = {k: round((1 - v["test_accuracy"]) * n_test) for k, v in results.items()}
   ratio = errors["distilled"] / max(1, errors["hard_labels"])
