@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
              KDPRUNE_BASE_PORT=str(_free_port_block(2)))
   before = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}
   result = subprocess.run(
-      [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", "python", "-m",
+      [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", sys.executable, "-m",
        "pipelines.pipeline", "--workdir=%s" % workdir, "--until=student",
        "--teacher_model=mlp", "--teacher_width=64", "--teacher_depth=1", "--teacher_epochs=2",
        "--student_model=mlp", "--student_width=32", "--student_depth=1", "--student_epochs=3",
