@@ -56,7 +56,12 @@ class StudentConfig:
     sources.check_augment(self.data, self.train.augment, "--student_augment")
     sizes = sources.split_sizes(self.data)
     if sizes is not None:
-      self.pruning.resolve_steps(-(-sizes["train"] // self.train.batch_size), self.train.epochs)
+      per_epoch = -(-sizes["train"] // self.train.batch_size)
+      steps = self.pruning.resolve_steps(per_epoch, self.train.epochs)
+      if self.pruning.structure == "channels":
+        from pipelines import channels  # pylint: disable=g-import-not-at-top
+        channels.schedule(steps, per_epoch, self.train.epochs, self.pruning.channel_fraction,
+                          self.pruning.exponent)
 
   def resolved(self) -> dict:
     out = {k: configs.resolved(getattr(self, k))
@@ -198,6 +203,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed,
       cache_path=teacher_logits_path(workdir, config.data) if teacher is not None else None)
+  if config.pruning.structure == "channels":  # whole units removed: pipelines/channel_training.py
+    from pipelines import channel_training  # pylint: disable=g-import-not-at-top
+    return channel_training.run(config, workdir, bundle, teacher, train_ds, mode, cache_seconds)
 
   with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
     student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
@@ -291,25 +299,15 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   }
   if revision is not None:
     metrics.update(revision.report())
-  metrics_path = os.path.join(stage_dir, "metrics.json")
-  rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
-                                                          "layers": report["layers"]},
-                                   "data": bundle.describe()})
-  pruning.check_sparsity(report, report["target"], config.stage,
-                         config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
-
-  model_path = os.path.join(stage_dir, "model.keras")
-  with rundir.atomic_path(model_path) as tmp:
-    stripped.save(tmp)
-  config_path = os.path.join(stage_dir, "config.json")
-  rundir.write_json(config_path, config.resolved())
-  summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)),
-                                                       config.stage),
-                          hparams=config.resolved(), metrics={
-                              "final/test_accuracy": metrics["test_accuracy"],
-                              "final/val_accuracy": metrics["val_accuracy"],
-                              "final/sparsity": metrics["sparsity"],
-                              "final/nonzero_params": float(metrics["nonzero_params"])})
+  model_path, metrics_path, config_path = write_outputs(
+      config, workdir, stage_dir, tb_dir, stripped, metrics,
+      {"pruning": {"steps": steps, "plan": plan, "layers": report["layers"]},
+       "data": bundle.describe()},
+      {"final/sparsity": metrics["sparsity"],
+       "final/nonzero_params": float(metrics["nonzero_params"])},
+      check=lambda: pruning.check_sparsity(
+          report, report["target"], config.stage,
+          config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None))
   print("[%s] test accuracy %.4f at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
         "%d, %.1f s) -> %s" % (config.stage, metrics["test_accuracy"], metrics["sparsity"],
                                metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
@@ -318,6 +316,28 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
+
+
+def write_outputs(config: StudentConfig, workdir: str, stage_dir: str, tb_dir: str, model,
+                  metrics: dict, details: dict, final: dict, check=None):
+  """Writes a trained student: ``metrics.json`` (``metrics`` + ``details``), then ``check()``
+  (which may fail the stage), ``model.keras``, ``config.json`` and the HParams session (test and
+  validation accuracy + ``final``). Returns ``(model_path, metrics_path, config_path)``."""
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  rundir.write_json(metrics_path, {**metrics, **details})
+  if check is not None:
+    check()
+  model_path = os.path.join(stage_dir, "model.keras")
+  with rundir.atomic_path(model_path) as tmp:
+    model.save(tmp)
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(config_path, config.resolved())
+  from pipelines import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  summaries.write_hparams(
+      tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)), config.stage),
+      hparams=config.resolved(), metrics={"final/test_accuracy": metrics["test_accuracy"],
+                                          "final/val_accuracy": metrics["val_accuracy"], **final})
+  return model_path, metrics_path, config_path
 
 
 def load_model(path: str):
