@@ -56,7 +56,6 @@ def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
   plan = channels.schedule(steps, steps_per_epoch, cfg.epochs, config.pruning.channel_fraction,
                            config.pruning.exponent)
-  last_rebuild = max(plan)
   online = teacher if mode == "online" else None
   scope = distribute.strategy().scope
 
@@ -69,6 +68,8 @@ def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
                         % "; ".join("%s %s" % kv for kv in kept.items()))
     trainer = _trainer(student, online, config, steps_per_epoch, 0)
   original = channels.units(student, chains)
+  plan = channels.effective(plan, original)
+  last_rebuild = max(plan)
   params_before = student.count_params()
 
   stage_dir = distribute.output_dir(os.path.join(workdir, student_lib.NAME, config.name))

@@ -187,6 +187,17 @@ def units_to_keep(original: int, fraction: float) -> int:
   return max(1, original - int(round(original * fraction)))
 
 
+def effective(plan: Dict[int, float], original: Dict[str, int]) -> Dict[int, float]:
+  """``plan`` without the epochs whose fraction removes no further unit of any layer (layer ->
+  original number of units): a rebuild that changes nothing would only reset the optimizer."""
+  out, last = {}, 0.0
+  for epoch in sorted(plan):
+    if any(units_to_keep(n, plan[epoch]) < units_to_keep(n, last) for n in original.values()):
+      out[epoch] = plan[epoch]
+      last = plan[epoch]
+  return out
+
+
 # ----------------------------------------------------------------------------
 # TensorFlow parts.
 

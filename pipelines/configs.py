@@ -366,9 +366,10 @@ class PruningConfig:
     elif self.structure == "channels":
       if not 0.0 < self.channel_fraction < 1.0:
         raise ConfigError("--channel_fraction=%s must be in (0, 1)" % self.channel_fraction)
-      if self.final_sparsity is not None or self.initial_sparsity:
+      if self.final_sparsity or self.initial_sparsity:
         raise ConfigError("--pruning_structure=channels does not combine with --final_sparsity/"
-                          "--initial_sparsity yet (shrink, then sparsify, is not implemented)")
+                          "--initial_sparsity > 0 yet (shrink, then sparsify, is not "
+                          "implemented); pass --final_sparsity=0 (e.g. over a preset)")
     elif self.initial_sparsity > self.target:
       raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
           self.initial_sparsity, self.target))

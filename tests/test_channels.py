@@ -98,6 +98,8 @@ def test_schedule_reaches_the_asked_fraction_and_step_removes_the_weakest():
   assert removed == {"conv_a": 3, "conv_b": 2, "hidden": 4}
   best = np.sort(np.argsort(-np.abs(gamma))[:3])
   np.testing.assert_allclose(small.get_layer("bn_a").gamma.numpy(), gamma[best])
+  # Epochs whose fraction removes no further unit are dropped (no rebuild, no optimizer reset).
+  assert channels.effective({1: 0.1, 2: 0.15, 3: 0.5}, {"a": 4}) == {2: 0.15, 3: 0.5}
   with pytest.raises(ConfigError, match="at least one epoch must follow"):
     channels.schedule({"begin_step": 0, "end_step": 50}, 10, 5, 0.5, 3)
 
