@@ -139,7 +139,7 @@ def test_config_refusals_before_any_work():
   assert "channel_fraction" not in configs.resolved(configs.PruningConfig())
 
 
-def test_channels_student_through_qat_and_export(tmp_path):
+def test_channels_student_through_qat_and_export(tmp_path, capsys):
   from pipelines import pipeline, student  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config
   ch = tiny_student_config(epochs=4, final_sparsity=None, structure="channels", frequency=0,
@@ -148,6 +148,9 @@ def test_channels_student_through_qat_and_export(tmp_path):
                                    qat=tiny_qat_config(name="channels"),
                                    export=tiny_export_config(name="channels"))
   pipeline.run(config, str(tmp_path), log=lambda *_: None)
+  printed = capsys.readouterr().out
+  assert "[student/channels] logits: kept whole: it is a model output" in printed
+  assert "removed dense_1" in printed
   d = tmp_path / "student" / "channels"
   metrics = json.loads((d / "metrics.json").read_text())
   assert metrics["channels"]["layers"] == {"dense_1": {"units_before": 64, "units_after": 32,
