@@ -167,3 +167,19 @@ def test_channels_student_through_qat_and_export(tmp_path, capsys):
   assert product["params"] <= 64 * 32 + 32 + 32 * 10 + 10 + 64
   assert product["latency_ms"] > 0
   assert product["test_accuracy"] > 0.6
+
+
+def test_resnet_shrinks_inside_blocks_and_keeps_residual_widths():
+  from models.registry import build_model  # pylint: disable=g-import-not-at-top
+  from models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
+  model = build_model(ModelSpec("resnet", width=4, depth=1), (8, 8, 1), 3, name="s", flag="x")
+  chains, kept = channels.analyze_model(model)
+  assert sorted(chains) == ["stage%d_block1_a_conv" % s for s in (1, 2, 3)]
+  assert "feeds 2 layers" in kept["stem_conv"]
+  assert "residual" in kept["stage2_block1_b_conv"] and "residual" in kept["stage2_block1_proj"]
+  small, removed = channels.step(model, channels.units(model, chains), 0.5, chains)
+  assert removed == {"stage1_block1_a_conv": 2, "stage2_block1_a_conv": 4,
+                     "stage3_block1_a_conv": 8}
+  assert small.get_layer("stage2_block1_b_conv").kernel.shape == (3, 3, 4, 8)
+  x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+  assert small(x).shape == (2, 3) and small.count_params() < model.count_params()
