@@ -45,12 +45,13 @@ def _improved(value: float, best, higher: bool, min_delta: float) -> bool:
   return value > best + min_delta if higher else value < best - min_delta
 
 
-def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
-        cache_seconds: float) -> StageResult:
-  """Trains and shrinks the student; saves the smaller Functional model like any student."""
-  # pylint: disable=g-import-not-at-top
-  from pipelines import student as student_lib
-  # pylint: enable=g-import-not-at-top
+def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, jsonl: str) -> dict:
+  """Trains the student for ``--student_epochs`` while removing units; restores the best epoch
+  after the last rebuild. Logs go to ``tb_dir`` and ``jsonl``.
+
+  Returns ``{"model", "chains", "kept", "original", "plan", "params_before", "best_epoch",
+  "last_rebuild", "epochs_run", "stopped", "train_seconds", "optimizer"}``.
+  """
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
@@ -71,9 +72,6 @@ def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
   plan = channels.effective(plan, original)
   last_rebuild = max(plan)
   params_before = student.count_params()
-
-  stage_dir = distribute.output_dir(os.path.join(workdir, student_lib.NAME, config.name))
-  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
   print("[%s] %s: %d parameters; removing %.2f of the units of %d layers (%s) after epochs %s; "
         "teacher outputs: %s" % (
             config.stage, config.model.name, params_before, config.pruning.channel_fraction,
@@ -122,10 +120,39 @@ def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
       if cfg.patience and wait >= cfg.patience:
         stopped = number
         break
-  train_seconds = time.time() - start
   writer.close()
   student.set_weights(best_weights)
+  return {"model": student, "chains": chains, "kept": kept, "original": original, "plan": plan,
+          "params_before": params_before, "best_epoch": best_epoch, "last_rebuild": last_rebuild,
+          "epochs_run": epochs_run, "stopped": stopped, "train_seconds": time.time() - start,
+          "optimizer": type(trainer.optimizer).__name__}
 
+
+def summary(phase: dict, model, fraction: float) -> dict:
+  """The ``channels`` entry of metrics.json: units per layer before/after, layers kept whole, the
+  schedule, and the parameters before and after."""
+  after = channels.units(model, phase["chains"])
+  return {"layers": channels.describe(phase["original"], after), "kept_whole": phase["kept"],
+          "schedule": {str(k): v for k, v in phase["plan"].items()}, "fraction": fraction,
+          "params_before": phase["params_before"], "params_after": model.count_params(),
+          "best_epoch": phase["best_epoch"], "epochs_run": phase["epochs_run"]}
+
+
+def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
+        cache_seconds: float) -> StageResult:
+  """Trains and shrinks the student; saves the smaller Functional model like any student."""
+  # pylint: disable=g-import-not-at-top
+  from pipelines import student as student_lib
+  # pylint: enable=g-import-not-at-top
+  cfg = config.train
+  steps = config.pruning.resolve_steps(bundle.steps_per_epoch(cfg.batch_size), cfg.epochs)
+  stage_dir = distribute.output_dir(os.path.join(workdir, student_lib.NAME, config.name))
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
+  phase = shrink_phase(config, bundle, teacher, train_ds, mode, tb_dir, jsonl)
+  student, chains, kept, original = (phase[k] for k in ("model", "chains", "kept", "original"))
+  params_before, best_epoch, epochs_run = (phase[k] for k in ("params_before", "best_epoch",
+                                                             "epochs_run"))
+  train_seconds = phase["train_seconds"]
   final = training.to_float32(student)
   after = channels.units(final, chains)
   not_pruned = {name: why for name, why in kept.items()}
@@ -140,16 +167,14 @@ def run(config, workdir: str, bundle, teacher, train_ds, mode: str,
       "sparsity": report["sparsity"], "target_sparsity": 0.0,
       "model_sparsity": report["model_sparsity"], "params": report["params"],
       "params_before_channels": params_before, "nonzero_params": report["nonzero_params"],
-      "best_epoch": best_epoch, "first_final_sparsity_epoch": last_rebuild + 1,
-      "epochs_run": epochs_run, "stopped_early": stopped is not None,
+      "best_epoch": best_epoch, "first_final_sparsity_epoch": phase["last_rebuild"] + 1,
+      "epochs_run": epochs_run, "stopped_early": phase["stopped"] is not None,
       "teacher_outputs": mode, "distill": config.distill.enabled,
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
       "seconds_per_epoch": round(train_seconds / max(1, epochs_run), 3),
       "resumed_after_epoch": None, "mixed_precision": cfg.mixed_precision,
-      "optimizer": type(trainer.optimizer).__name__, "pruning_method": "channels",
-      "channels": {"layers": channels.describe(original, after), "kept_whole": kept,
-                   "schedule": {str(k): v for k, v in plan.items()},
-                   "fraction": config.pruning.channel_fraction},
+      "optimizer": phase["optimizer"], "pruning_method": "channels",
+      "channels": summary(phase, final, config.pruning.channel_fraction),
   }
   model_path, metrics_path, config_path = student_lib.write_outputs(
       config, workdir, stage_dir, tb_dir, final, metrics,

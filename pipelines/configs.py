@@ -308,7 +308,8 @@ class PruningConfig:
     mask_update_end: when revisions stop (RigL's T_end = 0.75 of training), a
       step or a fraction of the planned training.
     channel_fraction: share of the units of each shrinkable layer removed by the
-      end of the schedule (``channels``).
+      end of the schedule (``channels``). With ``channels`` and a ``final_sparsity``
+      above 0 the shrunk student is then pruned by tfmot (shrink, then sparsify).
   """
 
   schedule: str = "polynomial_decay"
@@ -341,8 +342,8 @@ class PruningConfig:
     """The sparsity every pruned layer ends at."""
     if self.structure == "m_by_n":
       return self.m_by_n[0] / float(self.m_by_n[1])
-    if self.structure == "channels":  # no zeros: the removed units are gone
-      return 0.0
+    if self.structure == "channels":  # zeros only when sparsified after shrinking
+      return float(self.final_sparsity or 0.0)
     return 0.9 if self.final_sparsity is None else float(self.final_sparsity)
 
   def validate(self) -> None:
@@ -366,10 +367,9 @@ class PruningConfig:
     elif self.structure == "channels":
       if not 0.0 < self.channel_fraction < 1.0:
         raise ConfigError("--channel_fraction=%s must be in (0, 1)" % self.channel_fraction)
-      if self.final_sparsity or self.initial_sparsity:
-        raise ConfigError("--pruning_structure=channels does not combine with --final_sparsity/"
-                          "--initial_sparsity > 0 yet (shrink, then sparsify, is not "
-                          "implemented); pass --final_sparsity=0 (e.g. over a preset)")
+      if self.initial_sparsity > (self.final_sparsity or 0.0):
+        raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
+            self.initial_sparsity, self.final_sparsity or 0.0))
     elif self.initial_sparsity > self.target:
       raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
           self.initial_sparsity, self.target))

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 
 from models.spec import ModelSpec, validate_spec
@@ -203,13 +204,20 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed,
       cache_path=teacher_logits_path(workdir, config.data) if teacher is not None else None)
-  if config.pruning.structure == "channels":  # whole units removed: pipelines/channel_training.py
+  shrunk = None  # whole units removed first: pipelines/channel_training.py
+  if config.pruning.structure == "channels":
     from pipelines import channel_training  # pylint: disable=g-import-not-at-top
-    return channel_training.run(config, workdir, bundle, teacher, train_ds, mode, cache_seconds)
+    if not config.pruning.final_sparsity:
+      return channel_training.run(config, workdir, bundle, teacher, train_ds, mode, cache_seconds)
+    # Shrink, then sparsify: tfmot prunes the shrunk student over another --student_epochs.
+    shrink_logs = rundir.fresh_stage_logs(distribute.output_dir(
+        os.path.join(workdir, NAME, config.name, "shrink")))
+    shrunk = channel_training.shrink_phase(config, bundle, teacher, train_ds, mode, *shrink_logs)
 
   with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
-    student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
-                          flag="--student_model")
+    student = shrunk["model"] if shrunk else build_model(
+        config.model, bundle.input_shape, bundle.num_classes, name="student",
+        flag="--student_model")
     if teacher is not None and student.count_params() > teacher.count_params():
       print("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
             "--student_model/--student_width" % (config.stage, student.count_params(),
@@ -229,6 +237,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
   backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  if shrunk:  # the shrink phase ran again: a backup of the last run's model must not be resumed
+    pending = None
+    shutil.rmtree(distribute.output_dir(backup_dir), ignore_errors=True)
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
 
   early = pruning.PruningAwareEarlyStopping(
@@ -299,6 +310,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   }
   if revision is not None:
     metrics.update(revision.report())
+  if shrunk:
+    metrics["channels"] = channel_training.summary(shrunk, stripped,
+                                                   config.pruning.channel_fraction)
   model_path, metrics_path, config_path = write_outputs(
       config, workdir, stage_dir, tb_dir, stripped, metrics,
       {"pruning": {"steps": steps, "plan": plan, "layers": report["layers"]},

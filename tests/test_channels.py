@@ -130,8 +130,10 @@ def test_layers_that_cannot_be_shrunk_are_kept_with_a_reason():
 def test_config_refusals_before_any_work():
   with pytest.raises(ConfigError, match="--channel_fraction"):
     configs.PruningConfig(structure="channels", channel_fraction=1.0).validate()
-  with pytest.raises(ConfigError, match="shrink, then sparsify"):
-    configs.PruningConfig(structure="channels", final_sparsity=0.5).validate()
+  with pytest.raises(ConfigError, match="--initial_sparsity=0.3 is above"):
+    configs.PruningConfig(structure="channels", initial_sparsity=0.3).validate()
+  assert configs.PruningConfig(structure="channels").target == 0.0
+  assert configs.PruningConfig(structure="channels", final_sparsity=0.5).target == 0.5
   with pytest.raises(ConfigError, match="at least one epoch"):
     tiny_student_config(epochs=2, final_sparsity=None, structure="channels", end="1.0",
                         frequency=0).validate()
@@ -183,3 +185,27 @@ def test_resnet_shrinks_inside_blocks_and_keeps_residual_widths():
   assert small.get_layer("stage2_block1_b_conv").kernel.shape == (3, 3, 4, 8)
   x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
   assert small(x).shape == (2, 3) and small.count_params() < model.count_params()
+
+
+def test_shrink_then_sparsify(tmp_path):
+  from pipelines import pipeline, student  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config
+  both = tiny_student_config(epochs=4, final_sparsity=0.7, structure="channels", frequency=5,
+                             channel_fraction=0.5, name="both")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(), student=both,
+                                   qat=tiny_qat_config(name="both"),
+                                   export=tiny_export_config(name="both"))
+  pipeline.run(config, str(tmp_path), log=lambda *_: None)
+  d = tmp_path / "student" / "both"
+  metrics = json.loads((d / "metrics.json").read_text())
+  assert metrics["channels"]["layers"]["dense_1"]["units_after"] == 32
+  assert metrics["pruning"]["plan"]["dense_1"] == "prune"
+  assert metrics["sparsity"] == pytest.approx(0.7, abs=0.005)
+  kernel = student.load_model(str(d / "model.keras")).get_layer("dense_1").kernel.numpy()
+  assert kernel.shape == (64, 32) and np.mean(kernel == 0) == pytest.approx(0.7, abs=0.005)
+  # Both phases logged; the export kept the zeros (it fails otherwise) in the smaller file.
+  assert (d / "shrink" / "metrics.jsonl").is_file() and (d / "metrics.jsonl").is_file()
+  report = json.loads((tmp_path / "export" / "both" / "report.json").read_text())
+  product = {m["name"]: m for m in report["models"]}[report["product"]]
+  assert product["params"] <= 64 * 32 + 32 + 32 * 10 + 10 + 64
+  assert product["weight_zeros"] >= 0.69 * 64 * 32
