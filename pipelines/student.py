@@ -69,6 +69,8 @@ class StudentConfig:
            for k in ("data", "model", "train", "distill", "pruning")}
     out["name"] = self.name
     out["pruning"]["target"] = self.pruning.target
+    if self.pruning.structure != "channels":  # unused: must not force reruns
+      out["pruning"].pop("channel_fraction", None)
     if self.distill.enabled:
       out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
         self.train.augment != "none")

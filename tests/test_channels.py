@@ -137,8 +137,12 @@ def test_config_refusals_before_any_work():
   with pytest.raises(ConfigError, match="at least one epoch"):
     tiny_student_config(epochs=2, final_sparsity=None, structure="channels", end="1.0",
                         frequency=0).validate()
-  # A default-valued new field leaves old fingerprints alone.
+  # A default-valued new field leaves old fingerprints alone, and so does --channel_fraction
+  # when the student is not channel-pruned.
   assert "channel_fraction" not in configs.resolved(configs.PruningConfig())
+  assert tiny_student_config(channel_fraction=0.7).resolved() == tiny_student_config().resolved()
+  assert tiny_student_config(structure="channels", final_sparsity=None, channel_fraction=0.7
+                            ).resolved()["pruning"]["channel_fraction"] == 0.7
 
 
 def test_channels_student_through_qat_and_export(tmp_path, capsys):

@@ -10,7 +10,9 @@ through student -> QAT -> export under its own ``--student_name``:
 
 * ``<prefix>_unstructured``: as flagged (tfmot magnitude pruning, ``--final_sparsity``);
 * ``<prefix>_channels``: ``--pruning_structure=channels`` removing
-  ``--channel_fraction`` of the units (same schedule steps, no unstructured zeros).
+  ``--channel_fraction`` of the units (same schedule steps, no unstructured zeros);
+* with ``--bench_combined``, ``<prefix>_channels_sparse``: shrink, then sparsify to
+  ``--final_sparsity`` (twice the training: the sparsify phase runs another ``--student_epochs``).
 
 Prints JSON, then a table: int8 .tflite test accuracy, parameters and batch-1
 one-thread latency (from each export's report.json, and timed again here with
@@ -30,7 +32,11 @@ from pipelines import cli, export, pipeline, rundir
 from tests.benchmarks import tflite_latency
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("bench_prefix", "bench", "Prefix of the two students' names.")
+flags.DEFINE_string("bench_prefix", "bench", "Prefix of the students' names.")
+flags.DEFINE_string("bench_suffix", "", "Appended to the channels students' names (e.g. 70 for "
+                    "--channel_fraction=0.7), so several fractions share one unstructured student.")
+flags.DEFINE_bool("bench_combined", False, "Also train <prefix>_channels_sparse: shrink, then "
+                  "sparsify to --final_sparsity (default 0.9).")
 
 
 def _variant(base: pipeline.PipelineConfig, name: str, **pruning) -> pipeline.PipelineConfig:
@@ -61,12 +67,17 @@ def main(argv):
   del argv
   base = pipeline.config_from_flags()
   names = {"unstructured": FLAGS.bench_prefix + "_unstructured",
-           "channels": FLAGS.bench_prefix + "_channels"}
+           "channels": FLAGS.bench_prefix + "_channels" + FLAGS.bench_suffix}
   configs = {
       "unstructured": _variant(base, names["unstructured"]),
       "channels": _variant(base, names["channels"], structure="channels", final_sparsity=None,
                            initial_sparsity=0.0, channel_fraction=FLAGS.channel_fraction),
   }
+  if FLAGS.bench_combined:
+    names["channels_sparse"] = FLAGS.bench_prefix + "_channels_sparse" + FLAGS.bench_suffix
+    configs["channels_sparse"] = _variant(
+        base, names["channels_sparse"], structure="channels", channel_fraction=FLAGS.channel_fraction,
+        final_sparsity=base.student.pruning.target)
   for c in configs.values():
     c.validate()  # both refuse bad flags before either trains
   for c in configs.values():
