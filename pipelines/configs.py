@@ -293,7 +293,7 @@ def split_metrics(val: dict, test: dict) -> dict:
 
 TEACHER_OUTPUTS = ("auto", "cached", "online")
 PRUNING_SCHEDULES = ("polynomial_decay", "constant")
-PRUNING_STRUCTURES = ("unstructured", "m_by_n")
+PRUNING_STRUCTURES = ("unstructured", "m_by_n", "channels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,8 +406,10 @@ class PruningConfig:
     frequency: prune every this many steps; 0 picks a tenth of an epoch (1..100).
     begin, end: when the schedule starts and reaches ``final_sparsity``, as a
       step (``"500"``) or a fraction of the planned training (``"0.1"``, ``"75%"``).
-    structure: ``unstructured`` or ``m_by_n`` (m zeros in every n weights,
-      e.g. 2:4, for sparse tensor cores).
+    structure: ``unstructured``, ``m_by_n`` (m zeros in every n weights,
+      e.g. 2:4, for sparse tensor cores) or ``channels`` (whole Conv2D filters
+      and Dense units removed and the model rebuilt smaller; see
+      :mod:`pipelines.channels`).
     m_by_n: (m, n) for ``m_by_n``.
     keep_dense: layer names or class names left dense; ``auto`` keeps layers with
       fewer than ``MIN_PRUNABLE_WEIGHTS`` kernel weights (pruning them saves
@@ -425,6 +427,9 @@ class PruningConfig:
       it decays to 0 along a cosine (RigL's alpha = 0.3).
     mask_update_end: when revisions stop (RigL's T_end = 0.75 of training), a
       step or a fraction of the planned training.
+    channel_fraction: share of the units of each shrinkable layer removed by the
+      end of the schedule (``channels``). With ``channels`` and a ``final_sparsity``
+      above 0 the shrunk student is then pruned by tfmot (shrink, then sparsify).
   """
 
   schedule: str = "polynomial_decay"
@@ -442,10 +447,11 @@ class PruningConfig:
   mask_update_every: int = 100
   drop_fraction: float = 0.3
   mask_update_end: str = "0.75"
+  channel_fraction: float = 0.5
 
   MIN_PRUNABLE_WEIGHTS = 512
   LATER_FIELDS = ("layer_sparsity", "method", "mask_update_every", "drop_fraction",
-                  "mask_update_end")  # see resolved()
+                  "mask_update_end", "channel_fraction")  # see resolved()
 
   def target_for(self, layer: str) -> float:
     """The final sparsity of ``layer``: its own from ``layer_sparsity``, else :attr:`target`."""
@@ -456,6 +462,8 @@ class PruningConfig:
     """The sparsity every pruned layer ends at."""
     if self.structure == "m_by_n":
       return self.m_by_n[0] / float(self.m_by_n[1])
+    if self.structure == "channels":  # zeros only when sparsified after shrinking
+      return float(self.final_sparsity or 0.0)
     return 0.9 if self.final_sparsity is None else float(self.final_sparsity)
 
   def validate(self) -> None:
@@ -476,6 +484,12 @@ class PruningConfig:
       if self.final_sparsity is not None and abs(self.final_sparsity - m / n) > 1e-9:
         raise ConfigError("--final_sparsity=%s does not match --m_by_n=%d:%d, which prunes "
                           "exactly %g; drop --final_sparsity" % (self.final_sparsity, m, n, m / n))
+    elif self.structure == "channels":
+      if not 0.0 < self.channel_fraction < 1.0:
+        raise ConfigError("--channel_fraction=%s must be in (0, 1)" % self.channel_fraction)
+      if self.initial_sparsity > (self.final_sparsity or 0.0):
+        raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
+            self.initial_sparsity, self.final_sparsity or 0.0))
     elif self.initial_sparsity > self.target:
       raise ConfigError("--initial_sparsity=%s is above --final_sparsity=%s" % (
           self.initial_sparsity, self.target))
@@ -493,7 +507,7 @@ class PruningConfig:
     if self.method == "dynamic":
       if self.structure != "unstructured":
         raise ConfigError("--pruning_method=dynamic works with --pruning_structure=unstructured "
-                          "only (an m:n pattern has no weights to regrow)")
+                          "only (an m:n pattern or removed channels leave no weights to regrow)")
       if self.mask_update_every < 1:
         raise ConfigError("--mask_update_every=%s must be >= 1" % self.mask_update_every)
       if not 0.0 < self.drop_fraction < 1.0:

@@ -106,7 +106,11 @@ def _define_student_flags():
   flags.DEFINE_string("pruning_end", p.end, "When the final sparsity is reached: a step or a "
                       "fraction of the planned training. Refused if training cannot get there.")
   flags.DEFINE_enum("pruning_structure", p.structure, configs.PRUNING_STRUCTURES, "unstructured "
-                    "magnitude pruning, or m_by_n (--m_by_n zeros in every block, e.g. 2:4).")
+                    "magnitude pruning, m_by_n (--m_by_n zeros in every block, e.g. 2:4), or "
+                    "channels (whole filters/units removed, the student rebuilt smaller).")
+  flags.DEFINE_float("channel_fraction", p.channel_fraction, "Share of the units of each "
+                     "shrinkable Conv2D/Dense removed by --pruning_end "
+                     "(--pruning_structure=channels).")
   flags.DEFINE_string("m_by_n", "%d:%d" % p.m_by_n, "m:n for --pruning_structure=m_by_n.")
   flags.DEFINE_list("pruning_layer_sparsity", [], "Layers that end at their own final sparsity, "
                     "as layer:sparsity (e.g. logits:0.97); the others end at --final_sparsity. "
@@ -298,7 +302,8 @@ def student_config_from_flags():
           keep_dense=tuple(FLAGS.pruning_keep_dense),
           layer_sparsity=configs.parse_layer_sparsity(FLAGS.pruning_layer_sparsity),
           method=FLAGS.pruning_method, mask_update_every=FLAGS.mask_update_every,
-          drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end),
+          drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end,
+          channel_fraction=FLAGS.channel_fraction),
       name=FLAGS.student_name,
       progress=FLAGS.progress)
 

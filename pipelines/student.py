@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import time
 
 from models.spec import ModelSpec, validate_spec
@@ -57,7 +58,12 @@ class StudentConfig:
     sources.check_augment(self.data, self.train.augment, "--student_augment")
     sizes = sources.split_sizes(self.data)
     if sizes is not None:
-      self.pruning.resolve_steps(-(-sizes["train"] // self.train.batch_size), self.train.epochs)
+      per_epoch = -(-sizes["train"] // self.train.batch_size)
+      steps = self.pruning.resolve_steps(per_epoch, self.train.epochs)
+      if self.pruning.structure == "channels":
+        from pipelines import channels  # pylint: disable=g-import-not-at-top
+        channels.schedule(steps, per_epoch, self.train.epochs, self.pruning.channel_fraction,
+                          self.pruning.exponent)
 
   def resolved(self) -> dict:
     out = {k: configs.resolved(getattr(self, k))
@@ -65,6 +71,8 @@ class StudentConfig:
     out["distill"] = self.distill.resolved_for(self.data.task)
     out["name"] = self.name
     out["pruning"]["target"] = self.pruning.target
+    if self.pruning.structure != "channels":  # unused: must not force reruns
+      out["pruning"].pop("channel_fraction", None)
     if self.distill.enabled:
       out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
         self.train.augment != "none")
@@ -205,10 +213,20 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, config.data.seed,
       cache_path=teacher_logits_path(workdir, config.data) if teacher is not None else None)
+  shrunk = None  # whole units removed first: pipelines/channel_training.py
+  if config.pruning.structure == "channels":
+    from pipelines import channel_training  # pylint: disable=g-import-not-at-top
+    if not config.pruning.final_sparsity:
+      return channel_training.run(config, workdir, bundle, teacher, train_ds, mode, cache_seconds)
+    # Shrink, then sparsify: tfmot prunes the shrunk student over another --student_epochs.
+    shrink_logs = rundir.fresh_stage_logs(distribute.output_dir(
+        os.path.join(workdir, NAME, config.name, "shrink")))
+    shrunk = channel_training.shrink_phase(config, bundle, teacher, train_ds, mode, *shrink_logs)
 
   with distribute.strategy().scope(), training.precision(cfg.mixed_precision):
-    student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
-                          flag="--student_model")
+    student = shrunk["model"] if shrunk else build_model(
+        config.model, bundle.input_shape, bundle.num_classes, name="student",
+        flag="--student_model")
     if teacher is not None and student.count_params() > teacher.count_params():
       print("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
             "--student_model/--student_width" % (config.stage, student.count_params(),
@@ -229,6 +247,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
   backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  if shrunk:  # the shrink phase ran again: a backup of the last run's model must not be resumed
+    pending = None
+    shutil.rmtree(distribute.output_dir(backup_dir), ignore_errors=True)
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
 
   early = pruning.PruningAwareEarlyStopping(
@@ -298,24 +319,18 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   }
   if revision is not None:
     metrics.update(revision.report())
-  metrics_path = os.path.join(stage_dir, "metrics.json")
-  rundir.write_json(metrics_path, {**metrics, "pruning": {"steps": steps, "plan": plan,
-                                                          "layers": report["layers"]},
-                                   "data": bundle.describe()})
-  pruning.check_sparsity(report, report["target"], config.stage,
-                         config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None)
-
-  model_path = os.path.join(stage_dir, "model.keras")
-  with rundir.atomic_path(model_path) as tmp:
-    stripped.save(tmp)
-  config_path = os.path.join(stage_dir, "config.json")
-  rundir.write_json(config_path, config.resolved())
-  summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)),
-                                                       config.stage),
-                          hparams=config.resolved(), metrics={
-                              **summaries.final_metrics(metrics),
-                              "final/sparsity": metrics["sparsity"],
-                              "final/nonzero_params": float(metrics["nonzero_params"])})
+  if shrunk:
+    metrics["channels"] = channel_training.summary(shrunk, stripped,
+                                                   config.pruning.channel_fraction)
+  model_path, metrics_path, config_path = write_outputs(
+      config, workdir, stage_dir, tb_dir, stripped, metrics,
+      {"pruning": {"steps": steps, "plan": plan, "layers": report["layers"]},
+       "data": bundle.describe()},
+      {"final/sparsity": metrics["sparsity"],
+       "final/nonzero_params": float(metrics["nonzero_params"])},
+      check=lambda: pruning.check_sparsity(
+          report, report["target"], config.stage,
+          config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None))
   print("[%s] %s at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
         "%d, %.1f s) -> %s" % (config.stage, configs.describe_result(metrics), metrics["sparsity"],
                                metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
@@ -324,6 +339,27 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
+
+
+def write_outputs(config: StudentConfig, workdir: str, stage_dir: str, tb_dir: str, model,
+                  metrics: dict, details: dict, final: dict, check=None):
+  """Writes a trained student: ``metrics.json`` (``metrics`` + ``details``), then ``check()``
+  (which may fail the stage), ``model.keras``, ``config.json`` and the HParams session (test and
+  validation accuracy + ``final``). Returns ``(model_path, metrics_path, config_path)``."""
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  rundir.write_json(metrics_path, {**metrics, **details})
+  if check is not None:
+    check()
+  model_path = os.path.join(stage_dir, "model.keras")
+  with rundir.atomic_path(model_path) as tmp:
+    model.save(tmp)
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(config_path, config.resolved())
+  from pipelines import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  summaries.write_hparams(
+      tb_dir, trial_id="%s/%s" % (os.path.basename(os.path.abspath(workdir)), config.stage),
+      hparams=config.resolved(), metrics={**summaries.final_metrics(metrics), **final})
+  return model_path, metrics_path, config_path
 
 
 def load_model(path: str):

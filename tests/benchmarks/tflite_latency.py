@@ -21,6 +21,21 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("latency_rounds", 5, "Interleaved rounds of timing per file.")
 
 
+def interleaved(blobs: dict, example) -> dict:
+  """Times each TFLite file of ``blobs`` (name -> bytes) at batch 1 on one thread, in
+  ``--latency_rounds`` interleaved rounds of ``--latency_runs`` invokes after warm-up, so all see
+  the same machine load. Returns ``{"rounds", "runs_per_round", "median_ms", "spread_ms"}``."""
+  from pipelines import tflite_tools  # pylint: disable=g-import-not-at-top
+  times = {k: [] for k in blobs}
+  for _ in range(FLAGS.latency_rounds):
+    for k, blob in blobs.items():
+      times[k].append(tflite_tools.latency(blob, example, runs=FLAGS.latency_runs,
+                                           warmup=FLAGS.latency_warmup)["median"])
+  return {"rounds": FLAGS.latency_rounds, "runs_per_round": FLAGS.latency_runs,
+          "median_ms": {k: round(float(np.median(v)), 4) for k, v in times.items()},
+          "spread_ms": {k: [round(min(v), 4), round(max(v), 4)] for k, v in times.items()}}
+
+
 def main(argv):
   del argv
   from pipelines import export, tflite_tools  # pylint: disable=g-import-not-at-top
@@ -42,15 +57,7 @@ def main(argv):
   # the values, and no dataset flags are needed.
   shape = tflite_tools.interpreter(blobs["teacher_float"]).get_input_details()[0]["shape"][1:]
   example = np.random.default_rng(0).random(shape).astype(np.float32)
-  times = {k: [] for k in blobs}
-  for _ in range(FLAGS.latency_rounds):
-    for k, blob in blobs.items():
-      times[k].append(tflite_tools.latency(blob, example, runs=FLAGS.latency_runs,
-                                           warmup=FLAGS.latency_warmup)["median"])
-  out = {"report": path, "machine": report.get("machine"), "rounds": FLAGS.latency_rounds,
-         "runs_per_round": FLAGS.latency_runs,
-         "median_ms": {k: round(float(np.median(v)), 4) for k, v in times.items()},
-         "spread_ms": {k: [round(min(v), 4), round(max(v), 4)] for k, v in times.items()}}
+  out = {"report": path, "machine": report.get("machine"), **interleaved(blobs, example)}
   out["ratio_teacher_over_student"] = round(
       out["median_ms"]["teacher_float"] / out["median_ms"]["student_int8"], 2)
   print(json.dumps(out, indent=2))
