@@ -54,7 +54,8 @@ def define_flags() -> None:
   flags.DEFINE_list("sparsities", ["0.5", "0.75", "0.9", "0.95"], "kdprune-sweep: the final "
                     "sparsities of the unstructured students.")
   flags.DEFINE_list("structures", ["unstructured"], "kdprune-sweep: pruning structures to sweep "
-                    "(unstructured, m_by_n; m_by_n adds one student per width at --m_by_n).")
+                    "(unstructured, m_by_n, channels; m_by_n adds one student per width at --m_by_n, "
+                    "channels one per width at --channel_fraction).")
   flags.DEFINE_list("student_widths", [], "kdprune-sweep: student widths to sweep (default: "
                     "--student_width alone).")
   flags.DEFINE_list("pruning_methods", [], "kdprune-sweep: pruning methods to sweep (magnitude, "

@@ -77,6 +77,8 @@ def students(base, sweep: SweepConfig) -> List[Tuple[str, dict]]:
             continue
           if structure == "unstructured":
             name = "s%.3f_%s_w%s" % (s, structure, w)
+          elif structure == "channels":
+            name = "channels_%.2f_w%s" % (base.pruning.channel_fraction, w)
           else:
             name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1],
                                      w)

@@ -61,12 +61,13 @@ def test_sweep_trains_one_teacher_and_reports_every_student(tmp_path):
 
 def test_sweep_over_pruning_methods_names_each_student():
   base = tiny_student_config()
-  config = sweep.SweepConfig(sparsities=(0.9,), structures=("unstructured", "m_by_n"),
+  config = sweep.SweepConfig(sparsities=(0.9,), structures=("unstructured", "m_by_n", "channels"),
                              methods=("magnitude", "dynamic"))
   combos = sweep.students(base, config)
   assert [n for n, _ in combos] == ["s0.900_unstructured_w64", "s0.900_unstructured_w64_dynamic",
-                                    "m_by_n_2-4_w64"]
-  assert [spec["method"] for _, spec in combos] == ["magnitude", "dynamic", "magnitude"]
+                                    "m_by_n_2-4_w64", "channels_0.50_w64"]
+  assert [spec["method"] for _, spec in combos] == ["magnitude", "dynamic", "magnitude",
+                                                    "magnitude"]
   full = pipeline.PipelineConfig(student=base, qat=tiny_qat_config(), export=tiny_export_config())
   assert sweep.pipeline_for(full, *combos[1]).student.pruning.method == "dynamic"
   # A base that is already dynamic gives dynamic names without --pruning_methods.
