@@ -240,8 +240,9 @@ def importance(model, chains: dict) -> Dict[str, "np.ndarray"]:
   return scores
 
 
-def least_important(scores, count: int):
-  """The sorted indices of the ``count`` best units (ties keep the lower index)."""
+def most_important(scores, count: int):
+  """The sorted indices of the ``count`` most important units, the ones kept (ties keep the lower
+  index)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   order = np.argsort(-np.asarray(scores), kind="stable")
   return np.sort(order[:count])
@@ -317,7 +318,7 @@ def step(model, original: Dict[str, int], fraction: float, chains: dict):
   for owner, score in scores.items():
     target = units_to_keep(original[owner], fraction)
     if target < score.size:
-      keep[owner] = least_important(score, target)
+      keep[owner] = most_important(score, target)
       removed[owner] = int(score.size - target)
   if not keep:
     return model, removed

@@ -75,7 +75,7 @@ def test_importance_is_bn_scale_else_l2_norm():
   kernel, bias = model.get_layer("hidden").get_weights()
   np.testing.assert_allclose(scores["hidden"], np.sqrt((kernel ** 2).sum(0) + bias ** 2),
                              rtol=1e-5)
-  assert channels.least_important(np.array([0.1, 3.0, 0.2, 2.0]), 2).tolist() == [1, 3]
+  assert channels.most_important(np.array([0.1, 3.0, 0.2, 2.0]), 2).tolist() == [1, 3]
 
 
 def test_schedule_reaches_the_asked_fraction_and_step_removes_the_weakest():
