@@ -40,12 +40,6 @@ def _trainer(student, teacher, config, steps_per_epoch: int, global_step: int):
   return trainer
 
 
-def _improved(value: float, best, higher: bool, min_delta: float) -> bool:
-  if best is None:
-    return True
-  return value > best + min_delta if higher else value < best - min_delta
-
-
 def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, jsonl: str) -> dict:
   """Trains the student for ``--student_epochs`` while removing units; restores the best epoch
   after the last rebuild. Logs go to ``tb_dir`` and ``jsonl``.
@@ -114,7 +108,7 @@ def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, json
     value = history.history.get(cfg.monitor)
     if not value:
       raise ConfigError("early stopping monitors %s, which training does not log" % cfg.monitor)
-    if _improved(float(value[-1]), best, higher, abs(cfg.min_delta)):
+    if pruning.improved(float(value[-1]), best, higher, abs(cfg.min_delta)):
       best, best_epoch, best_weights, wait = float(value[-1]), number, student.get_weights(), 0
     else:
       wait += 1

@@ -195,6 +195,14 @@ def check_sparsity(report: dict, target: float, stage: str, m_by_n=None,
           ", ".join(bad), *m_by_n))
 
 
+def improved(value: float, best: Optional[float], higher_is_better: bool,
+             min_delta: float) -> bool:
+  """Whether ``value`` beats ``best`` (None: nothing yet) by more than ``min_delta``."""
+  if best is None:
+    return True
+  return value > best + min_delta if higher_is_better else value < best - min_delta
+
+
 class PruningAwareEarlyStopping(keras.callbacks.Callback):
   """Early stopping that only counts once the pruning schedule has reached its final sparsity.
 
@@ -235,11 +243,7 @@ class PruningAwareEarlyStopping(keras.callbacks.Callback):
     self.first_final_epoch = None
 
   def _improved(self, value) -> bool:
-    if self.best is None:
-      return True
-    if self.higher_is_better:
-      return value > self.best + self.min_delta
-    return value < self.best - self.min_delta
+    return improved(value, self.best, self.higher_is_better, self.min_delta)
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
