@@ -113,6 +113,8 @@ class DataConfig:
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":
       raise ConfigError("--dataset=csv: needs a path, e.g. csv:/data/my_data.csv")
+    if not 0 <= self.seed < 2**32:
+      raise ConfigError("--seed=%s must be in [0, 2**32)" % self.seed)
     if self.task not in TASKS:
       raise ConfigError("--task=%s is not one of %s" % (self.task, ", ".join(TASKS)))
     if self.regression_loss not in REGRESSION_LOSSES:
@@ -201,6 +203,9 @@ class TrainConfig:
     augment: training-input augmentation for image data: ``none``, ``shift``
       (random translation up to 10% of height and width, zero fill) or
       ``flip_shift`` (also random horizontal flips; not for digits or text).
+    seed: seeds this stage's initialisation, shuffling, dropout and augmentation;
+      ``None``: the data's ``--seed``. The validation split always follows
+      ``--seed``, so students of one teacher can be repeated with other seeds.
   """
 
   epochs: int = 20
@@ -218,8 +223,13 @@ class TrainConfig:
   steps_per_execution: int = 16
   augment: str = "none"
   mixed_precision: bool = False
+  seed: Optional[int] = None
 
-  LATER_FIELDS = ("mixed_precision",)  # see resolved()
+  LATER_FIELDS = ("mixed_precision", "seed")  # see resolved()
+
+  def seed_or(self, data_seed: int) -> int:
+    """The seed this stage trains with: its own, else the data's ``--seed``."""
+    return data_seed if self.seed is None else self.seed
 
   def validate(self, prefix: str, task: str = "classification") -> None:
     """Raises ConfigError naming the flag (``--<prefix>_<field>``) that is wrong.
@@ -261,6 +271,8 @@ class TrainConfig:
       bad("steps_per_execution", "must be >= 1")
     if self.augment not in AUGMENTATIONS:
       bad("augment", "is not one of %s" % ", ".join(AUGMENTATIONS))
+    if self.seed is not None and not 0 <= self.seed < 2**32:
+      bad("seed", "must be in [0, 2**32)")
 
 
 def headline(task: str) -> Tuple[str, str, bool]:

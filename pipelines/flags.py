@@ -214,6 +214,9 @@ def define_train_flags(stage: str, d: configs.TrainConfig):
                     "flips), none." % stage)
   flags.DEFINE_float(p + "min_delta", d.min_delta, "Smallest improvement of the monitored "
                      "metric that resets patience (%s)." % stage)
+  flags.DEFINE_integer(p + "seed", d.seed, "Seed of the %s's initialisation, shuffling, dropout "
+                       "and augmentation; unset: --seed. The validation split always follows "
+                       "--seed (repeat a stage with other seeds on the same split)." % stage)
 
 
 def parse_image_size(value):
@@ -273,6 +276,7 @@ def train_config_from_flags(stage: str) -> configs.TrainConfig:
       monitor=FLAGS[p + "monitor"].value,
       min_delta=FLAGS[p + "min_delta"].value,
       augment=FLAGS[p + "augment"].value,
+      seed=FLAGS[p + "seed"].value,
       # QAT trains in float32: tfmot's FakeQuant ops take float32 only.
       mixed_precision=FLAGS.mixed_precision and stage != "qat",
   )

@@ -159,8 +159,35 @@ def test_augmented_student_gets_online_teacher_outputs(trained):
      "--temperature=0.0 must be > 0"),
     (dict(distill=dataclasses.replace(tiny_student_config().distill, alpha=1.5)),
      "--alpha=1.5 must be in [0, 1]"),
+    (dict(train=dataclasses.replace(tiny_student_config().train, seed=-1)),
+     "--student_seed=-1 must be in [0, 2**32)"),
+    (dict(data=dataclasses.replace(tiny_student_config().data, seed=-3)),
+     "--seed=-3 must be in [0, 2**32)"),
 ])
 def test_student_flags_are_validated(changes, message):
   with pytest.raises(ConfigError) as err:
     dataclasses.replace(tiny_student_config(), **changes).validate()
   assert message in str(err.value)
+
+
+def test_student_seed_repeats_a_student_on_the_same_split(tmp_path):
+  base = tiny_student_config(distill=False, epochs=2)
+  assert "seed" not in base.resolved()["train"]  # unset: finished runs keep their fingerprint
+
+  def kernel(name, seed):
+    config = dataclasses.replace(base, name=name, train=dataclasses.replace(base.train, seed=seed))
+    outcome = stage.execute(config.stage, student.run, config, str(tmp_path),
+                            student.fingerprint_inputs(config, str(tmp_path)), log=_quiet)
+    model = student.load_model(str(tmp_path / "student" / name / "model.keras"))
+    return outcome, model.get_layer("dense_1").kernel.numpy()
+
+  default, k_default = kernel("default", None)
+  same, k_same = kernel("seed0", 0)  # --student_seed equal to --seed: the same student
+  other, k_other = kernel("seed1", 1)
+  np.testing.assert_allclose(k_same, k_default, atol=1e-5)
+  assert np.mean(np.abs(k_other - k_default) > 1e-3) > 0.1
+  assert other.entry["config"]["config"]["train"]["seed"] == 1
+  assert other.entry["fingerprint"] != default.entry["fingerprint"]
+  splits = [json.loads((tmp_path / "student" / n / "metrics.json").read_text())["data"]
+            for n in ("default", "seed0", "seed1")]
+  assert splits[0] == splits[1] == splits[2]  # the split follows --seed, not --student_seed
