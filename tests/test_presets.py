@@ -1,0 +1,53 @@
+"""Every preset in launch/presets/ parses and validates as kdprune-pipeline would run it."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = sorted(glob.glob(os.path.join(ROOT, "launch", "presets", "*.cfg")))
+
+# Parses the flags and validates every stage's config, in a child process (absl's FLAGS are
+# global); no data is read and nothing is trained.
+_CHECK = """
+import sys
+from absl import flags
+from pipelines import flags as kflags, pipeline
+kflags.define_flags()
+flags.FLAGS(["kdprune-pipeline", "--flagfile=" + sys.argv[1], "--workdir=" + sys.argv[2]])
+config = pipeline.config_from_flags()
+config.validate()
+print(config.student.model.name, config.student.pruning.target)
+"""
+
+
+def _check(preset, tmp_path):
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+  return subprocess.run([sys.executable, "-c", _CHECK, preset, str(tmp_path / "run")], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_there_are_presets():
+  assert {"default.cfg", "mnist.cfg", "mnist_mlp_student.cfg"} <= {
+      os.path.basename(p) for p in PRESETS}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=os.path.basename)
+def test_preset_validates_and_its_header_names_itself(preset, tmp_path):
+  done = _check(os.path.relpath(preset, ROOT), tmp_path)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(preset) as f:
+    header = f.read()
+  commands = re.findall(r"--flagfile=(\S+)", header.split("\n--", 1)[0])
+  assert commands and all(c == os.path.relpath(preset, ROOT) for c in commands), commands
+
+
+def test_a_broken_preset_fails_the_check(tmp_path):
+  bad = tmp_path / "bad.cfg"
+  bad.write_text("--flagfile=launch/presets/mnist.cfg\n--final_sparsity=1.5\n")
+  done = _check(str(bad), tmp_path)
+  assert done.returncode != 0 and "final_sparsity" in done.stderr
