@@ -23,6 +23,7 @@ import time
 from absl import flags
 
 from pipelines import cli
+from pipelines.errors import ConfigError
 from tests.benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -43,10 +44,23 @@ def _variants(seeds):
   return out
 
 
+def _seeds(values):
+  """``--student_seeds`` as integers, refused before the teacher trains if any is not a seed."""
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    raise ConfigError("--student_seeds=%s must be integers, e.g. 1,2,3" % (
+        ",".join(values),)) from None
+  if any(not 0 <= s < 2**32 for s in seeds) or len(set(seeds)) != len(seeds):
+    raise ConfigError("--student_seeds=%s must be distinct integers in [0, 2**32)" % (
+        ",".join(values),))
+  return seeds
+
+
 def main(argv):
   del argv
   workdir = FLAGS.workdir
-  seeds = [int(s) for s in FLAGS.student_seeds]
+  seeds = _seeds(FLAGS.student_seeds)
   start = time.time()
   base, _, results = common.teacher_and_students(_variants(seeds))
   n_test = results["teacher"].get("test_examples") or _test_examples(workdir)
