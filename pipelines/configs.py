@@ -23,6 +23,12 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("val_loss", "val_accuracy")
 PRUNING_METHODS = ("magnitude", "dynamic")
 AUGMENTATIONS = ("none", "shift", "flip_shift")
+SEED_RANGE = "[0, 2**32)"  # what numpy's and TensorFlow's global seeds accept
+
+
+def is_seed(value: int) -> bool:
+  """Whether ``value`` can seed every random generator a stage uses (see SEED_RANGE)."""
+  return 0 <= value < 2**32
 
 
 def resolved(config) -> dict:
@@ -113,8 +119,8 @@ class DataConfig:
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":
       raise ConfigError("--dataset=csv: needs a path, e.g. csv:/data/my_data.csv")
-    if not 0 <= self.seed < 2**32:
-      raise ConfigError("--seed=%s must be in [0, 2**32)" % self.seed)
+    if not is_seed(self.seed):
+      raise ConfigError("--seed=%s must be in %s" % (self.seed, SEED_RANGE))
     if self.task not in TASKS:
       raise ConfigError("--task=%s is not one of %s" % (self.task, ", ".join(TASKS)))
     if self.regression_loss not in REGRESSION_LOSSES:
@@ -271,8 +277,8 @@ class TrainConfig:
       bad("steps_per_execution", "must be >= 1")
     if self.augment not in AUGMENTATIONS:
       bad("augment", "is not one of %s" % ", ".join(AUGMENTATIONS))
-    if self.seed is not None and not 0 <= self.seed < 2**32:
-      bad("seed", "must be in [0, 2**32)")
+    if self.seed is not None and not is_seed(self.seed):
+      bad("seed", "must be in %s" % SEED_RANGE)
 
 
 def headline(task: str) -> Tuple[str, str, bool]:

@@ -172,7 +172,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   from pipelines import backup, distill, distribute, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
-  keras.utils.set_random_seed(config.train.seed_or(config.data.seed))
+  seed = config.train.seed_or(config.data.seed)
+  keras.utils.set_random_seed(seed)
   run_dir = rundir.RunDir(workdir)
   entry = student_entry(workdir, config.name)
   student_path = run_dir.abspath(entry["artifacts"]["model"])
@@ -197,7 +198,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   teacher = student_lib.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, cfg.seed_or(config.data.seed),
+      bundle, teacher, config.distill, cfg, seed,
       cache_path=(student_lib.teacher_logits_path(workdir, config.data)
                   if teacher is not None else None))
   pruned_layers = [n for n, why in plan.items() if why == "prune"]

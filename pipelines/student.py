@@ -203,7 +203,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   from pipelines import backup, distill, distribute, dynamic, pruning, summaries, training
   # pylint: enable=g-import-not-at-top
   config.validate()
-  keras.utils.set_random_seed(config.train.seed_or(config.data.seed))
+  seed = config.train.seed_or(config.data.seed)
+  keras.utils.set_random_seed(seed)
   bundle = data_lib.load(config.data)
 
   cfg = config.train
@@ -211,7 +212,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
   teacher = teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, cfg.seed_or(config.data.seed),
+      bundle, teacher, config.distill, cfg, seed,
       cache_path=teacher_logits_path(workdir, config.data) if teacher is not None else None)
   shrunk = None  # whole units removed first: pipelines/channel_training.py
   if config.pruning.structure == "channels":

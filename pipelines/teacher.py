@@ -62,7 +62,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   from pipelines.compat import keras
   # pylint: enable=g-import-not-at-top
   config.validate()
-  keras.utils.set_random_seed(config.train.seed_or(config.data.seed))
+  seed = config.train.seed_or(config.data.seed)
+  keras.utils.set_random_seed(seed)
   bundle = data_lib.load(config.data)
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)
@@ -99,7 +100,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
   start = time.time()
   history = model.fit(
-      bundle.batches("train", cfg.batch_size, shuffle=True, seed=cfg.seed_or(config.data.seed),
+      bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
                      augment=cfg.augment),
       validation_data=bundle.batches("validation", cfg.batch_size),
       epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,

@@ -22,7 +22,7 @@ import time
 
 from absl import flags
 
-from pipelines import cli
+from pipelines import cli, configs
 from pipelines.errors import ConfigError
 from tests.benchmarks import common
 
@@ -51,9 +51,9 @@ def _seeds(values):
   except ValueError:
     raise ConfigError("--student_seeds=%s must be integers, e.g. 1,2,3" % (
         ",".join(values),)) from None
-  if any(not 0 <= s < 2**32 for s in seeds) or len(set(seeds)) != len(seeds):
-    raise ConfigError("--student_seeds=%s must be distinct integers in [0, 2**32)" % (
-        ",".join(values),))
+  if not all(map(configs.is_seed, seeds)) or len(set(seeds)) != len(seeds):
+    raise ConfigError("--student_seeds=%s must be distinct integers in %s" % (
+        ",".join(values), configs.SEED_RANGE))
   return seeds
 
 
