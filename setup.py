@@ -27,12 +27,12 @@ def _version():
 
 
 STAGES = {
-    "kdprune-pipeline": "pipelines.pipeline:entry_point",
-    "kdprune-teacher": "pipelines.teacher:entry_point",
-    "kdprune-student": "pipelines.student:entry_point",
-    "kdprune-qat": "pipelines.qat:entry_point",
-    "kdprune-export": "pipelines.export:entry_point",
-    "kdprune-sweep": "pipelines.sweep:entry_point",
+    "kdprune-pipeline": "pipelines.cli.pipeline:entry_point",
+    "kdprune-teacher": "pipelines.cli.teacher:entry_point",
+    "kdprune-student": "pipelines.cli.student:entry_point",
+    "kdprune-qat": "pipelines.cli.qat:entry_point",
+    "kdprune-export": "pipelines.cli.export:entry_point",
+    "kdprune-sweep": "pipelines.cli.sweep:entry_point",
 }
 
 setup(
@@ -43,7 +43,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipelines", "pipelines.*", "models", "models.*"]),
-    package_data={"pipelines.datasets": ["digits.npz", "README.md"]},
+    package_data={"pipelines.data.datasets": ["digits.npz", "README.md"]},
     include_package_data=True,
     install_requires=[
         # Checked together: TF 2.21 / tf_keras 2.21 / tfmot 0.8.1 / tfds 4.9.10.
@@ -55,13 +55,18 @@ setup(
         "importlib_resources>=6",
         # TF 2.21 no longer installs TensorBoard; summaries need it.
         "tensorboard>=2.21,<2.22",
+        # The maintained TFLite interpreter (tf.lite.Interpreter is deprecated; it stays the
+        # fallback in pipelines/export/tflite.py).
+        "ai-edge-litert>=2.3,<3",
         "absl-py>=1.2",
         "numpy>=1.26",
         # The export report's accuracy_vs_size.png.
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # pytest-xdist: the suite runs on every core (setup.cfg addopts); import-linter and
+        # ruff: the layering contract and lint, checked by tests/test_layout.py.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "import-linter>=2.1", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["%s=%s" % kv for kv in STAGES.items()]},
 )

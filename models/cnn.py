@@ -7,8 +7,8 @@ classifier. Every layer is one tfmot and TFLite handle well (Conv+BN folds in
 QAT), and the plain chain is what structured pruning can shrink.
 """
 
-from models.registry import register
-from pipelines.compat import keras
+from models.compat import keras
+from models.families import register
 
 # Keras' default (0.99) leaves the moving statistics near their initial values
 # after the few hundred steps a small dataset gives, so inference-mode accuracy

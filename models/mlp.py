@@ -1,7 +1,7 @@
 """``mlp``: a multilayer perceptron for flat inputs (images are flattened)."""
 
-from models.registry import register
-from pipelines.compat import keras
+from models.compat import keras
+from models.families import register
 
 
 @register("mlp")

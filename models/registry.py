@@ -19,32 +19,14 @@ Example:
   (None, 10)
 """
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from models import spec as spec_lib
+from models.families import BUILDERS as _BUILDERS
+from models.families import register  # noqa: F401  (re-exported)
+from models.compat import describe_keras_object, keras
+from models.errors import ConfigError
 from models.spec import ModelSpec, resolve_user_builder, validate_spec  # noqa: F401
-from pipelines.compat import describe_keras_object, keras
-from pipelines.errors import ConfigError
-
-_BUILDERS: Dict[str, Callable[..., keras.Model]] = {}
-
-
-def register(name: str, description: str = "", width: int = 1, depth: int = 1,
-             dropout: float = 0.0):
-  """Decorator registering a family builder under ``name``.
-
-  Built-in families take their description and defaults from
-  :data:`models.spec.BUILTIN_FAMILIES`; others give them here.
-  """
-  def wrap(fn):
-    if name in _BUILDERS:
-      raise ValueError("model family %r is already registered" % name)
-    if name not in spec_lib.BUILTIN_FAMILIES:
-      spec_lib._EXTRA_FAMILIES[name] = (description, width, depth, dropout)  # pylint: disable=protected-access
-    _BUILDERS[name] = fn
-    return fn
-  return wrap
-
 
 def available() -> Dict[str, str]:
   """Family name -> one-line description (with default knobs)."""
@@ -92,7 +74,7 @@ def check_model(model, input_shape, num_classes: int, what: str) -> None:
   if not isinstance(model, keras.Model):
     raise ConfigError(
         "%s returned %s; kdprune needs a tf_keras model (tfmot does not support Keras 3): "
-        "build it with `from pipelines.compat import keras` or `import tf_keras as keras`"
+        "build it with `from models.compat import keras` or `import tf_keras as keras`"
         % (what, describe_keras_object(model)))
   if not getattr(model, "_is_graph_network", False):
     raise ConfigError(

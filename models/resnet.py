@@ -7,8 +7,8 @@ feature map is at least 4 pixels wide. Global average pooling and a Dense
 classifier finish it. ``depth=1`` gives a ResNet-8, ``depth=3`` a ResNet-20.
 """
 
-from models.registry import register
-from pipelines.compat import keras
+from models.compat import keras
+from models.families import register
 
 # Keras' default (0.99) leaves the moving statistics near their initial values
 # after the few hundred steps a small dataset gives, so inference-mode accuracy

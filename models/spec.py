@@ -10,7 +10,7 @@ import importlib
 import inspect
 from typing import Dict, Optional
 
-from pipelines.errors import ConfigError
+from models.errors import ConfigError
 
 # Built-in families: name -> (one-line description, default width, depth, dropout).
 # models/<family>.py registers the builder under the same name.

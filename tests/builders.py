@@ -1,6 +1,6 @@
 """User model builders referenced by tests as ``tests.builders:<name>``."""
 
-from pipelines.compat import keras
+from models.compat import keras
 
 
 def tiny(input_shape, num_classes):

@@ -16,7 +16,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from models.registry import ModelSpec  # noqa: E402
-from pipelines import configs, data, export, qat, student, teacher, training  # noqa: E402
+from pipelines import config as configs  # noqa: E402
+from pipelines.data import bundle as data  # noqa: E402
+from pipelines.stages import (
+  export,  # noqa: E402
+  qat,  # noqa: E402
+  student,  # noqa: E402
+  teacher,  # noqa: E402
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
@@ -29,7 +36,7 @@ def tiny_teacher_config(**train_overrides) -> teacher.TeacherConfig:
   return teacher.TeacherConfig(
       data=data.DataConfig(dataset="digits"),
       model=ModelSpec("mlp", width=32, depth=1),
-      train=training.TrainConfig(**train),
+      train=configs.TrainConfig(**train),
       progress="none")
 
 
@@ -41,7 +48,7 @@ def tiny_student_config(name="default", epochs=4, distill=True, teacher_outputs=
   return student.StudentConfig(
       data=data.DataConfig(dataset="digits"),
       model=ModelSpec("mlp", width=64, depth=1),
-      train=training.TrainConfig(epochs=epochs, batch_size=64, learning_rate=3e-3, patience=0),
+      train=configs.TrainConfig(epochs=epochs, batch_size=64, learning_rate=3e-3, patience=0),
       distill=configs.DistillConfig(enabled=distill, teacher_outputs=teacher_outputs),
       pruning=configs.PruningConfig(**prune),
       name=name,
@@ -54,7 +61,7 @@ def tiny_qat_config(name="default", epochs=1, scheme="prune_preserve", distill=T
   options = dict(epochs=epochs, batch_size=64, learning_rate=1e-3, patience=0)
   options.update(train)
   return qat.QatConfig(
-      data=data.DataConfig(dataset="digits"), train=training.TrainConfig(**options),
+      data=data.DataConfig(dataset="digits"), train=configs.TrainConfig(**options),
       distill=configs.DistillConfig(enabled=distill), scheme=scheme, name=name, progress="none")
 
 
@@ -68,7 +75,7 @@ def tiny_export_config(name="default") -> export.ExportConfig:
 def finished_run(tmp_path_factory):
   """One tiny run of every stage (teacher -> student -> qat -> export), shared by the tests that
   read its artifacts: the suite's end-to-end test."""
-  from pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("run")
   config = pipeline.PipelineConfig(
       teacher=tiny_teacher_config(epochs=3), student=tiny_student_config(epochs=4),

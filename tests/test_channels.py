@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import channels, configs
-from pipelines.compat import keras
-from pipelines.errors import ConfigError
+from models.compat import keras
+from pipelines.stages import student
+from pipelines import config as configs
+from pipelines.config.errors import ConfigError
+from pipelines.prune import channels
+from pipelines.train import distill
 from tests.conftest import tiny_student_config
 
 
@@ -134,9 +137,9 @@ def test_config_refusals_before_any_work():
     configs.PruningConfig(structure="channels", initial_sparsity=0.3).validate()
   assert configs.PruningConfig(structure="channels").target == 0.0
   assert configs.PruningConfig(structure="channels", final_sparsity=0.5).target == 0.5
-  with pytest.raises(ConfigError, match="at least one epoch"):
-    tiny_student_config(epochs=2, final_sparsity=None, structure="channels", end="1.0",
-                        frequency=0).validate()
+  with pytest.raises(ConfigError, match="at least one epoch"):  # the stage's check (it reads the data)
+    student.validate(tiny_student_config(epochs=2, final_sparsity=None, structure="channels",
+                                         end="1.0", frequency=0))
   # A default-valued new field leaves old fingerprints alone, and so does --channel_fraction
   # when the student is not channel-pruned.
   assert "channel_fraction" not in configs.resolved(configs.PruningConfig())
@@ -146,7 +149,7 @@ def test_config_refusals_before_any_work():
 
 
 def test_channels_student_through_qat_and_export(tmp_path, capsys):
-  from pipelines import pipeline, student  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config
   ch = tiny_student_config(epochs=4, final_sparsity=None, structure="channels", frequency=0,
                            channel_fraction=0.5, name="channels")
@@ -164,7 +167,7 @@ def test_channels_student_through_qat_and_export(tmp_path, capsys):
   assert "model output" in metrics["channels"]["kept_whole"]["logits"]
   assert metrics["params"] < metrics["params_before_channels"]
   assert metrics["best_epoch"] > max(int(e) for e in metrics["channels"]["schedule"])
-  model = student.load_model(str(d / "model.keras"))
+  model = distill.load_keras_model(str(d / "model.keras"))
   assert model.get_layer("dense_1").units == 32
   report = json.loads((tmp_path / "export" / "channels" / "report.json").read_text())
   product = {m["name"]: m for m in report["models"]}[report["product"]]
@@ -192,7 +195,7 @@ def test_resnet_shrinks_inside_blocks_and_keeps_residual_widths():
 
 
 def test_shrink_then_sparsify(tmp_path):
-  from pipelines import pipeline, student  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config
   both = tiny_student_config(epochs=4, final_sparsity=0.7, structure="channels", frequency=5,
                              channel_fraction=0.5, name="both")
@@ -205,7 +208,7 @@ def test_shrink_then_sparsify(tmp_path):
   assert metrics["channels"]["layers"]["dense_1"]["units_after"] == 32
   assert metrics["pruning"]["plan"]["dense_1"] == "prune"
   assert metrics["sparsity"] == pytest.approx(0.7, abs=0.005)
-  kernel = student.load_model(str(d / "model.keras")).get_layer("dense_1").kernel.numpy()
+  kernel = distill.load_keras_model(str(d / "model.keras")).get_layer("dense_1").kernel.numpy()
   assert kernel.shape == (64, 32) and np.mean(kernel == 0) == pytest.approx(0.7, abs=0.005)
   # Both phases logged; the export kept the zeros (it fails otherwise) in the smaller file.
   assert (d / "shrink" / "metrics.jsonl").is_file() and (d / "metrics.jsonl").is_file()

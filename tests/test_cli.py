@@ -12,16 +12,17 @@ from tests.conftest import REPO
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
-def _run(*args, module="pipelines.teacher"):
+def _run(*args, module="pipelines.cli.teacher"):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV,
                         capture_output=True, text=True, timeout=300)
 
 
 def _flag_names():
   from absl import flags
-  from pipelines import flags as kflags
+
+  from pipelines.cli import flags as kflags
   kflags.define_flags()
-  return [f.name for f in flags.FLAGS.get_flags_for_module("pipelines.flags")]
+  return [f.name for f in flags.FLAGS.get_flags_for_module("pipelines.cli.flags")]
 
 
 def test_helpfull_documents_every_flag():
@@ -70,19 +71,19 @@ def test_bad_invocations_fail_in_one_line_and_write_nothing(tmp_path, args, frag
 ])
 def test_bad_student_invocations(tmp_path, args, fragments):
   workdir = tmp_path / "run"
-  result = _run("--workdir=%s" % workdir, *args, module="pipelines.student")
+  result = _run("--workdir=%s" % workdir, *args, module="pipelines.cli.student")
   _assert_one_line_error(result, "kdprune-student", *fragments)
   assert not workdir.exists()
 
 
 @pytest.mark.parametrize("module,program,args,fragments", [
-    ("pipelines.qat", "kdprune-qat", [], ["no finished student/default in", "run kdprune-student"]),
-    ("pipelines.qat", "kdprune-qat", ["--student_name=wide"],
+    ("pipelines.cli.qat", "kdprune-qat", [], ["no finished student/default in", "run kdprune-student"]),
+    ("pipelines.cli.qat", "kdprune-qat", ["--student_name=wide"],
      ["no finished student/wide", "kdprune-student --student_name=wide"]),
-    ("pipelines.qat", "kdprune-qat", ["--qat_scheme=fp16"], ["--qat_scheme", "prune_preserve"]),
-    ("pipelines.qat", "kdprune-qat", ["--qat_epochs=0"], ["--qat_epochs=0"]),
-    ("pipelines.export", "kdprune-export", [], ["no finished qat/default in", "run kdprune-qat"]),
-    ("pipelines.export", "kdprune-export", ["--latency_runs=0"], ["--latency_runs=0 must be >= 1"]),
+    ("pipelines.cli.qat", "kdprune-qat", ["--qat_scheme=fp16"], ["--qat_scheme", "prune_preserve"]),
+    ("pipelines.cli.qat", "kdprune-qat", ["--qat_epochs=0"], ["--qat_epochs=0"]),
+    ("pipelines.cli.export", "kdprune-export", [], ["no finished qat/default in", "run kdprune-qat"]),
+    ("pipelines.cli.export", "kdprune-export", ["--latency_runs=0"], ["--latency_runs=0 must be >= 1"]),
 ])
 def test_bad_qat_and_export_invocations(tmp_path, module, program, args, fragments):
   workdir = tmp_path / "run"
@@ -92,7 +93,7 @@ def test_bad_qat_and_export_invocations(tmp_path, module, program, args, fragmen
 
 
 def test_workdir_is_required():
-  result = _run(module="pipelines.pipeline")
+  result = _run(module="pipelines.cli.pipeline")
   _assert_one_line_error(result, "kdprune-pipeline", "--workdir")
 
 
@@ -103,7 +104,7 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
           "--student_depth=1", "--student_epochs=2", "--final_sparsity=0.5", "--qat_epochs=1",
           "--latency_runs=5", "--latency_warmup=1", "--representative_examples=16",
           "--progress=none"]
-  result = _run(*args, module="pipelines.pipeline")
+  result = _run(*args, module="pipelines.cli.pipeline")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "kdprune pipeline finished" in result.stdout
   assert "tensorboard --logdir %s" % workdir in result.stdout
@@ -115,7 +116,7 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   assert (workdir / "export" / "default" / "report.md").is_file()
   assert (workdir / "export" / "default" / "student_qat_int8.tflite").is_file()
   assert result.stderr.strip() == "", result.stderr
-  again = _run(*args, module="pipelines.pipeline")
+  again = _run(*args, module="pipelines.cli.pipeline")
   assert again.returncode == 0 and "skipped" in again.stdout
 
 
@@ -144,39 +145,39 @@ def _snapshot(root):
 # one line naming the flag or file, and leave every file of the run as it was.
 @pytest.mark.parametrize("module,args,fragment", [
     # ranges
-    ("pipelines.student", ["--final_sparsity=1.5"], "--final_sparsity=1.5 must be in [0, 1)"),
-    ("pipelines.student", ["--alpha=2"], "--alpha=2.0 must be in [0, 1]"),
-    ("pipelines.student", ["--temperature=0"], "--temperature=0.0 must be > 0"),
-    ("pipelines.student", ["--pruning_begin=0.8", "--pruning_end=0.2"], "must come after"),
-    ("pipelines.teacher", ["--teacher_epochs=0"], "--teacher_epochs=0 must be >= 1"),
-    ("pipelines.pipeline", ["--batch_size=0"], "--batch_size=0 must be >= 1"),
-    ("pipelines.student", ["--student_patience=-1"], "--student_patience=-1 must be >= 0"),
-    ("pipelines.qat", ["--qat_learning_rate=0"], "--qat_learning_rate=0.0 must be a positive"),
+    ("pipelines.cli.student", ["--final_sparsity=1.5"], "--final_sparsity=1.5 must be in [0, 1)"),
+    ("pipelines.cli.student", ["--alpha=2"], "--alpha=2.0 must be in [0, 1]"),
+    ("pipelines.cli.student", ["--temperature=0"], "--temperature=0.0 must be > 0"),
+    ("pipelines.cli.student", ["--pruning_begin=0.8", "--pruning_end=0.2"], "must come after"),
+    ("pipelines.cli.teacher", ["--teacher_epochs=0"], "--teacher_epochs=0 must be >= 1"),
+    ("pipelines.cli.pipeline", ["--batch_size=0"], "--batch_size=0 must be >= 1"),
+    ("pipelines.cli.student", ["--student_patience=-1"], "--student_patience=-1 must be >= 0"),
+    ("pipelines.cli.qat", ["--qat_learning_rate=0"], "--qat_learning_rate=0.0 must be a positive"),
     # choices
-    ("pipelines.pipeline", ["--dataset=mnsit"], "--dataset=mnsit: no such TFDS dataset"),
-    ("pipelines.pipeline", ["--student_model=transformer"], "--student_model=transformer"),
-    ("pipelines.student", ["--pruning_schedule=cubic"], "--pruning_schedule"),
-    ("pipelines.student", ["--pruning_method=rigl"], "--pruning_method"),
-    ("pipelines.qat", ["--qat_scheme=fp16"], "--qat_scheme"),
+    ("pipelines.cli.pipeline", ["--dataset=mnsit"], "--dataset=mnsit: no such TFDS dataset"),
+    ("pipelines.cli.pipeline", ["--student_model=transformer"], "--student_model=transformer"),
+    ("pipelines.cli.student", ["--pruning_schedule=cubic"], "--pruning_schedule"),
+    ("pipelines.cli.student", ["--pruning_method=rigl"], "--pruning_method"),
+    ("pipelines.cli.qat", ["--qat_scheme=fp16"], "--qat_scheme"),
     # combinations
-    ("pipelines.student", ["--pruning_end=100000"], "reaches its final sparsity at step 100000"),
-    ("pipelines.student", ["--pruning_structure=m_by_n", "--final_sparsity=0.8"],
+    ("pipelines.cli.student", ["--pruning_end=100000"], "reaches its final sparsity at step 100000"),
+    ("pipelines.cli.student", ["--pruning_structure=m_by_n", "--final_sparsity=0.8"],
      "does not match --m_by_n=2:4"),
-    ("pipelines.student", ["--teacher_outputs=cached", "--student_augment=shift"],
+    ("pipelines.cli.student", ["--teacher_outputs=cached", "--student_augment=shift"],
      "--teacher_outputs=cached with --student_augment=shift"),
-    ("pipelines.student", ["--pruning_method=dynamic", "--pruning_structure=m_by_n"],
+    ("pipelines.cli.student", ["--pruning_method=dynamic", "--pruning_structure=m_by_n"],
      "--pruning_method=dynamic works with --pruning_structure=unstructured only"),
-    ("pipelines.student", ["--pruning_method=dynamic", "--mask_update_end=0.05"],
+    ("pipelines.cli.student", ["--pruning_method=dynamic", "--mask_update_end=0.05"],
      "leaves no mask revision"),
     # files
-    ("pipelines.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
-    ("pipelines.export", ["--student_name=ghost"], "no finished qat/ghost"),
+    ("pipelines.cli.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
+    ("pipelines.cli.export", ["--student_name=ghost"], "no finished qat/ghost"),
 ])
 def test_bad_input_leaves_a_finished_run_untouched(finished_run, module, args, fragment):
   workdir = str(finished_run[0])
   before = _snapshot(workdir)
   result = _run("--workdir=%s" % workdir, *args, module=module)
-  program = "kdprune-" + module.split(".")[1]
+  program = "kdprune-" + module.split(".")[-1]
   _assert_one_line_error(result, program, fragment)
   assert _snapshot(workdir) == before
 
@@ -188,7 +189,7 @@ def test_diverging_training_fails_the_stage_and_keeps_the_teacher(finished_run, 
   result = _run("--workdir=%s" % workdir, "--student_name=diverge", "--student_optimizer=sgd",
                 "--student_learning_rate=1e30", "--student_epochs=2", "--progress=none",
                 "--student_model=mlp", "--student_width=32", "--student_depth=1",
-                module="pipelines.student")
+                module="pipelines.cli.student")
   assert result.returncode == 1, (result.stdout, result.stderr)
   lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -207,10 +208,10 @@ def test_teacher_trained_on_other_data_is_refused_before_work(finished_run, tmp_
   data = write_npz(tmp_path / "small.npz", shape=(4, 4, 1), classes=3)
   workdir = str(finished_run[0])
   before = _snapshot(workdir)
-  for module in ("pipelines.student", "pipelines.qat"):
+  for module in ("pipelines.cli.student", "pipelines.cli.qat"):
     result = _run("--workdir=%s" % workdir, "--dataset=npz:%s" % data, module=module)
-    stage = "teacher" if module == "pipelines.student" else "student/default"
-    _assert_one_line_error(result, "kdprune-" + module.split(".")[1],
+    stage = "teacher" if module == "pipelines.cli.student" else "student/default"
+    _assert_one_line_error(result, "kdprune-" + module.split(".")[-1],
                            "the %s in" % stage, "trained on digits inputs (8, 8, 1) with 10 classes",
                            "gives (4, 4, 1) with 3 classes")
   assert _snapshot(workdir) == before

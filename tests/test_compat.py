@@ -2,7 +2,7 @@
 
 import os
 
-from pipelines import compat
+from models import compat
 
 
 def test_keras_is_tf_keras_and_legacy_keras_is_set():

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import data
-from pipelines.errors import ConfigError
+from pipelines.config.errors import ConfigError
+from pipelines.data import bundle as data
+from pipelines.data import sources
 from tests.conftest import SHARED_TFDS, write_npz
 
 
@@ -29,15 +30,15 @@ def test_digits_default_needs_no_network_and_has_the_right_shape():
 
 
 def test_carve_indices_is_seeded_disjoint_and_complete():
-  tr, va = data.carve_indices(1000, 0.1, seed=3)
+  tr, va = sources.carve_indices(1000, 0.1, seed=3)
   assert len(va) == 100 and len(tr) == 900
   assert not set(tr) & set(va) and set(tr) | set(va) == set(range(1000))
-  tr2, va2 = data.carve_indices(1000, 0.1, seed=3)
+  tr2, va2 = sources.carve_indices(1000, 0.1, seed=3)
   np.testing.assert_array_equal(va, va2)
-  _, va3 = data.carve_indices(1000, 0.1, seed=4)
+  _, va3 = sources.carve_indices(1000, 0.1, seed=4)
   assert set(va) != set(va3)
   with pytest.raises(ConfigError):
-    data.carve_indices(1, 0.5, seed=0)
+    sources.carve_indices(1, 0.5, seed=0)
 
 
 def test_validation_carve_is_deterministic_and_disjoint_from_train():
@@ -237,7 +238,7 @@ def test_shift_augmentation_moves_pixels_not_labels():
 
 
 def test_augmentation_needs_images(tmp_path):
-  from pipelines import sources
+  from pipelines.data import sources
   path = write_npz(tmp_path / "flat.npz", shape=(7,))
   with pytest.raises(ConfigError, match="--teacher_augment=shift needs images"):
     sources.check_augment(data.DataConfig(dataset="npz:" + path), "shift", "--teacher_augment")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipelines import distribute
-from pipelines.errors import ConfigError
+from pipelines.config.errors import ConfigError
+from pipelines.runtime import distribute
 from tests.conftest import REPO
 
 TWO_WORKERS = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
@@ -63,7 +63,7 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
   before = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}
   result = subprocess.run(
       [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", sys.executable, "-m",
-       "pipelines.pipeline", "--workdir=%s" % workdir, "--until=student",
+       "pipelines.cli.pipeline", "--workdir=%s" % workdir, "--until=student",
        "--teacher_model=mlp", "--teacher_width=64", "--teacher_depth=1", "--teacher_epochs=2",
        "--student_model=mlp", "--student_width=32", "--student_depth=1", "--student_epochs=3",
        "--final_sparsity=0.8", "--progress=none"],
@@ -92,10 +92,15 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
 
 def test_mixed_precision_trains_in_float16_and_saves_float32(tmp_path):
   import dataclasses
-  from pipelines import pipeline, training
-  from pipelines.compat import keras
-  from tests.conftest import tiny_export_config, tiny_qat_config, tiny_student_config
-  from tests.conftest import tiny_teacher_config
+
+  from models.compat import keras
+  from pipelines.stages import pipeline
+  from tests.conftest import (
+    tiny_export_config,
+    tiny_qat_config,
+    tiny_student_config,
+    tiny_teacher_config,
+  )
   teacher = tiny_teacher_config(epochs=2)
   pupil = tiny_student_config(epochs=3)
   config = pipeline.PipelineConfig(

@@ -10,9 +10,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from pipelines import configs, distill, dynamic, export, pruning, qat, stage, student
-from pipelines.compat import keras, tf
-from pipelines.errors import ConfigError
+from models.compat import keras, tf
+from pipelines import config as configs
+from pipelines.config.errors import ConfigError
+from pipelines.prune import dynamic
+from pipelines.prune import magnitude as pruning
+from pipelines.runtime import execute as stage
+from pipelines.stages import export, qat, student
+from pipelines.train import distill
 from tests.conftest import tiny_export_config, tiny_qat_config, tiny_student_config
 
 
@@ -121,12 +126,15 @@ def tfmot_update_step():
 
 
 _MIRRORED = textwrap.dedent("""
-    from pipelines.compat import keras, tf
+    from models.compat import keras, tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     import tensorflow_model_optimization as tfmot
-    from pipelines import configs, distill, dynamic, pruning
+    from pipelines import config as configs
+    from pipelines.train import distill
+    from pipelines.prune import dynamic
+    from pipelines.prune import magnitude as pruning
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     config = configs.PruningConfig(final_sparsity=0.8, begin="2", end="40", frequency=6,
                                    keep_dense=(), method="dynamic", mask_update_every=4,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import losses
+from pipelines.train import losses
 
 S = np.array([[2.0, 0.0]], np.float32)  # student logits
 T = np.array([[0.0, 2.0]], np.float32)  # teacher logits

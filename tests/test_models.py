@@ -3,9 +3,9 @@
 import pytest
 
 from models import ModelSpec, available, build_model
+from models.compat import keras
 from models.registry import register, validate_spec
-from pipelines.compat import keras
-from pipelines.errors import ConfigError
+from pipelines.config.errors import ConfigError
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])

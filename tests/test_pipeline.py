@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from pipelines import pipeline
+from pipelines.export import report as report_lib
+from pipelines.stages import pipeline
 from tests.conftest import tiny_student_config, tiny_teacher_config
 
 
@@ -15,7 +16,8 @@ def _quiet(*_):
 
 
 def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
+                                   until="student")
   workdir = str(tmp_path)
   first, _ = pipeline.run(config, workdir, log=_quiet)
   assert first.ran
@@ -61,7 +63,8 @@ def test_changed_config_reruns_the_stage_and_everything_after_it(tmp_path):
 
 def test_missing_artifact_reruns_the_stage(tmp_path):
   workdir = str(tmp_path)
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
+                                   until="student")
   pipeline.run(config, workdir, log=_quiet)
   os.remove(tmp_path / "teacher" / "model.keras")
   outcome, _ = pipeline.run(config, workdir, log=_quiet)
@@ -69,16 +72,17 @@ def test_missing_artifact_reruns_the_stage(tmp_path):
 
 
 def test_summary_names_results_and_tensorboard(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(), until="student")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
+                                   until="student")
   outcomes = pipeline.run(config, str(tmp_path), log=_quiet)
-  text = pipeline.summary(str(tmp_path), outcomes, 1.0)
+  text = report_lib.pipeline_summary(str(tmp_path), outcomes, 1.0)
   assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text
   assert "tensorboard --logdir %s" % tmp_path in text
 
 
 def test_corrupt_manifest_is_reported_by_path(tmp_path):
-  from pipelines import rundir
-  from pipelines.errors import ConfigError
+  from pipelines.config.errors import ConfigError
+  from pipelines.runtime import rundir
   (tmp_path / "manifest.json").write_text('{"stages": {"teacher": ')
   with pytest.raises(ConfigError, match=r"manifest.json is unreadable .*move it aside"):
     rundir.RunDir(str(tmp_path)).entry("teacher")
@@ -86,8 +90,9 @@ def test_corrupt_manifest_is_reported_by_path(tmp_path):
 
 
 def test_truncated_teacher_is_named_and_rerun(tmp_path, capsys):
-  from pipelines import rundir, student
-  from pipelines.errors import ConfigError
+  from pipelines.config.errors import ConfigError
+  from pipelines.runtime import rundir
+  from pipelines.stages import student
   from tests.conftest import tiny_student_config as pupil
   workdir = str(tmp_path)
   config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=pupil(),
@@ -110,7 +115,7 @@ def test_truncated_teacher_is_named_and_rerun(tmp_path, capsys):
 
 def test_fields_added_later_leave_old_fingerprints_alone():
   # A finished run made before a field existed must not be retrained after an upgrade.
-  from pipelines import configs
+  from pipelines import config as configs
   assert "mixed_precision" not in configs.resolved(configs.TrainConfig())
   assert configs.resolved(configs.TrainConfig(mixed_precision=True))["mixed_precision"] is True
   assert "layer_sparsity" not in configs.resolved(configs.PruningConfig())

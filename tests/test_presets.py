@@ -16,11 +16,12 @@ PRESETS = sorted(glob.glob(os.path.join(ROOT, "launch", "presets", "*.cfg")))
 _CHECK = """
 import sys
 from absl import flags
-from pipelines import flags as kflags, pipeline
+from pipelines.cli import flags as kflags
+from pipelines.stages import pipeline
 kflags.define_flags()
 flags.FLAGS(["kdprune-pipeline", "--flagfile=" + sys.argv[1], "--workdir=" + sys.argv[2]])
-config = pipeline.config_from_flags()
-config.validate()
+config = kflags.pipeline_config_from_flags()
+pipeline.validate(config)
 print(config.student.model.name, config.student.pruning.target)
 """
 

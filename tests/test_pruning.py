@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 
-from pipelines import pruning
-from pipelines.compat import keras
-from pipelines.configs import PruningConfig, parse_step_or_fraction
-from pipelines.errors import ConfigError, StageError
-
+from models.compat import keras
+from pipelines.config import PruningConfig, parse_step_or_fraction
+from pipelines.config.errors import ConfigError, StageError
+from pipelines.prune import magnitude as pruning
+from pipelines.train import callbacks
 
 # ---------------------------------------------------------------- schedule resolution
 
@@ -153,7 +153,7 @@ def test_layers_with_their_own_final_sparsity():
     (["logits:0.5"], dict(structure="m_by_n"), "unstructured only"),
 ])
 def test_bad_layer_sparsity_is_refused(items, kwargs, message):
-  from pipelines.configs import parse_layer_sparsity
+  from pipelines.config import parse_layer_sparsity
   with pytest.raises(ConfigError) as err:
     PruningConfig(layer_sparsity=parse_layer_sparsity(items), **kwargs).validate()
   assert message in str(err.value)
@@ -230,7 +230,7 @@ def _drive(callback, student, epochs, step_per_epoch, val_loss):
 
 def test_early_stopping_waits_for_the_end_of_the_schedule_on_a_plateau():
   student = _FakeStudent()
-  es = pruning.PruningAwareEarlyStopping(student, final_step=500, patience=2)
+  es = callbacks.PruningAwareEarlyStopping(student, final_step=500, patience=2)
   # A flat validation loss from the start: Keras' EarlyStopping would stop at epoch 2.
   stopped = _drive(es, student, epochs=20, step_per_epoch=100, val_loss=lambda e: 1.0)
   assert es.first_final_epoch == 4          # epoch 5 ends at step 500
@@ -240,7 +240,7 @@ def test_early_stopping_waits_for_the_end_of_the_schedule_on_a_plateau():
 
 def test_best_weights_are_chosen_among_final_sparsity_states_only():
   student = _FakeStudent()
-  es = pruning.PruningAwareEarlyStopping(student, final_step=300, patience=0)
+  es = callbacks.PruningAwareEarlyStopping(student, final_step=300, patience=0)
   # Dense early epochs look best (0.1); after pruning the loss is higher but improving.
   losses = [0.1, 0.2, 0.9, 0.8, 0.7, 0.75]
   _drive(es, student, epochs=6, step_per_epoch=100, val_loss=lambda e: losses[e])
@@ -249,14 +249,14 @@ def test_best_weights_are_chosen_among_final_sparsity_states_only():
 
 def test_training_that_never_reaches_final_sparsity_fails_loudly():
   student = _FakeStudent()
-  es = pruning.PruningAwareEarlyStopping(student, final_step=10_000, patience=2)
+  es = callbacks.PruningAwareEarlyStopping(student, final_step=10_000, patience=2)
   with pytest.raises(StageError, match="before the schedule reached its final sparsity"):
     _drive(es, student, epochs=3, step_per_epoch=100, val_loss=lambda e: 1.0)
 
 
 def test_accuracy_monitor_prefers_higher():
   student = _FakeStudent()
-  es = pruning.PruningAwareEarlyStopping(student, final_step=100, monitor="val_accuracy")
+  es = callbacks.PruningAwareEarlyStopping(student, final_step=100, monitor="val_accuracy")
   accs = [0.5, 0.9, 0.8]
   model = _FakeModel()
   es.set_model(model)

@@ -6,9 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import qat, rundir, stage, tflite_tools
-from pipelines.compat import keras
-from pipelines.errors import ConfigError, StageError
+from models.compat import keras
+from pipelines.config.errors import ConfigError, StageError
+from pipelines.export import tflite as tflite_tools
+from pipelines.quantize import qat as qat_lib
+from pipelines.runtime import execute as stage
+from pipelines.runtime import rundir
+from pipelines.stages import qat
 from tests.conftest import tiny_export_config, tiny_qat_config
 
 
@@ -51,14 +55,14 @@ def _zeros(model, names=("conv", "logits")):
 def test_qat_keeps_the_zeros_after_remasking(scheme):
   model = _sparse_cnn()
   before = _zeros(model)
-  masks = qat.zero_masks(model, ["conv", "logits"])
-  qmodel = qat.quantize(model, scheme)
+  masks = qat_lib.zero_masks(model, ["conv", "logits"])
+  qmodel = qat_lib.quantize(model, scheme)
   x, y = _data()
   _train(qmodel, x, y)
-  drifted = qat.remask(qmodel, masks)
+  drifted = qat_lib.remask(qmodel, masks)
   if scheme == "default":  # plain QAT trains the zeros too: the re-masking has work to do
     assert sum(drifted.values()) > 0
-  view = qat.float_view(_sparse_cnn(seed=5, sparsity=0.0), qmodel)
+  view = qat_lib.float_view(_sparse_cnn(seed=5, sparsity=0.0), qmodel)
   after = _zeros(view)
   assert all(after[n] >= before[n] for n in before), (before, after)
   # And the int8 file holds at least those zeros, read from its weight buffers.
@@ -71,8 +75,8 @@ def test_prune_preserve_outputs_do_not_depend_on_drifted_weights():
   # PQAT multiplies the kernels by the mask in the forward pass: whatever the
   # optimizer does to pruned weights, the fake-quantized model ignores them.
   model = _sparse_cnn()
-  masks = qat.zero_masks(model, ["conv", "logits"])
-  qmodel = qat.quantize(model, "prune_preserve")
+  masks = qat_lib.zero_masks(model, ["conv", "logits"])
+  qmodel = qat_lib.quantize(model, "prune_preserve")
   x, _ = _data(16)
   reference = qmodel(x, training=False).numpy()
   kernel = [v for v in qmodel.weights if v.name == "logits/kernel:0"][0]
@@ -106,7 +110,7 @@ def test_tflite_accuracy_equals_keras_accuracy():
   assert float_eval["examples"] == 200
   assert float_eval["accuracy"] == pytest.approx(np.mean(keras_logits.argmax(-1) == y), abs=1e-9)
 
-  qmodel = qat.quantize(model, "prune_preserve")
+  qmodel = qat_lib.quantize(model, "prune_preserve")
   _train(qmodel, x, y, lr=0.01, epochs=1)
   q_logits = qmodel.predict(x, verbose=0)
   keras_acc = np.mean(q_logits.argmax(-1) == y)
@@ -194,7 +198,7 @@ def test_qat_fails_loudly_when_the_sparsity_falls(finished_run, tmp_path, monkey
   workdir = tmp_path / "copy"
   shutil.copytree(finished_run[0], workdir)
   teacher_model = (workdir / "teacher" / "model.keras").read_bytes()
-  monkeypatch.setattr(qat, "remask", lambda qmodel, masks: {})  # as if drift were not repaired
+  monkeypatch.setattr(qat_lib, "remask", lambda qmodel, masks: {})  # as if drift were not repaired
   config = tiny_qat_config(scheme="default", epochs=2, learning_rate=0.5, optimizer="sgd")
   with pytest.raises(StageError, match=r"sparsity .* is below the target .*QAT moved weights"):
     stage.execute(config.stage, qat.run, config, str(workdir),
@@ -207,7 +211,7 @@ def test_qat_fails_loudly_when_the_sparsity_falls(finished_run, tmp_path, monkey
 def test_qat_and_export_need_their_upstream_stage(tmp_path):
   with pytest.raises(ConfigError, match=r"no finished student/default in .*run kdprune-student"):
     qat.fingerprint_inputs(tiny_qat_config(), str(tmp_path))
-  from pipelines import export
+  from pipelines.stages import export
   with pytest.raises(ConfigError, match=r"no finished qat/default in .*run kdprune-qat"):
     export.fingerprint_inputs(tiny_export_config(), str(tmp_path))
   assert not list(tmp_path.iterdir())

@@ -5,11 +5,17 @@ import json
 import numpy as np
 import pytest
 
+from models.compat import keras
 from models.registry import ModelSpec
-from pipelines import configs, data, export, losses, qat, sources, student, teacher, training
-from pipelines import tflite_tools
-from pipelines.compat import keras
-from pipelines.errors import ConfigError
+from pipelines import config as configs
+from pipelines.config.errors import ConfigError
+from pipelines.data import bundle as data
+from pipelines.data import sources, tabular
+from pipelines.export import pareto as pareto_lib
+from pipelines.export import tflite as tflite_tools
+from pipelines.runtime import upstream
+from pipelines.stages import export, qat, student, teacher
+from pipelines.train import losses
 from tests.test_cli import _assert_one_line_error, _run
 
 SYNTHETIC = "synthetic_regression:n_samples=400,n_features=12,n_informative=6,noise=1"
@@ -42,7 +48,7 @@ def test_trainer_regression_step_logs_the_parts_and_validates_on_the_loss():
   teacher_pred = y + 1.0  # a teacher that is off by one everywhere
   inputs = keras.Input((5,))
   model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-  from pipelines import distill  # pylint: disable=g-import-not-at-top
+  from pipelines.train import distill  # pylint: disable=g-import-not-at-top
   trainer = distill.DistillationTrainer(model, alpha=0.25, task="regression")
   trainer.compile(optimizer=keras.optimizers.SGD(0.0))  # no update: the logs are the formula's
   logs = trainer.fit(x, (y, teacher_pred), batch_size=64, epochs=1, verbose=0,
@@ -71,7 +77,7 @@ def test_make_regression_matches_scikit_learn():
   sk = pytest.importorskip("sklearn.datasets")
   x_ref, y_ref = sk.make_regression(n_samples=80, n_features=30, n_informative=7, noise=3,
                                     random_state=5)
-  x, y = sources.make_regression(80, 30, 7, 3.0, seed=5)
+  x, y = tabular.make_regression(80, 30, 7, 3.0, seed=5)
   np.testing.assert_array_equal(x, x_ref)
   np.testing.assert_array_equal(y, y_ref)
 
@@ -90,9 +96,9 @@ def test_synthetic_regression_is_normalised_as_the_seed_and_split():
   _, yb = next(iter(bundle.batches("train", 8)))
   assert yb.dtype.name == "float32" and tuple(yb.shape) == (8, 1)
   # Seeded: the same name gives the same data; another seed another.
-  again = sources.make_regression(50, 4, 2, 1.0, seed=0)
-  np.testing.assert_array_equal(again[0], sources.make_regression(50, 4, 2, 1.0, seed=0)[0])
-  assert not np.array_equal(again[0], sources.make_regression(50, 4, 2, 1.0, seed=1)[0])
+  again = tabular.make_regression(50, 4, 2, 1.0, seed=0)
+  np.testing.assert_array_equal(again[0], tabular.make_regression(50, 4, 2, 1.0, seed=0)[0])
+  assert not np.array_equal(again[0], tabular.make_regression(50, 4, 2, 1.0, seed=1)[0])
 
 
 def _write_csv(path, text):
@@ -187,7 +193,7 @@ def test_regression_refuses_val_accuracy_and_a_temperature():
   d = data.DataConfig(dataset=SYNTHETIC, task="regression")
   with pytest.raises(ConfigError, match="--student_monitor=val_accuracy has no meaning for "
                      "--task=regression"):
-    student.StudentConfig(data=d, train=training.TrainConfig(monitor="val_accuracy")).validate()
+    student.StudentConfig(data=d, train=configs.TrainConfig(monitor="val_accuracy")).validate()
   with pytest.raises(ConfigError, match="--temperature=2.0 does not apply to --task=regression"):
     qat.QatConfig(data=d, distill=configs.DistillConfig(temperature=2.0)).validate()
   # Without distillation there is no temperature to refuse.
@@ -214,7 +220,7 @@ def test_new_data_fields_stay_out_of_fingerprints_at_their_default():
      ["--dataset=csv:/nonexistent/t.csv: no such file"]),
 ])
 def test_cli_regression_errors_are_one_line(tmp_path, module, args, fragments):
-  result = _run("--workdir=%s" % (tmp_path / "run"), *args, module="pipelines." + module)
+  result = _run("--workdir=%s" % (tmp_path / "run"), *args, module="pipelines.cli." + module)
   _assert_one_line_error(result, "kdprune-" + module, *fragments)
   assert not (tmp_path / "run").exists()
 
@@ -249,19 +255,19 @@ def test_int8_io_regression_output_is_dequantized():
 
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory):
-  from pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("regression")
   d = data.DataConfig(dataset=SYNTHETIC, task="regression")
   fast = dict(batch_size=32, learning_rate=3e-3, patience=0)
   config = pipeline.PipelineConfig(
       teacher=teacher.TeacherConfig(data=d, model=ModelSpec("mlp", width=64, depth=2),
-                                    train=training.TrainConfig(epochs=8, **fast), progress="none"),
+                                    train=configs.TrainConfig(epochs=8, **fast), progress="none"),
       student=student.StudentConfig(
           data=d, model=ModelSpec("mlp", width=48, depth=2),
-          train=training.TrainConfig(epochs=6, **fast), distill=configs.DistillConfig(alpha=0.5),
+          train=configs.TrainConfig(epochs=6, **fast), distill=configs.DistillConfig(alpha=0.5),
           pruning=configs.PruningConfig(final_sparsity=0.75, begin="0.0", end="0.5"),
           progress="none"),
-      qat=qat.QatConfig(data=d, train=training.TrainConfig(epochs=1, batch_size=32,
+      qat=qat.QatConfig(data=d, train=configs.TrainConfig(epochs=1, batch_size=32,
                                                            learning_rate=1e-4, patience=0),
                         progress="none"),
       export=export.ExportConfig(data=d, latency_runs=3, latency_warmup=1,
@@ -300,21 +306,20 @@ def test_regression_through_all_four_stages(regression_run):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # A classification stage refuses this regression teacher before any work.
   with pytest.raises(ConfigError, match="trained for --task=regression, not --task=classification"):
-    student.check_data_matches(str(workdir), "teacher", data.DataConfig(), "kdprune-teacher")
+    upstream.check_data_matches(str(workdir), "teacher", data.DataConfig(), "kdprune-teacher")
 
 
 def test_pareto_front_for_mse_prefers_lower():
-  from pipelines import sweep  # pylint: disable=g-import-not-at-top
   pts = [{"tflite_gzip_bytes": 10, "test_mse": 0.20},
          {"tflite_gzip_bytes": 20, "test_mse": 0.10},
          {"tflite_gzip_bytes": 30, "test_mse": 0.15},   # bigger and worse than the 2nd
          {"tflite_gzip_bytes": 10, "test_mse": 0.25}]   # same size, worse than the 1st
-  marks = [p["pareto"] for p in sweep.pareto(pts, "test_mse", higher=False)]
+  marks = [p["pareto"] for p in pareto_lib.pareto(pts, "test_mse", higher=False)]
   assert marks == [True, True, False, False]
 
 
 def test_regression_sweep_ranks_by_mse(regression_run):
-  from pipelines import sweep  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import sweep  # pylint: disable=g-import-not-at-top
   workdir, _, config = regression_run
   out = sweep.run(config, sweep.SweepConfig(sparsities=(0.5,)), str(workdir),
                   log=lambda *_: None)

@@ -15,7 +15,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 def _start(args):
-  return subprocess.Popen([sys.executable, "-m", "pipelines.student", *args], cwd=REPO, env=ENV,
+  return subprocess.Popen([sys.executable, "-m", "pipelines.cli.student", *args], cwd=REPO, env=ENV,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -49,7 +49,7 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   manifest = json.loads(open(os.path.join(workdir, "manifest.json")).read())
   assert manifest["stages"]["student/default"]["status"] == "running"  # killed: never marked done
 
-  rerun = subprocess.run([sys.executable, "-m", "pipelines.student", *args], cwd=REPO, env=ENV,
+  rerun = subprocess.run([sys.executable, "-m", "pipelines.cli.student", *args], cwd=REPO, env=ENV,
                          capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "resuming after epoch %d" % killed_after in rerun.stdout

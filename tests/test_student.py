@@ -7,8 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import data, distill, rundir, stage, student, teacher
-from pipelines.errors import ConfigError
+from pipelines.config.errors import ConfigError
+from pipelines.data import bundle as data
+from pipelines.runtime import execute as stage
+from pipelines.runtime import rundir
+from pipelines.stages import student
+from pipelines.train import distill
 from tests.conftest import tiny_student_config
 
 
@@ -46,7 +50,7 @@ def test_pipeline_runs_teacher_then_student(trained):
 def test_saved_student_is_stripped_sparse_and_is_what_was_measured(trained):
   workdir, config, _ = trained
   d = workdir / "student" / "default"
-  model = student.load_model(str(d / "model.keras"))
+  model = distill.load_keras_model(str(d / "model.keras"))
   assert not any("prune_low_magnitude" in l.name for l in model.layers)
   kernel = model.get_layer("dense_1").kernel.numpy()
   assert np.mean(kernel == 0) == pytest.approx(0.8, abs=0.005)
@@ -72,13 +76,13 @@ def test_logged_losses_and_sparsity(trained):
 def test_cached_and_online_teacher_outputs_give_the_same_loss(trained):
   workdir, config, _ = trained
   bundle = data.load(config.student.data)
-  tmodel = teacher.load_model(str(workdir / "teacher" / "model.keras"))
+  tmodel = distill.load_keras_model(str(workdir / "teacher" / "model.keras"))
   logits = distill.teacher_logits(tmodel, bundle, 128)
   batch_x, (batch_y, batch_t) = next(iter(distill.with_teacher_logits(bundle, logits, 64, seed=3)))
   # Shuffling happened after zipping: each example still carries its own teacher output.
   np.testing.assert_allclose(batch_t.numpy(), tmodel(batch_x, training=False).numpy(),
                              rtol=1e-4, atol=1e-4)
-  smodel = student.load_model(str(workdir / "student" / "default" / "model.keras"))
+  smodel = distill.load_keras_model(str(workdir / "student" / "default" / "model.keras"))
   trainer = distill.DistillationTrainer(smodel, teacher=tmodel, temperature=3.0, alpha=0.3)
   s_logits = smodel(batch_x, training=False)
   cached = trainer.compute_losses(batch_x, batch_y, batch_t, s_logits)
@@ -178,7 +182,7 @@ def test_student_seed_repeats_a_student_on_the_same_split(tmp_path):
     config = dataclasses.replace(base, name=name, train=dataclasses.replace(base.train, seed=seed))
     outcome = stage.execute(config.stage, student.run, config, str(tmp_path),
                             student.fingerprint_inputs(config, str(tmp_path)), log=_quiet)
-    model = student.load_model(str(tmp_path / "student" / name / "model.keras"))
+    model = distill.load_keras_model(str(tmp_path / "student" / name / "model.keras"))
     return outcome, model.get_layer("dense_1").kernel.numpy()
 
   default, k_default = kernel("default", None)

@@ -5,10 +5,15 @@ import json
 
 import pytest
 
-from pipelines import pipeline, sweep
-from pipelines.errors import ConfigError
-from tests.conftest import (tiny_export_config, tiny_qat_config, tiny_student_config,
-                            tiny_teacher_config)
+from pipelines.config.errors import ConfigError
+from pipelines.export import pareto as pareto_lib
+from pipelines.stages import pipeline, sweep
+from tests.conftest import (
+  tiny_export_config,
+  tiny_qat_config,
+  tiny_student_config,
+  tiny_teacher_config,
+)
 
 
 def test_pareto_front():
@@ -16,7 +21,7 @@ def test_pareto_front():
          {"tflite_gzip_bytes": 20, "test_accuracy": 0.95},
          {"tflite_gzip_bytes": 30, "test_accuracy": 0.94},   # bigger and worse than the 2nd
          {"tflite_gzip_bytes": 10, "test_accuracy": 0.85}]   # same size, worse than the 1st
-  assert [p["pareto"] for p in sweep.pareto(pts)] == [True, True, False, False]
+  assert [p["pareto"] for p in pareto_lib.pareto(pts)] == [True, True, False, False]
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -7,9 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import data, rundir, stage, teacher, training
-from pipelines.compat import keras
-from pipelines.errors import ConfigError, StageError
+from models.compat import keras
+from pipelines import config as configs
+from pipelines.config.errors import ConfigError, StageError
+from pipelines.data import bundle as data
+from pipelines.runtime import execute as stage
+from pipelines.runtime import rundir
+from pipelines.stages import teacher
+from pipelines.train import distill, optimizers
 from tests.conftest import tiny_teacher_config
 
 
@@ -32,7 +37,7 @@ def test_teacher_trains_saves_and_reports_what_it_saved(tmp_path):
   assert json.loads((d / "config.json").read_text())["model"]["name"] == "mlp"
 
   # The saved model is the one measured: reload and re-evaluate on test.
-  model = teacher.load_model(str(d / "model.keras"))
+  model = distill.load_keras_model(str(d / "model.keras"))
   bundle = data.load(config.data)
   x, y = next(iter(bundle.batches("test", 1000)))
   acc = float(np.mean(np.argmax(model(x, training=False), axis=-1) == y.numpy()))
@@ -100,9 +105,9 @@ def test_bad_training_config_is_refused_before_anything_is_written(tmp_path, ove
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential"])
 def test_schedules_with_warmup(schedule):
-  cfg = training.TrainConfig(epochs=10, learning_rate=0.1, lr_schedule=schedule,
+  cfg = configs.TrainConfig(epochs=10, learning_rate=0.1, lr_schedule=schedule,
                              warmup_epochs=1.0, lr_decay_rate=0.5)
-  lr = training.make_schedule(cfg, steps_per_epoch=10)
+  lr = optimizers.make_schedule(cfg, steps_per_epoch=10)
   values = [float(lr(s)) for s in (0, 5, 10, 50, 99)]
   assert values[0] == 0.0 and values[1] == pytest.approx(values[2] / 2, rel=1e-5)
   assert values[2] == pytest.approx(0.1, rel=1e-5)
@@ -121,7 +126,7 @@ def test_schedules_with_warmup(schedule):
 
 @pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
 def test_optimizers(name, cls):
-  opt = training.make_optimizer(training.TrainConfig(optimizer=name, weight_decay=1e-4), 10)
+  opt = optimizers.make_optimizer(configs.TrainConfig(optimizer=name, weight_decay=1e-4), 10)
   assert type(opt).__name__ == cls
 
 

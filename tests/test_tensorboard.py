@@ -5,7 +5,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from pipelines import stage, teacher
+from pipelines.runtime import execute as stage
+from pipelines.stages import teacher
 from tests.conftest import tiny_teacher_config
 
 

@@ -1,0 +1,100 @@
+"""Entry-point plumbing: absl ``app.run`` with one-line errors instead of usage dumps.
+
+Every console script is ``entry(main, program)``; a stage's ``main`` is
+:func:`run_stage` with the stage's module and its config from the flags.
+
+absl prints the whole flag list for a ``UsageError``; kdprune prints one line
+naming the flag or file, exits 2 for usage errors and 1 for stage failures,
+and never shows a traceback for either (the traceback of an unexpected
+failure is kept in ``<workdir>/<stage>/error.txt``).
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from pipelines.cli import flags as kflags
+from pipelines.config.errors import ConfigError, StageError
+from pipelines.runtime import progress
+
+_HELP_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "h", "?"}
+
+
+def _one_line(text) -> str:
+  return " ".join(str(text).split())
+
+
+def _die(program: str, message: str, code: int):
+  sys.stdout.flush()
+  sys.stderr.write("%s: error: %s\n" % (program, _one_line(message)))
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def run(main, program: str) -> None:
+  """``app.run(main)`` with kdprune's error handling; ``program`` prefixes errors."""
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      _die(program, e, 2)
+    except SystemExit as e:
+      # absl's --help/--helpfull/--helpshort print the help and exit 1; asking
+      # for help is not an error.
+      asked = any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:])
+      if asked and e.code == 1:
+        sys.exit(0)
+      raise
+
+  def wrapped(argv):
+    if len(argv) > 1:
+      _die(program, "unexpected argument(s) %s; flags look like --name=value" % " ".join(argv[1:]), 2)
+    if not flags.FLAGS["verbosity"].present:
+      # absl raises logging to INFO after parsing; library INFO chatter (TFDS
+      # readers, ...) would bury the progress users watch. --verbosity=0 restores it.
+      logging.set_verbosity(logging.WARNING)
+    else:  # kdprune's own lines follow --verbosity (-1: warnings only; 1: debug too)
+      progress.set_verbosity(flags.FLAGS.verbosity)
+    try:
+      return main(argv)
+    except ConfigError as e:
+      _die(program, e, 2)
+    except app.UsageError as e:
+      _die(program, e, 2)
+    except StageError as e:
+      _die(program, e, 1)
+    except KeyboardInterrupt:
+      _die(program, "interrupted", 130)
+
+  app.run(wrapped, flags_parser=parse)
+
+
+def entry(main, program: str, required=("workdir",)) -> None:
+  """A console script: define every kdprune flag, mark ``required``, run ``main``."""
+  kflags.define_flags()
+  for name in required:
+    flags.mark_flag_as_required(name)
+  run(main, program)
+
+
+def run_stage(module, config, after=None):
+  """A stage's console entry: validate, run through the manifest, print the result as JSON.
+
+  ``module`` is the stage's module in :mod:`pipelines.stages` (``validate``,
+  ``fingerprint_inputs``, ``run``); ``after(workdir)`` may print more (the export
+  stage prints its table).
+  """
+  # pylint: disable=g-import-not-at-top
+  from pipelines.runtime import distribute
+  from pipelines.runtime.execute import execute
+  # pylint: enable=g-import-not-at-top
+  distribute.setup(kflags.FLAGS.strategy, lambda: module.validate(config))
+  workdir = kflags.FLAGS.workdir
+  outcome = execute(config.stage, module.run, config, workdir,
+                    module.fingerprint_inputs(config, workdir), force=kflags.FLAGS.force)
+  if after is not None:
+    after(workdir)
+  print(json.dumps({"stage": config.stage, "ran": outcome.ran,
+                    **outcome.entry.get("metrics", {})}))
+  return outcome

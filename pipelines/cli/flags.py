@@ -1,0 +1,362 @@
+"""Every kdprune flag, defined once, all optional.
+
+As in TF Model Garden, flags are defined in one place so that libraries and
+tests never depend on them; each binary calls :func:`define_flags` and marks
+what it needs as required. ``*_config_from_flags`` turn parsed flags into the
+frozen config dataclasses the stages take.
+"""
+
+from absl import flags
+
+from models.spec import ModelSpec, describe_families
+from pipelines import config as configs
+from pipelines.config.errors import ConfigError
+
+FLAGS = flags.FLAGS
+PROGRESS = ("auto", "bar", "epoch", "none")
+
+# Per-stage defaults of the training flags (--<stage>_epochs etc.).
+TEACHER_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
+TEACHER_MODEL = ModelSpec("cnn", width=32, depth=2)
+STUDENT_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
+STUDENT_MODEL = ModelSpec("cnn", width=16, depth=2)
+QAT_TRAIN = configs.TrainConfig(epochs=4, learning_rate=1e-4, patience=2)
+
+_defined = False
+
+
+def define_flags() -> None:
+  """Defines all flags (idempotent)."""
+  global _defined
+  if _defined:
+    return
+  _defined = True
+  flags.DEFINE_string("workdir", None, "Run directory: every stage writes <workdir>/<stage>/ "
+                      "and <workdir>/manifest.json. Reruns skip stages that are done.")
+  flags.DEFINE_bool("force", False, "Rerun stages even if the manifest says they are done "
+                    "with the same config.")
+  flags.DEFINE_enum("progress", "auto", PROGRESS, "Keras progress output: bar (per step), "
+                    "epoch (one line per epoch), none, or auto (bar on a terminal, else epoch).")
+  flags.DEFINE_enum("until", "export", ("teacher", "student", "qat", "export"), "kdprune-pipeline "
+                    "stops after this stage (teacher -> student -> qat -> export).")
+  flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker"),
+                    "tf.distribute strategy of every training stage: auto (multi_worker when "
+                    "TF_CONFIG names a cluster, mirrored with several GPUs, else one_device). "
+                    "--batch_size is global.")
+  _define_data_flags()
+  _define_model_flags("teacher", TEACHER_MODEL)
+  define_train_flags("teacher", TEACHER_TRAIN)
+  _define_model_flags("student", STUDENT_MODEL)
+  define_train_flags("student", STUDENT_TRAIN)
+  _define_student_flags()
+  define_train_flags("qat", QAT_TRAIN)
+  _define_qat_export_flags()
+  flags.DEFINE_list("sparsities", ["0.5", "0.75", "0.9", "0.95"], "kdprune-sweep: the final "
+                    "sparsities of the unstructured students.")
+  flags.DEFINE_list("structures", ["unstructured"], "kdprune-sweep: pruning structures to sweep "
+                    "(unstructured, m_by_n, channels; m_by_n adds one student per width at --m_by_n, "
+                    "channels one per width at --channel_fraction).")
+  flags.DEFINE_list("student_widths", [], "kdprune-sweep: student widths to sweep (default: "
+                    "--student_width alone).")
+  flags.DEFINE_list("pruning_methods", [], "kdprune-sweep: pruning methods to sweep (magnitude, "
+                    "dynamic; default: --pruning_method alone). Dynamic students get a _dynamic "
+                    "suffix; m_by_n students are magnitude-pruned only.")
+
+
+def _define_qat_export_flags():
+  e = configs.ExportConfig()
+  flags.DEFINE_enum("qat_scheme", configs.QatConfig().scheme, configs.QAT_SCHEMES, "prune_preserve: tfmot's "
+                    "sparsity-preserving 8-bit QAT (the student's zeros stay zero); default: plain "
+                    "8-bit QAT (zeros that drift are set back to zero after training).")
+  flags.DEFINE_integer("latency_runs", e.latency_runs, "Timed batch-1 invokes per .tflite "
+                       "(one thread); the median is reported.")
+  flags.DEFINE_integer("latency_warmup", e.latency_warmup, "Untimed invokes before timing.")
+  flags.DEFINE_integer("representative_examples", e.representative_examples, "Training examples "
+                       "that calibrate the post-training full-integer baseline.")
+  flags.DEFINE_bool("int8_io", e.int8_io, "Give the int8 .tflite models int8 inputs and outputs "
+                    "(for integer-only accelerators); by default they take and return float32.")
+
+
+def _define_student_flags():
+  d, p = configs.DistillConfig(), configs.PruningConfig()
+  flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
+                      "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
+                      "can have many students.")
+  flags.DEFINE_bool("distill", d.enabled, "Learn from the teacher; --nodistill trains the same "
+                    "student with the same schedule on the labels alone (the ablation).")
+  flags.DEFINE_float("temperature", d.temperature, "Distillation temperature T (> 0); "
+                     "classification only (regression refuses any other value).")
+  flags.DEFINE_float("alpha", d.alpha, "Weight of the hard-label loss: total = (1 - alpha) * "
+                     "T^2 * KL(teacher || student) + alpha * cross-entropy; for regression "
+                     "alpha * loss(labels) + (1 - alpha) * loss(teacher predictions).")
+  flags.DEFINE_enum("teacher_outputs", d.teacher_outputs, configs.TEACHER_OUTPUTS, "cached: the "
+                    "teacher runs once over the training set and its logits travel with the "
+                    "batches; online: it runs in every step (inference mode); auto: cached.")
+  flags.DEFINE_enum("pruning_schedule", p.schedule, configs.PRUNING_SCHEDULES, "polynomial_decay: "
+                    "S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent; constant: S_f from "
+                    "--pruning_begin on.")
+  flags.DEFINE_float("initial_sparsity", p.initial_sparsity, "S_0 of the polynomial schedule.")
+  flags.DEFINE_float("final_sparsity", p.final_sparsity, "S_f: the sparsity every pruned layer "
+                     "ends at (default 0.9; m/n for --pruning_structure=m_by_n).")
+  flags.DEFINE_float("pruning_exponent", p.exponent, "Exponent of the polynomial schedule.")
+  flags.DEFINE_integer("pruning_frequency", p.frequency, "Update the masks every N steps; 0: a "
+                       "tenth of an epoch (1 to 100 steps).")
+  flags.DEFINE_string("pruning_begin", p.begin, "When pruning starts: a step (500) or a fraction "
+                      "of the planned training (0.1 or 10%).")
+  flags.DEFINE_string("pruning_end", p.end, "When the final sparsity is reached: a step or a "
+                      "fraction of the planned training. Refused if training cannot get there.")
+  flags.DEFINE_enum("pruning_structure", p.structure, configs.PRUNING_STRUCTURES, "unstructured "
+                    "magnitude pruning, m_by_n (--m_by_n zeros in every block, e.g. 2:4), or "
+                    "channels (whole filters/units removed, the student rebuilt smaller).")
+  flags.DEFINE_float("channel_fraction", p.channel_fraction, "Share of the units of each "
+                     "shrinkable Conv2D/Dense removed by --pruning_end "
+                     "(--pruning_structure=channels).")
+  flags.DEFINE_string("m_by_n", "%d:%d" % p.m_by_n, "m:n for --pruning_structure=m_by_n.")
+  flags.DEFINE_list("pruning_layer_sparsity", [], "Layers that end at their own final sparsity, "
+                    "as layer:sparsity (e.g. logits:0.97); the others end at --final_sparsity. "
+                    "Unstructured pruning only.")
+  flags.DEFINE_enum("pruning_method", p.method, configs.PRUNING_METHODS, "magnitude: tfmot's "
+                    "pruning, a pruned weight stays pruned; dynamic: the same schedule, and the "
+                    "mask is revised every --mask_update_every steps (drop the smallest active "
+                    "weights, regrow as many where the gradient is largest; RigL).")
+  flags.DEFINE_integer("mask_update_every", p.mask_update_every, "Steps between two mask "
+                       "revisions (--pruning_method=dynamic).")
+  flags.DEFINE_float("drop_fraction", p.drop_fraction, "Share of the active weights revised at "
+                     "the first mask revision; decays to 0 along a cosine "
+                     "(--pruning_method=dynamic).")
+  flags.DEFINE_string("mask_update_end", p.mask_update_end, "When mask revisions stop: a step or "
+                      "a fraction of the planned training (--pruning_method=dynamic).")
+  flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
+                    "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
+                    "%d kernel weights." % configs.PruningConfig.MIN_PRUNABLE_WEIGHTS)
+
+
+def _define_data_flags():
+  d = configs.DataConfig()
+  flags.DEFINE_string("dataset", d.dataset, "digits (embedded, no network), any TFDS image-"
+                      "classification name (mnist, fashion_mnist, cifar10, name/config:version), "
+                      "npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val], "
+                      "csv:/path/file.csv (numeric columns; --target_column), or "
+                      "synthetic_regression[:n_samples=N,n_features=F,n_informative=I,noise=S,"
+                      "seed=R] (make_regression; defaults 10000, 1000, 500, 3, 0).")
+  flags.DEFINE_enum("task", d.task, configs.TASKS, "classification (integer labels) or "
+                    "regression (real-valued targets: MSE/MAE, distillation to the teacher's "
+                    "predictions).")
+  flags.DEFINE_enum("regression_loss", d.regression_loss, configs.REGRESSION_LOSSES, "Loss of "
+                    "every stage for --task=regression (val_loss is this loss on validation).")
+  flags.DEFINE_string("target_column", None, "The column of a csv: dataset holding the label "
+                      "(classification) or the target (regression); every other column is a "
+                      "feature.")
+  flags.DEFINE_float("test_fraction", d.test_fraction, "Share of a csv: or synthetic_regression "
+                     "dataset held out as the test split (seeded by --seed).")
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, "
+                      "~/tensorflow_datasets). A prepared directory loads with no network.")
+  flags.DEFINE_float("validation_fraction", d.validation_fraction, "Share of train held out for "
+                     "validation when the dataset has no validation split (seeded, deterministic).")
+  flags.DEFINE_integer("seed", d.seed, "Seed for the validation split, shuffling and initialisation.")
+  flags.DEFINE_enum("normalization", d.normalization, configs.NORMALIZATIONS, "auto: uint8 inputs "
+                    "scaled to [0, 1], CSV features standardized, other floats kept; standardize: "
+                    "per-channel/feature mean and std fitted on train; maxabs: each feature "
+                    "divided by its largest absolute value on train; none.")
+  flags.DEFINE_string("image_size", None, "H,W to resize images to (needed for TFDS datasets "
+                      "whose images vary in size).")
+  flags.DEFINE_integer("num_classes", None, "Number of classes of an npz dataset "
+                       "(default: largest label + 1).")
+  flags.DEFINE_integer("train_examples", d.train_examples, "Use only the first N training "
+                       "examples (0: all). For smoke runs.", lower_bound=0)
+  flags.DEFINE_bool("cache", d.cache, "Cache decoded examples in memory.")
+  flags.DEFINE_integer("batch_size", 64, "Global batch size of every training stage.")
+  flags.DEFINE_bool("mixed_precision", False, "Train the teacher and the student with Keras' "
+                    "mixed_float16 policy (for GPUs with float16 units; slow on CPUs). Pruning "
+                    "masks and variables stay float32; QAT always trains in float32 (tfmot's "
+                    "fake-quant ops need it); saved models are float32.")
+  flags.DEFINE_integer("steps_per_execution", 16, "Training steps per compiled call in every "
+                       "stage; cuts per-step overhead (tfmot's pruning wrappers add some per step).")
+
+
+def _define_model_flags(stage: str, default: ModelSpec):
+  names = ", ".join(describe_families())
+  flags.DEFINE_string("%s_model" % stage, default.name, "The %s architecture: one of %s, or "
+                      "package.module:function returning a Functional tf_keras model "
+                      "(called as function(input_shape, num_classes))." % (stage, names))
+  flags.DEFINE_integer("%s_width" % stage, default.width, "Width of the %s family (units or "
+                       "base filters); unset: the family's default." % stage)
+  flags.DEFINE_integer("%s_depth" % stage, default.depth, "Depth of the %s family (layers or "
+                       "blocks); unset: the family's default." % stage)
+  flags.DEFINE_float("%s_dropout" % stage, default.dropout, "Dropout rate of the %s family; "
+                     "unset: the family's default." % stage)
+
+
+def define_train_flags(stage: str, d: configs.TrainConfig):
+  """Defines --<stage>_epochs, --<stage>_learning_rate, ... with ``d``'s values as defaults."""
+  p = stage + "_"
+  flags.DEFINE_integer(p + "epochs", d.epochs, "Maximum %s epochs." % stage)
+  flags.DEFINE_enum(p + "optimizer", d.optimizer, configs.OPTIMIZERS, "%s optimizer." % stage)
+  flags.DEFINE_float(p + "learning_rate", d.learning_rate, "Peak %s learning rate." % stage)
+  flags.DEFINE_enum(p + "lr_schedule", d.lr_schedule, configs.LR_SCHEDULES, "%s learning-rate "
+                    "schedule: constant, cosine (to 0 over the planned epochs) or exponential "
+                    "(x lr_decay_rate per epoch)." % stage)
+  flags.DEFINE_float(p + "lr_decay_rate", d.lr_decay_rate, "Per-epoch decay factor of the "
+                     "exponential schedule (%s)." % stage)
+  flags.DEFINE_float(p + "warmup_epochs", d.warmup_epochs, "Linear learning-rate warm-up (%s), "
+                     "in epochs." % stage)
+  flags.DEFINE_float(p + "weight_decay", d.weight_decay, "Decoupled weight decay (%s; adamw, "
+                     "sgd)." % stage)
+  flags.DEFINE_float(p + "momentum", d.momentum, "SGD momentum (%s)." % stage)
+  flags.DEFINE_integer(p + "patience", d.patience, "Early stopping (%s): epochs without "
+                       "improvement before stopping; 0 disables it. The best epoch is always "
+                       "restored." % stage)
+  flags.DEFINE_enum(p + "monitor", d.monitor, configs.MONITORS, "Metric that picks the best "
+                    "%s epoch." % stage)
+  flags.DEFINE_enum(p + "augment", d.augment, configs.AUGMENTATIONS, "Augment %s training "
+                    "images: shift (random translation up to 10%%), flip_shift (also horizontal "
+                    "flips), none." % stage)
+  flags.DEFINE_float(p + "min_delta", d.min_delta, "Smallest improvement of the monitored "
+                     "metric that resets patience (%s)." % stage)
+  flags.DEFINE_integer(p + "seed", d.seed, "Seed of the %s's initialisation, shuffling, dropout "
+                       "and augmentation; unset: --seed. The validation split always follows "
+                       "--seed (repeat a stage with other seeds on the same split)." % stage)
+
+
+def parse_image_size(value):
+  if value in (None, ""):
+    return None
+  parts = value.replace("x", ",").split(",")
+  try:
+    size = tuple(int(p) for p in parts)
+  except ValueError:
+    raise ConfigError("--image_size=%s must be H,W (two integers)" % value) from None
+  if len(size) != 2 or min(size) < 1:
+    raise ConfigError("--image_size=%s must be H,W (two positive integers)" % value)
+  return size
+
+
+def data_config_from_flags() -> configs.DataConfig:
+  return configs.DataConfig(
+      dataset=FLAGS.dataset,
+      data_dir=FLAGS.data_dir,
+      validation_fraction=FLAGS.validation_fraction,
+      seed=FLAGS.seed,
+      normalization=FLAGS.normalization,
+      image_size=parse_image_size(FLAGS.image_size),
+      num_classes=FLAGS.num_classes,
+      train_examples=FLAGS.train_examples,
+      cache=FLAGS.cache,
+      task=FLAGS.task,
+      regression_loss=FLAGS.regression_loss,
+      target_column=FLAGS.target_column,
+      test_fraction=FLAGS.test_fraction,
+  )
+
+
+def model_spec_from_flags(stage: str) -> ModelSpec:
+  return ModelSpec(
+      name=FLAGS["%s_model" % stage].value,
+      width=FLAGS["%s_width" % stage].value,
+      depth=FLAGS["%s_depth" % stage].value,
+      dropout=FLAGS["%s_dropout" % stage].value,
+  )
+
+
+def train_config_from_flags(stage: str) -> configs.TrainConfig:
+  p = stage + "_"
+  return configs.TrainConfig(
+      epochs=FLAGS[p + "epochs"].value,
+      batch_size=FLAGS.batch_size,
+      steps_per_execution=FLAGS.steps_per_execution,
+      optimizer=FLAGS[p + "optimizer"].value,
+      learning_rate=FLAGS[p + "learning_rate"].value,
+      lr_schedule=FLAGS[p + "lr_schedule"].value,
+      lr_decay_rate=FLAGS[p + "lr_decay_rate"].value,
+      warmup_epochs=FLAGS[p + "warmup_epochs"].value,
+      weight_decay=FLAGS[p + "weight_decay"].value,
+      momentum=FLAGS[p + "momentum"].value,
+      patience=FLAGS[p + "patience"].value,
+      monitor=FLAGS[p + "monitor"].value,
+      min_delta=FLAGS[p + "min_delta"].value,
+      augment=FLAGS[p + "augment"].value,
+      seed=FLAGS[p + "seed"].value,
+      # QAT trains in float32: tfmot's FakeQuant ops take float32 only.
+      mixed_precision=FLAGS.mixed_precision and stage != "qat",
+  )
+
+
+def parse_m_by_n(value):
+  try:
+    m, n = (int(v) for v in str(value).split(":"))
+  except ValueError:
+    raise ConfigError("--m_by_n=%s must be m:n, e.g. 2:4" % value) from None
+  return (m, n)
+
+
+def distill_config_from_flags() -> configs.DistillConfig:
+  return configs.DistillConfig(enabled=FLAGS.distill, temperature=FLAGS.temperature,
+                               alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs)
+
+
+def student_config_from_flags() -> configs.StudentConfig:
+  return configs.StudentConfig(
+      data=data_config_from_flags(),
+      model=model_spec_from_flags("student"),
+      train=train_config_from_flags("student"),
+      distill=distill_config_from_flags(),
+      pruning=configs.PruningConfig(
+          schedule=FLAGS.pruning_schedule, initial_sparsity=FLAGS.initial_sparsity,
+          final_sparsity=FLAGS.final_sparsity, exponent=FLAGS.pruning_exponent,
+          frequency=FLAGS.pruning_frequency, begin=FLAGS.pruning_begin, end=FLAGS.pruning_end,
+          structure=FLAGS.pruning_structure, m_by_n=parse_m_by_n(FLAGS.m_by_n),
+          keep_dense=tuple(FLAGS.pruning_keep_dense),
+          layer_sparsity=configs.parse_layer_sparsity(FLAGS.pruning_layer_sparsity),
+          method=FLAGS.pruning_method, mask_update_every=FLAGS.mask_update_every,
+          drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end,
+          channel_fraction=FLAGS.channel_fraction),
+      name=FLAGS.student_name,
+      progress=FLAGS.progress)
+
+
+def qat_config_from_flags() -> configs.QatConfig:
+  return configs.QatConfig(
+      data=data_config_from_flags(),
+      train=train_config_from_flags("qat"),
+      distill=distill_config_from_flags(),
+      scheme=FLAGS.qat_scheme,
+      name=FLAGS.student_name,
+      progress=FLAGS.progress)
+
+
+def export_config_from_flags() -> configs.ExportConfig:
+  return configs.ExportConfig(
+      data=data_config_from_flags(),
+      name=FLAGS.student_name,
+      latency_runs=FLAGS.latency_runs,
+      latency_warmup=FLAGS.latency_warmup,
+      representative_examples=FLAGS.representative_examples,
+      int8_io=FLAGS.int8_io)
+
+
+def teacher_config_from_flags() -> configs.TeacherConfig:
+  return configs.TeacherConfig(
+      data=data_config_from_flags(),
+      model=model_spec_from_flags("teacher"),
+      train=train_config_from_flags("teacher"),
+      progress=FLAGS.progress)
+
+
+def pipeline_config_from_flags() -> configs.PipelineConfig:
+  return configs.PipelineConfig(teacher=teacher_config_from_flags(),
+                                student=student_config_from_flags(),
+                                qat=qat_config_from_flags(),
+                                export=export_config_from_flags(),
+                                until=FLAGS.until)
+
+
+def sweep_config_from_flags() -> configs.SweepConfig:
+  def floats(values, flag):
+    try:
+      return tuple(float(v) for v in values)
+    except ValueError:
+      raise ConfigError("--%s=%s must be numbers" % (flag, ",".join(values))) from None
+  widths = tuple(int(w) for w in floats(FLAGS.student_widths, "student_widths")) or (None,)
+  return configs.SweepConfig(sparsities=floats(FLAGS.sparsities, "sparsities"),
+                             structures=tuple(FLAGS.structures), widths=widths,
+                             methods=tuple(FLAGS.pruning_methods) or (None,))

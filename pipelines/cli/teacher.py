@@ -1,0 +1,21 @@
+"""``kdprune-teacher``: the teacher stage from the command line (``python -m pipelines.cli.teacher``).
+
+See :mod:`pipelines.stages.teacher` for what it does and writes.
+"""
+
+from pipelines.cli import app
+from pipelines.cli import flags as kflags
+
+
+def main(argv):
+  del argv
+  from pipelines.stages import teacher  # pylint: disable=g-import-not-at-top
+  app.run_stage(teacher, kflags.teacher_config_from_flags())
+
+
+def entry_point():
+  app.entry(main, "kdprune-teacher")
+
+
+if __name__ == "__main__":
+  entry_point()

@@ -1,0 +1,50 @@
+"""Configs: pure Python, no TensorFlow. The bottom layer of kdprune.
+
+Every config is a frozen dataclass that validates what its values alone allow
+and raises :class:`ConfigError` with one line naming the flag. ``from
+pipelines.config import DataConfig, StudentConfig, ...`` reaches all of them.
+"""
+
+from pipelines.config.base import SEED_RANGE, is_seed, resolved  # noqa: F401
+from pipelines.config.data import (  # noqa: F401
+    CSV_PREFIX,
+    DEFAULT_DATASET,
+    NORMALIZATIONS,
+    NPZ_PREFIX,
+    REGRESSION_LOSSES,
+    SYNTHETIC_REGRESSION,
+    TASKS,
+    DataConfig,
+)
+from pipelines.config.distill import TEACHER_OUTPUTS, DistillConfig  # noqa: F401
+from pipelines.config.errors import ConfigError, StageError  # noqa: F401
+from pipelines.config.pruning import (  # noqa: F401
+    PRUNING_METHODS,
+    PRUNING_SCHEDULES,
+    PRUNING_STRUCTURES,
+    PruningConfig,
+    parse_layer_sparsity,
+    parse_step_or_fraction,
+)
+from pipelines.config.stages import (  # noqa: F401
+    EXPORT,
+    LOGITS_DIR,
+    PRODUCT,
+    QAT,
+    QAT_SCHEMES,
+    STAGES,
+    STUDENT,
+    SWEEP,
+    TEACHER,
+    ExportConfig,
+    PipelineConfig,
+    QatConfig,
+    StudentConfig,
+    SweepConfig,
+    TeacherConfig,
+    check_name,
+    command,
+    stage_of,
+)
+from pipelines.config.tasks import describe_result, headline, split_metrics, task_of  # noqa: F401
+from pipelines.config.train import AUGMENTATIONS, LR_SCHEDULES, MONITORS, OPTIMIZERS, TrainConfig  # noqa: F401

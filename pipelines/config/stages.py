@@ -1,0 +1,243 @@
+"""The stage configs: what decides each stage's result. Imports no TensorFlow.
+
+Each config's ``validate()`` makes every check its values allow on their own
+(one-line :class:`ConfigError` naming the flag). Checks that read the data
+source or the run directory belong to the stage (``pipelines.stages.<stage>.
+validate``), which calls this first.
+
+Stage names (the folders of the run directory and the keys of its manifest)
+are defined here, so that configs, the run directory and the stages agree on
+them without importing each other.
+"""
+
+import dataclasses
+import re
+from typing import Optional, Tuple
+
+from models.spec import ModelSpec, validate_spec
+from pipelines.config.base import resolved
+from pipelines.config.data import DataConfig
+from pipelines.config.distill import DistillConfig
+from pipelines.config.errors import ConfigError
+from pipelines.config.pruning import PRUNING_METHODS, PRUNING_STRUCTURES, PruningConfig
+from pipelines.config.train import TrainConfig
+
+TEACHER = "teacher"
+STUDENT = "student"
+QAT = "qat"
+EXPORT = "export"
+SWEEP = "sweep"
+STAGES = (TEACHER, STUDENT, QAT, EXPORT)  # the pipeline's order
+LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
+PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
+QAT_SCHEMES = ("prune_preserve", "default")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_name(name: str) -> None:
+  """Refuses a ``--student_name`` that cannot be a folder name."""
+  if not NAME_RE.match(name or ""):
+    raise ConfigError("--student_name=%s must be letters, digits, '_', '.', '-'" % name)
+
+
+def command(program: str, name: str) -> str:
+  """``program`` as a user reruns it for student ``name`` (for messages)."""
+  return program + ("" if name == "default" else " --student_name=%s" % name)
+
+
+def stage_of(kind: str, name: str) -> str:
+  """The manifest key of student ``name``'s ``kind`` stage: ``student/default``."""
+  return "%s/%s" % (kind, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+  """Everything that decides the teacher: data, architecture, training."""
+
+  data: DataConfig = DataConfig()
+  model: ModelSpec = ModelSpec("cnn", width=32, depth=2)
+  train: TrainConfig = TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
+  progress: str = "auto"  # presentation only: not part of the fingerprint
+
+  stage = TEACHER
+
+  def validate(self) -> None:
+    self.data.validate()
+    validate_spec(self.model, "--teacher_model")
+    self.train.validate("teacher", self.data.task)
+
+  def resolved(self) -> dict:
+    return {"data": resolved(self.data), "model": resolved(self.model),
+            "train": resolved(self.train)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+  """Everything that decides a student: data, architecture, training, distillation, pruning."""
+
+  data: DataConfig = DataConfig()
+  model: ModelSpec = ModelSpec("cnn", width=16, depth=2)
+  train: TrainConfig = TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
+  distill: DistillConfig = DistillConfig()
+  pruning: PruningConfig = PruningConfig()
+  name: str = "default"
+  progress: str = "auto"  # presentation only: not part of the fingerprint
+
+  @property
+  def stage(self) -> str:
+    return stage_of(STUDENT, self.name)
+
+  def validate(self) -> None:
+    self.data.validate()
+    check_name(self.name)
+    validate_spec(self.model, "--student_model")
+    self.train.validate("student", self.data.task)
+    self.distill.validate()
+    self.distill.check_task(self.data.task)
+    self.distill.check_augment(self.train.augment, "--student_augment")
+    self.pruning.validate()
+
+  def resolved(self) -> dict:
+    out = {k: resolved(getattr(self, k)) for k in ("data", "model", "train", "distill", "pruning")}
+    out["distill"] = self.distill.resolved_for(self.data.task)
+    out["name"] = self.name
+    out["pruning"]["target"] = self.pruning.target
+    if self.pruning.structure != "channels":  # unused: must not force reruns
+      out["pruning"].pop("channel_fraction", None)
+    if self.distill.enabled:
+      out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
+        self.train.augment != "none")
+    else:  # without a teacher these do not change the result, so they must not force reruns
+      out["distill"] = {"enabled": False}
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class QatConfig:
+  """Everything that decides the QAT fine-tuning of one student."""
+
+  data: DataConfig = DataConfig()
+  train: TrainConfig = TrainConfig(epochs=4, learning_rate=1e-4, patience=2)
+  distill: DistillConfig = DistillConfig()
+  scheme: str = "prune_preserve"
+  name: str = "default"  # the student's name (--student_name)
+  progress: str = "auto"
+
+  @property
+  def stage(self) -> str:
+    return stage_of(QAT, self.name)
+
+  @property
+  def student_stage(self) -> str:
+    return stage_of(STUDENT, self.name)
+
+  def validate(self) -> None:
+    self.data.validate()
+    check_name(self.name)
+    if self.scheme not in QAT_SCHEMES:
+      raise ConfigError("--qat_scheme=%s is not one of %s" % (self.scheme, ", ".join(QAT_SCHEMES)))
+    self.train.validate("qat", self.data.task)
+    self.distill.validate()
+    self.distill.check_task(self.data.task)
+    self.distill.check_augment(self.train.augment, "--qat_augment")
+
+  def resolved(self) -> dict:
+    out = {"data": resolved(self.data), "train": resolved(self.train),
+           "scheme": self.scheme, "name": self.name}
+    if self.distill.enabled:
+      out["distill"] = self.distill.resolved_for(self.data.task)
+      out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
+          self.train.augment != "none")
+    else:
+      out["distill"] = {"enabled": False}
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What decides the export of one student: its data, and how the files are measured."""
+
+  data: DataConfig = DataConfig()
+  name: str = "default"
+  latency_runs: int = 200
+  latency_warmup: int = 20
+  representative_examples: int = 256
+  int8_io: bool = False
+  eval_batch_size: int = 256
+
+  @property
+  def stage(self) -> str:
+    return stage_of(EXPORT, self.name)
+
+  def validate(self) -> None:
+    self.data.validate()
+    check_name(self.name)
+    if self.latency_runs < 1:
+      raise ConfigError("--latency_runs=%d must be >= 1" % self.latency_runs)
+    if self.latency_warmup < 0:
+      raise ConfigError("--latency_warmup=%d must be >= 0" % self.latency_warmup)
+    if self.representative_examples < 1:
+      raise ConfigError("--representative_examples=%d must be >= 1" %
+                        self.representative_examples)
+
+  def resolved(self) -> dict:
+    out = dataclasses.asdict(self)
+    out["data"] = resolved(self.data)  # later data fields stay out at their default
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Every stage's config, and where the pipeline stops (``until``)."""
+
+  teacher: TeacherConfig = TeacherConfig()
+  student: StudentConfig = StudentConfig()
+  qat: QatConfig = QatConfig()
+  export: ExportConfig = ExportConfig()
+  until: str = EXPORT  # the last stage to run
+
+  def included(self) -> Tuple[str, ...]:
+    if self.until not in STAGES:
+      raise ValueError("until=%r is not one of %s" % (self.until, ", ".join(STAGES)))
+    return STAGES[:STAGES.index(self.until) + 1]
+
+  def validate(self) -> None:
+    included = self.included()
+    for name in included:
+      getattr(self, name).validate()
+    names = {getattr(self, s).name for s in included if s != TEACHER}
+    if len(names) > 1:
+      raise ValueError("the student, QAT and export configs name different students: %s" % (
+          ", ".join(sorted(names)),))
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """The axes of ``kdprune-sweep``: every combination becomes one named student."""
+
+  sparsities: Tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
+  structures: Tuple[str, ...] = ("unstructured",)
+  widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+  methods: Tuple[Optional[str], ...] = (None,)  # None: --pruning_method
+
+  def validate(self) -> None:
+    if not self.sparsities and "unstructured" in self.structures:
+      raise ConfigError("--sparsities is empty")
+    for s in self.sparsities:
+      if not 0.0 <= s < 1.0:
+        raise ConfigError("--sparsities=%s: each must be in [0, 1)" % s)
+    if len(set(self.sparsities)) != len(self.sparsities):
+      raise ConfigError("--sparsities lists a value twice")
+    for s in self.structures:
+      if s not in PRUNING_STRUCTURES:
+        raise ConfigError("--structures=%s: each must be one of %s" % (
+            s, ", ".join(PRUNING_STRUCTURES)))
+    for w in self.widths:
+      if w is not None and w < 1:
+        raise ConfigError("--student_widths=%s: each must be >= 1" % w)
+    for m in self.methods:
+      if m is not None and m not in PRUNING_METHODS:
+        raise ConfigError("--pruning_methods=%s: each must be one of %s" % (
+            m, ", ".join(PRUNING_METHODS)))
+    if len(set(self.methods)) != len(self.methods):
+      raise ConfigError("--pruning_methods lists a method twice")

@@ -1,0 +1,142 @@
+"""User arrays: ``.npz`` files and the checks every array source passes. Imports no TensorFlow."""
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from pipelines.config.data import DataConfig
+from pipelines.config.errors import ConfigError
+from pipelines.data.base import Source, carve_indices, first_line
+
+
+def resolve_npz(config: DataConfig) -> Source:
+  arrays = load_npz_arrays(config.npz_path, config.num_classes, config.task)
+  if config.image_size is not None:
+    raise ConfigError("--image_size is for TFDS image datasets; resize the arrays of %s instead"
+                      % config.npz_path)
+  return array_source("npz", arrays)
+
+
+def array_source(kind: str, arrays: dict) -> Source:
+  x = arrays["x_train"]
+  return Source(kind=kind, input_shape=tuple(int(d) for d in x.shape[1:]),
+                num_classes=int(arrays["num_classes"]), input_dtype=x.dtype, arrays=arrays)
+
+
+def load_npz_arrays(path: str, num_classes: Optional[int] = None,
+                    task: str = "classification") -> dict:
+  """Reads and checks a user ``.npz``; returns a dict of arrays plus ``num_classes``.
+
+  Required keys: ``x_train``, ``y_train``, ``x_test``, ``y_test``; optional
+  ``x_val`` and ``y_val`` (both or neither). ``x`` arrays are numeric with the
+  same per-example shape (``[N, H, W]`` is read as greyscale ``[N, H, W, 1]``);
+  ``y`` arrays hold one integer class id in ``[0, num_classes)`` per example,
+  or for ``task="regression"`` finite real targets, ``[N]`` or ``[N, targets]``
+  (``num_classes`` is then the number of targets: the model's outputs).
+  """
+  flag = "--dataset=npz:%s" % path
+  if not os.path.exists(path):
+    raise ConfigError("%s: no such file" % flag)
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError...
+    raise ConfigError("%s: not a readable .npz file (%s)" % (flag, first_line(e))) from None
+
+  required = ["x_train", "y_train", "x_test", "y_test"]
+  missing = [k for k in required if k not in arrays]
+  if missing:
+    raise ConfigError("%s: missing key(s) %s (found: %s)" % (
+        flag, ", ".join(missing), ", ".join(sorted(arrays)) or "none"))
+  if ("x_val" in arrays) != ("y_val" in arrays):
+    raise ConfigError("%s: x_val and y_val must be given together" % flag)
+  return check_arrays(flag, arrays, num_classes, task)
+
+
+def check_arrays(flag: str, arrays: dict, num_classes: Optional[int] = None,
+                 task: str = "classification") -> dict:
+  """Checks the ``x_<split>`` / ``y_<split>`` arrays of a source (see :func:`load_npz_arrays`).
+
+  Returns the checked arrays (labels as int32, regression targets as float32
+  ``[N, targets]``) plus ``num_classes``; raises a ConfigError starting with ``flag``.
+  """
+  regression = task == "regression"
+  splits = ["train", "test"] + (["val"] if "x_val" in arrays else [])
+  feature_shape = target_shape = None
+  out = {}
+  for s in splits:
+    x, y = arrays["x_" + s], arrays["y_" + s]
+    if x.dtype.kind not in "biuf":
+      raise ConfigError("%s: x_%s has dtype %s; expected numbers" % (flag, s, x.dtype))
+    if x.ndim < 2:
+      raise ConfigError("%s: x_%s has shape %s; expected [examples, features...]" % (
+          flag, s, x.shape))
+    if len(x) == 0:
+      raise ConfigError("%s: x_%s is empty" % (flag, s))
+    if regression:
+      if y.ndim == 1:
+        y = y[:, None]
+      if y.ndim != 2:
+        raise ConfigError("%s: y_%s has shape %s; expected one target [N] or several [N, "
+                          "targets] per example" % (flag, s, y.shape))
+    elif y.ndim == 2 and y.shape[1] == 1:
+      y = y[:, 0]
+    if not regression and y.ndim != 1:
+      raise ConfigError("%s: y_%s has shape %s; expected one class id per example" % (
+          flag, s, y.shape))
+    if len(y) != len(x):
+      raise ConfigError("%s: x_%s has %d examples but y_%s has %d" % (flag, s, len(x), s, len(y)))
+    if x.ndim == 3:  # [N, H, W] greyscale images -> [N, H, W, 1]
+      x = x[..., None]
+    if feature_shape is None:
+      feature_shape = x.shape[1:]
+    elif x.shape[1:] != feature_shape:
+      raise ConfigError("%s: x_%s examples have shape %s but x_train's have %s" % (
+          flag, s, x.shape[1:], feature_shape))
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+      raise ConfigError("%s: x_%s contains NaN or infinite values" % (flag, s))
+    if regression:
+      if y.dtype.kind not in "biuf":
+        raise ConfigError("%s: y_%s has dtype %s; expected real-valued targets" % (
+            flag, s, y.dtype))
+      if not np.all(np.isfinite(y)):
+        raise ConfigError("%s: y_%s contains NaN or infinite targets" % (flag, s))
+      if target_shape is None:
+        target_shape = y.shape[1:]
+      elif y.shape[1:] != target_shape:
+        raise ConfigError("%s: y_%s has %d targets per example but y_train has %d" % (
+            flag, s, y.shape[1], target_shape[0]))
+      out["x_" + s], out["y_" + s] = x, y.astype(np.float32)
+      continue
+    if y.dtype.kind not in "biuf":
+      raise ConfigError("%s: y_%s has dtype %s; expected integer class ids" % (flag, s, y.dtype))
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+      raise ConfigError("%s: y_%s holds non-integer values; expected class ids (for real-valued "
+                        "targets pass --task=regression)" % (flag, s))
+    if y.min() < 0:
+      raise ConfigError("%s: y_%s has label %d; labels must be >= 0" % (flag, s, int(y.min())))
+    out["x_" + s], out["y_" + s] = x, y.astype(np.int32)
+
+  if regression:
+    out["num_classes"] = int(target_shape[0])
+    return out
+  max_label = max(int(out["y_" + s].max()) for s in splits)
+  if num_classes is None:
+    num_classes = max(2, max_label + 1)
+  elif max_label >= num_classes:
+    worst = max(splits, key=lambda s: int(out["y_" + s].max()))
+    raise ConfigError("%s: y_%s has label %d, out of range for --num_classes=%d" % (
+        flag, worst, max_label, num_classes))
+  out["num_classes"] = num_classes
+  return out
+
+
+def split_table(x: np.ndarray, y: np.ndarray, config: DataConfig, flag: str) -> dict:
+  """Train / test arrays of a single table: ``test_fraction`` held out by a permutation seeded
+  with ``--seed`` (validation is carved from train later, as for any source)."""
+  if len(x) < 3:
+    raise ConfigError("%s: %d rows; need at least 3 (train, validation, test)" % (flag, len(x)))
+  train_idx, test_idx = carve_indices(len(x), config.test_fraction, config.seed)
+  return {"x_train": x[train_idx], "y_train": y[train_idx],
+          "x_test": x[test_idx], "y_test": y[test_idx]}

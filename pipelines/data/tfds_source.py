@@ -1,0 +1,126 @@
+"""TFDS datasets by name (and the embedded ``digits``), checked without reading examples.
+
+TFDS imports TensorFlow lazily, so unknown names and unprepared datasets are
+refused in about a second.
+"""
+
+import difflib
+import os
+
+import numpy as np
+
+from pipelines.config.data import DataConfig
+from pipelines.config.errors import ConfigError
+from pipelines.data.base import Source, first_line
+
+
+def tfds_module():
+  """``tensorflow_datasets`` with kdprune's own builders (``digits``) registered."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  import pipelines.data.datasets  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  return tfds
+
+
+def resolve_tfds(config: DataConfig) -> Source:
+  tfds = tfds_module()
+  flag = "--dataset=%s" % config.dataset
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    # The error lists the registered names ("\t- mnist"); tfds.list_builders()
+    # would import TensorFlow and probe GCS over the network.
+    known = [l.strip()[2:] for l in str(e).splitlines() if l.strip().startswith("- ")]
+    base = config.dataset.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, known + ["digits", "synthetic_regression"], n=3)
+    hint = (" (did you mean %s?)" % " or ".join(close)) if close else ""
+    raise ConfigError("%s: no such TFDS dataset%s; use digits, a TFDS name, npz:/path/file.npz, "
+                      "csv:/path/file.csv or synthetic_regression" % (flag, hint)) from None
+  except Exception as e:  # bad version/config strings and the like
+    raise ConfigError("%s: %s" % (flag, first_line(e))) from None
+
+  info = builder.info
+  keys = info.supervised_keys
+  if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+    raise ConfigError("%s: has no (input, label) supervised keys; kdprune needs "
+                      "classification data" % flag)
+  input_key, label_key = keys
+  input_feature, label_feature = info.features[input_key], info.features[label_key]
+  if not hasattr(label_feature, "num_classes"):
+    raise ConfigError("%s: label %r is not a class label; kdprune needs classification data" % (
+        flag, label_key))
+  shape = tuple(input_feature.shape)
+  if len(shape) not in (1, 3):
+    raise ConfigError("%s: input %r has shape %s; expected images [H, W, C] or vectors" % (
+        flag, input_key, shape))
+  if len(shape) == 3 and shape[2] is None:
+    raise ConfigError("%s: images have an unknown number of channels" % flag)
+  if config.image_size is not None:
+    if len(shape) != 3:
+      raise ConfigError("--image_size is only for images; %s has shape %s" % (flag, shape))
+    shape = (int(config.image_size[0]), int(config.image_size[1]), shape[2])
+  elif None in shape:
+    raise ConfigError("%s: images vary in size %s; pass --image_size=H,W to resize them" % (
+        flag, shape))
+
+  with _quiet_absl():  # TFDS warns about half-made folders while checking
+    prepared = builder.is_prepared()
+  if not prepared:
+    where = builder.data_dir if config.data_dir else "the TFDS data directory"
+    try:
+      _prepare(tfds, builder, quiet=config.dataset == "digits")
+    except Exception as e:
+      # Several workers of one run may prepare it at once: TFDS renames a finished
+      # preparation into place, and the losers find the destination taken.
+      builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+      with _quiet_absl():
+        prepared = builder.is_prepared()
+      if not prepared:
+        raise ConfigError("%s: not prepared in %s and could not be prepared (%s); pass "
+                          "--data_dir=<a prepared TFDS directory>" % (
+                              flag, where, first_line(e))) from None
+    info = builder.info
+
+  splits = tuple(sorted(info.splits.keys()))
+  if not splits:
+    # No recorded split metadata (e.g. under tfds.testing.mock_data): assume the
+    # standard names; reading a missing one still fails with TFDS' own message.
+    splits = ("test", "train")
+  for needed in ("train", "test"):
+    if needed not in splits:
+      raise ConfigError("%s: has no %r split (it has: %s)" % (flag, needed, ", ".join(splits)))
+  return Source(kind="tfds", input_shape=tuple(int(d) for d in shape),
+                num_classes=int(label_feature.num_classes),
+                input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
+                input_key=input_key, label_key=label_key, splits=splits)
+
+
+class _quiet_absl:  # pylint: disable=invalid-name
+  """Raises absl's Python logger to ERROR inside the block."""
+
+  def __enter__(self):
+    import logging  # pylint: disable=g-import-not-at-top
+    self._logger = logging.getLogger("absl")
+    self._level = self._logger.level
+    self._logger.setLevel(logging.ERROR)
+
+  def __exit__(self, *exc):
+    self._logger.setLevel(self._level)
+
+
+def _prepare(tfds, builder, quiet: bool) -> None:
+  """Runs ``download_and_prepare``; the embedded dataset is prepared silently (about 1 s)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+
+  from models import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  if not quiet:
+    builder.download_and_prepare()
+    return
+  with _quiet_absl(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+      contextlib.redirect_stderr(devnull):
+    tfds.disable_progress_bar()
+    try:
+      builder.download_and_prepare()
+    finally:
+      tfds.enable_progress_bar()
+  print("[data] prepared %s in %s (first use)" % (builder.name, builder.data_dir))

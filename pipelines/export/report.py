@@ -1,0 +1,203 @@
+"""The export report: ``report.md`` (tables and the stage-by-stage story) and ``accuracy_vs_size.png``
+(``mse_vs_size.png`` for regression, where the report speaks of test MSE and MAE, lower is better).
+
+Pure formatting of ``report.json``'s content (no TensorFlow); every number
+comes from the export stage's measurements on the ``.tflite`` files.
+"""
+
+import json
+import os
+import platform
+from typing import List
+
+from pipelines import config as configs
+from pipelines.config import EXPORT, stage_of
+from pipelines.runtime import rundir
+
+COLUMNS = (("model", "model"), ("test_accuracy", "test acc"), ("tflite_bytes", "size"),
+           ("tflite_gzip_bytes", "gzip"), ("latency_ms", "latency (ms)"),
+           ("sparsity", "sparsity"), ("params", "params"), ("nonzero_params", "nonzero"))
+REGRESSION_SCORES = (("test_mse", "test MSE"), ("test_mae", "test MAE"))
+
+
+def columns(task: str):
+  """The model table's columns for ``task``: accuracy, or MSE and MAE for regression."""
+  if task != "regression":
+    return COLUMNS
+  return COLUMNS[:1] + REGRESSION_SCORES + COLUMNS[2:]
+
+
+def human_bytes(n) -> str:
+  if n is None:
+    return "-"
+  for unit in ("B", "KB", "MB", "GB"):
+    if n < 1024 or unit == "GB":
+      return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+    n /= 1024.0
+  return str(n)
+
+
+def _cell(key, value) -> str:
+  if value is None:
+    return "-"
+  if key == "test_accuracy":
+    return "%.2f%%" % (100 * value)
+  if key in ("test_mse", "test_mae"):
+    return "%.5g" % value
+  if key in ("tflite_bytes", "tflite_gzip_bytes"):
+    return human_bytes(value)
+  if key == "latency_ms":
+    return "%.3f" % value
+  if key == "sparsity":
+    return "%.3f" % value
+  if key in ("params", "nonzero_params"):
+    return "{:,}".format(int(value))
+  return str(value)
+
+
+def models_table(models: List[dict]) -> List[str]:
+  """The per-model table (markdown)."""
+  cols = columns(configs.task_of(models[0]) if models else "classification")
+  lines = ["| " + " | ".join(title for _, title in cols) + " |",
+           "|" + "|".join("---" if k == "model" else "---:" for k, _ in cols) + "|"]
+  for m in models:
+    row = [m["name"]] + [_cell(k, m.get(k)) for k, _ in cols[1:]]
+    lines.append("| " + " | ".join(row) + " |")
+  return lines
+
+
+def story_table(story: List[dict]) -> List[str]:
+  key, title = ("test_mse", "test MSE") if story and "test_mse" in story[0] else (
+      "test_accuracy", "test acc")
+  lines = ["| step | what | %s | sparsity | measured on |" % title, "|---|---|---:|---:|---|"]
+  for i, s in enumerate(story, 1):
+    lines.append("| %d | %s | %s | %s | %s |" % (
+        i, s["what"], _cell(key, s.get(key)),
+        _cell("sparsity", s.get("sparsity")), s["measured_on"]))
+  return lines
+
+
+def comparison_lines(report: dict) -> List[str]:
+  c = report.get("comparison")
+  if not c:
+    return []
+  if "mse_ratio" in c:
+    return ["%s vs %s: %.2fx its test MSE, %.1fx smaller gzipped, %.1fx lower batch-1 latency, "
+            "%.1f%% of its weights zero." % (
+                c["product"], c["reference"], c["mse_ratio"], c["gzip_ratio"],
+                c["latency_ratio"], 100 * c["product_sparsity"])]
+  return ["%s vs %s: %+.2f accuracy points, %.1fx smaller gzipped, %.1fx lower batch-1 latency, "
+          "%.1f%% of its weights zero." % (
+              c["product"], c["reference"], c["accuracy_delta_points"], c["gzip_ratio"],
+              c["latency_ratio"], 100 * c["product_sparsity"])]
+
+
+def markdown(report: dict) -> str:
+  lat = report["latency"]
+  regression = report.get("task") == "regression"
+  lines = ["# kdprune export report: student `%s`" % report["student"], ""]
+  lines += comparison_lines(report)
+  lines += ["", "## Stage by stage", ""]
+  lines += story_table(report["story"])
+  lines += ["", "## Exported models", "",
+            "Every figure below is measured on the `.tflite` file: %s with the TFLite "
+            "interpreter over all %d test examples (%s), latency at batch 1 on %d thread (median "
+            "of %d runs after %d warm-up runs), sparsity and parameters read from the weight "
+            "tensors inside the file (biases count as parameters, not towards sparsity)." % (
+                "MSE and MAE (float outputs, int8 ones dequantized; lower is better)" if regression
+                else "accuracy", report["test_examples"], report["dataset"], lat["threads"],
+                lat["runs"],
+                lat["warmup"]), ""]
+  lines += models_table(report["models"])
+  lines += [""]
+  for m in report["models"]:
+    lines.append("- `%s`: %s (`%s`)" % (m["name"], m["description"], m["file"]))
+  sm = report.get("saved_model")
+  if sm:
+    score = ("test MSE %.5g" % sm["test_mse"] if "test_mse" in sm else
+             "test accuracy %.2f%%" % (100 * sm["test_accuracy"]))
+    lines += ["", "SavedModel of the QAT student: `%s` (%s, served through its "
+              "`serving_default` signature)." % (sm["path"], score)]
+  lines += ["", "Machine: %s." % report.get("machine", "unknown"), ""]
+  return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+  """``accuracy_vs_size.png``: test accuracy (or MSE) against gzip size (log axis), one point per
+  model."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  regression = report.get("task") == "regression"
+
+  def score(m):
+    return m["test_mse"] if regression else 100 * m["test_accuracy"]
+  for m in report["models"]:
+    product = m["name"] == report.get("product")
+    ax.scatter(m["tflite_gzip_bytes"], score(m), s=70 if product else 40,
+               marker="*" if product else "o", zorder=3,
+               color="tab:red" if product else ("tab:gray" if "teacher" in m["name"]
+                                                else "tab:blue"))
+    ax.annotate(m["name"], (m["tflite_gzip_bytes"], score(m)),
+                textcoords="offset points", xytext=(6, 4), fontsize=8)
+  ax.set_xscale("log")
+  ax.margins(x=0.25, y=0.12)
+  ax.set_xlabel("gzipped .tflite size (bytes, log scale)")
+  ax.set_ylabel("test %s (TFLite interpreter, %d examples)" % (
+      "MSE" if regression else "accuracy, %", report["test_examples"]))
+  ax.set_title("kdprune: %s vs size (%s, student %s)" % (
+      "MSE" if regression else "accuracy", report["dataset"], report["student"]))
+  ax.grid(True, which="both", alpha=0.3)
+  fig.tight_layout()
+  with rundir.atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png")
+  plt.close(fig)
+
+
+def machine() -> str:
+  return "%s, %s, %d CPUs, Python %s" % (platform.platform(terse=True),
+                                         platform.processor() or platform.machine(),
+                                         os.cpu_count() or 0, platform.python_version())
+
+
+def table(workdir: str, name: str = "default") -> str:
+  """The report's model table (plain markdown) for printing, or '' if there is no report."""
+  path = os.path.join(rundir.RunDir(workdir).stage_dir(stage_of(EXPORT, name)), "report.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    out = json.load(f)
+  return "\n".join(comparison_lines(out) + [""] + models_table(out["models"]))
+
+
+def pipeline_summary(workdir: str, outcomes, seconds: float) -> str:
+  """The table printed at the end of a pipeline run (``outcomes``: the stages' StageOutcomes)."""
+  run_dir = rundir.RunDir(workdir)
+  lines = ["", "kdprune pipeline finished in %.1f s: %s" % (seconds, run_dir.workdir), ""]
+  row = "  %-18s %-8s %-9s %-9s %-10s %s"
+  regression = any(configs.task_of(o.entry.get("metrics", {})) == "regression" for o in outcomes)
+  key, title, pattern = (("test_mse", "test_mse", "%.5g") if regression else
+                         ("test_accuracy", "test_acc", "%.4f"))
+  lines.append(row % ("stage", "status", title, "sparsity", "nonzero", "artifact"))
+  for o in outcomes:
+    m = o.entry.get("metrics", {})
+    model = o.entry.get("artifacts", {}).get("model", "")
+    nonzero = m.get("nonzero_params", m.get("params"))
+    lines.append(row % (
+        o.name, "ran" if o.ran else "skipped", _fmt(m.get(key), pattern),
+        _fmt(m.get("sparsity"), "%.3f"), _fmt(nonzero, "%d"),
+        os.path.join(run_dir.workdir, model) if model else "-"))
+  names = {o.name.split("/", 1)[1] for o in outcomes if o.name.startswith(EXPORT + "/")}
+  for name in sorted(names):
+    text = table(workdir, name)
+    if text:
+      lines += ["", "Exported (%s), measured on the files:" % os.path.join(
+          run_dir.workdir, EXPORT, name), ""] + [("  " + l) if l else "" for l in text.splitlines()]
+  lines += ["", "  manifest:    %s" % run_dir.manifest_path,
+            "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
+  return "\n".join(lines)
+
+
+def _fmt(value, pattern):
+  return pattern % value if value is not None else "-"

@@ -1,0 +1,312 @@
+"""TFLite: conversion, reading weights back out of the flatbuffer, batched evaluation, latency.
+
+Every figure kdprune reports about an exported model is measured here on the
+``.tflite`` bytes themselves:
+
+* :func:`inspect_weights` parses the flatbuffer (TF's own schema) and reads
+  the constant weight and bias tensors of every CONV_2D, DEPTHWISE_CONV_2D,
+  FULLY_CONNECTED and TRANSPOSE_CONV op straight from their buffers. The
+  interpreter cannot be used for this: after ``allocate_tensors`` it hides
+  many constant tensors, and it would only give what it chooses to expose.
+* :func:`evaluate` (classification) and :func:`evaluate_regression` run the
+  whole test set through the interpreter in batches (the input is resized),
+  quantizing int8 inputs and dequantizing int8 outputs with the tensors' own
+  parameters.
+* :func:`latency` times batch-1 inference on one thread: warm-up runs, then
+  the median of many timed ``invoke`` calls.
+"""
+
+import contextlib
+import gzip
+import io
+import logging as std_logging
+import re
+import time
+import warnings
+from typing import Callable, Dict, Iterable, Optional
+
+import numpy as np
+
+from models.compat import is_startup_noise, native_output_filtered, tf
+
+# Ops whose input 1 is a weight tensor and input 2 (if any) a bias.
+_WEIGHT_OPS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2),
+               "TRANSPOSE_CONV": (1, 3), "CONV_3D": (1, 2)}
+_NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
+             "INT16": np.int16, "INT32": np.int32, "INT64": np.int64}
+
+MODES = ("float", "dynamic", "int8", "qat")
+
+# What the converter and the interpreter print from C++ on every call.
+_TFLITE_NOISE = [re.compile(p) for p in (
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+    r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+    r"output_inference_type: \w+",
+    r"^[IW]\d{4} .*(tf_tfl_flatbuffer_helpers|flatbuffer_export|tf_saved_model_passes|"
+    r"lower_static_tensor_list|quantize_model|tensorflow/lite)",
+)]
+
+
+def _is_noise(line: str) -> bool:
+  return is_startup_noise(line) or any(p.search(line) for p in _TFLITE_NOISE)
+
+
+@contextlib.contextmanager
+def _quiet():
+  """Silences the converter's Python warnings and absl INFO chatter for one call."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  tf_logger = std_logging.getLogger("tensorflow")
+  tf_level = tf_logger.level
+  tf_logger.setLevel(std_logging.ERROR)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      yield
+  finally:
+    logging.set_verbosity(level)
+    tf_logger.setLevel(tf_level)
+
+
+def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] = None,
+            int8_io: bool = False) -> bytes:
+  """Converts a tf_keras ``model`` to TFLite bytes.
+
+  Modes: ``float`` (float32, no optimization), ``dynamic`` (post-training
+  dynamic-range: int8 weights, float activations), ``int8`` (post-training
+  full-integer with ``representative`` batches; int8 builtins only) and
+  ``qat`` (a quantization-aware model: its learned ranges give int8 weights
+  and activations). ``int8_io`` makes the input and output int8 too (for
+  ``int8``/``qat``), as integer-only accelerators want; by default they stay
+  float32 and the model quantizes at its edges.
+  """
+  if mode not in MODES:
+    raise ValueError("unknown conversion mode %r (one of %s)" % (mode, ", ".join(MODES)))
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  if mode != "float":
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if mode == "int8":
+    if representative is None:
+      raise ValueError("full-integer conversion needs a representative dataset")
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  if int8_io and mode in ("int8", "qat"):
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+  with _quiet(), native_output_filtered(_is_noise, ("stdout", "stderr")):
+    return bytes(converter.convert())
+
+
+def gzip_size(data: bytes) -> int:
+  """Size of ``data`` gzipped at level 9 (what a download or an app bundle would carry)."""
+  buf = io.BytesIO()
+  with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as f:
+    f.write(data)
+  return len(buf.getvalue())
+
+
+def _schema():
+  from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  return schema
+
+
+def inspect_weights(data: bytes) -> dict:
+  """Reads the weights of every conv/fully-connected op out of the flatbuffer.
+
+  Returns ``{"params", "nonzero_params", "weights", "weight_zeros",
+  "sparsity", "weight_dtypes", "layers": [{"op", "name", "shape", "dtype",
+  "weights", "zeros", "sparsity"}]}`` where ``params`` counts weight and bias
+  elements, and ``sparsity`` is the fraction of zero weight elements (biases
+  excluded, as in tfmot). A quantized zero is the stored value equal to the
+  tensor's zero point (0 for TFLite's symmetric int8 weights), so the count
+  is exactly the zeros the int8 kernels multiply by.
+  """
+  schema = _schema()
+  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+  op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+  type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+  layers = []
+  params = nonzero = weights = zeros = 0
+  dtypes = set()
+  seen = set()
+  for graph in model.subgraphs:
+    for op in graph.operators:
+      code = model.operatorCodes[op.opcodeIndex]
+      name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+      if name not in _WEIGHT_OPS:
+        continue
+      w_idx, b_idx = _WEIGHT_OPS[name]
+      for role, idx in (("weight", w_idx), ("bias", b_idx)):
+        if idx >= len(op.inputs) or op.inputs[idx] < 0:
+          continue
+        tensor = graph.tensors[op.inputs[idx]]
+        values = _constant(model, tensor, type_names)
+        if values is None or (id(graph), op.inputs[idx]) in seen:
+          continue  # a runtime input, or a tensor already counted (shared weights)
+        seen.add((id(graph), op.inputs[idx]))
+        zero_point = _zero_points(tensor, values)
+        is_zero = values == zero_point
+        params += values.size
+        nonzero += int(values.size - np.sum(is_zero))
+        if role == "weight":
+          n_zero = int(np.sum(is_zero))
+          weights += values.size
+          zeros += n_zero
+          dtype = type_names.get(tensor.type, str(tensor.type)).lower()
+          dtypes.add(dtype)
+          layers.append({"op": name, "name": _text(tensor.name), "shape": list(values.shape),
+                         "dtype": dtype, "weights": int(values.size), "zeros": n_zero,
+                         "sparsity": round(n_zero / max(1, values.size), 6)})
+  return {"params": int(params), "nonzero_params": int(nonzero), "weights": int(weights),
+          "weight_zeros": int(zeros), "sparsity": round(zeros / max(1, weights), 6),
+          "weight_dtypes": sorted(dtypes), "layers": layers}
+
+
+def _text(value) -> str:
+  return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _constant(model, tensor, type_names) -> Optional[np.ndarray]:
+  buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+  if buffer is None or buffer.data is None or len(buffer.data) == 0:
+    return None
+  dtype = _NP_TYPES.get(type_names.get(tensor.type))
+  if dtype is None:
+    return None
+  raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
+  values = np.frombuffer(raw, dtype=dtype)
+  shape = [int(s) for s in tensor.shape] if tensor.shape is not None else [values.size]
+  if int(np.prod(shape)) != values.size:
+    return None  # a sparse-encoded or packed tensor: not a plain dense buffer
+  return values.reshape(shape)
+
+
+def _zero_points(tensor, values: np.ndarray):
+  """The value that means 0.0: the zero point(s) of a quantized tensor, else 0."""
+  q = tensor.quantization
+  if q is None or q.zeroPoint is None or len(q.zeroPoint) == 0 or values.dtype.kind == "f":
+    return 0
+  zp = np.asarray(q.zeroPoint, dtype=np.int64)
+  if zp.size == 1:
+    return zp.reshape(())
+  axis = int(q.quantizedDimension)
+  shape = [1] * values.ndim
+  shape[axis] = zp.size
+  return zp.reshape(shape)
+
+
+def interpreter(data: bytes, num_threads: int = 1):
+  """A TFLite interpreter for ``data``: LiteRT's (``ai_edge_litert``) when installed, else TF's."""
+  try:
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
+  with warnings.catch_warnings(), native_output_filtered(_is_noise):
+    warnings.simplefilter("ignore")  # TF's interpreter announces its move to LiteRT
+    return Interpreter(model_content=data, num_threads=num_threads)
+
+
+def _to_input(x: np.ndarray, detail) -> np.ndarray:
+  if detail["dtype"] in (np.int8, np.uint8):
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+  return x.astype(detail["dtype"])
+
+
+def _from_output(y: np.ndarray, detail) -> np.ndarray:
+  if detail["dtype"] in (np.int8, np.uint8):
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+  return y.astype(np.float32)
+
+
+class Runner:
+  """Runs a .tflite model on float inputs of any batch size; returns float outputs."""
+
+  def __init__(self, data: bytes, num_threads: int = 1):
+    self.interpreter = interpreter(data, num_threads)
+    self.input = self.interpreter.get_input_details()[0]
+    self.output_index = self.interpreter.get_output_details()[0]["index"]
+    self.batch = None
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    if self.batch != x.shape[0]:
+      self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
+      with native_output_filtered(_is_noise):  # the XNNPACK delegate announces itself here
+        self.interpreter.allocate_tensors()
+      self.batch = x.shape[0]
+    self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
+    self.interpreter.invoke()
+    detail = [d for d in self.interpreter.get_output_details() if d["index"] == self.output_index][0]
+    return _from_output(self.interpreter.get_tensor(self.output_index), detail)
+
+
+def evaluate(data: bytes, batches, num_threads: Optional[int] = None) -> Dict[str, float]:
+  """Accuracy and mean cross-entropy of a logits .tflite over ``(x, y)`` batches (the whole set)."""
+  runner = Runner(data, num_threads=num_threads or 2)
+  correct = total = 0
+  loss_sum = 0.0
+  for x, y in batches:
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    logits = runner(x).reshape(len(y), -1)
+    correct += int(np.sum(np.argmax(logits, -1) == y))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    loss_sum += float(-np.sum(log_probs[np.arange(len(y)), y]))
+    total += len(y)
+  return {"accuracy": correct / max(1, total), "loss": loss_sum / max(1, total),
+          "examples": total}
+
+
+def evaluate_regression(data: bytes, batches, loss: str = "mse",
+                        num_threads: Optional[int] = None) -> Dict[str, float]:
+  """MSE and MAE of a regression .tflite over ``(x, y)`` batches (the whole set).
+
+  The outputs are float: a float32 output as it is, an int8 one (``--int8_io``)
+  dequantized with its own scale and zero point (:class:`Runner`).
+  """
+  runner = Runner(data, num_threads=num_threads or 2)
+  sq = ab = 0.0
+  count = total = 0
+  for x, y in batches:
+    x = np.asarray(x, dtype=np.float32)
+    pred = runner(x).reshape(len(x), -1).astype(np.float64)
+    diff = pred - np.asarray(y, dtype=np.float64).reshape(pred.shape)
+    sq += float(np.sum(diff ** 2))
+    ab += float(np.sum(np.abs(diff)))
+    count += diff.size
+    total += len(x)
+  mse, mae = sq / max(1, count), ab / max(1, count)
+  return {"mse": mse, "mae": mae, "loss": mse if loss == "mse" else mae, "examples": total}
+
+
+def latency(data: bytes, example: np.ndarray, runs: int = 200, warmup: int = 20,
+            num_threads: int = 1) -> Dict[str, float]:
+  """Batch-1 latency on ``num_threads`` threads: median and p90 of ``runs`` timed invokes, in ms."""
+  runner = Runner(data, num_threads=num_threads)
+  x = np.asarray(example, dtype=np.float32)[None]
+  runner(x)  # allocate for batch 1
+  interp = runner.interpreter
+  for _ in range(warmup):
+    interp.invoke()
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    interp.invoke()
+    times.append(time.perf_counter() - start)
+  ms = np.asarray(times) * 1e3
+  return {"median": round(float(np.median(ms)), 4), "p90": round(float(np.percentile(ms, 90)), 4),
+          "runs": int(runs), "threads": int(num_threads)}
+
+
+def representative(bundle, count: int):
+  """Batch-1 calibration inputs: the first ``count`` (normalized) training examples."""
+  xs, _ = bundle.head("train", count)
+
+  def gen():
+    for i in range(len(xs)):
+      yield [xs[i:i + 1]]
+  return gen

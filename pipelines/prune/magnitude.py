@@ -1,0 +1,195 @@
+"""Magnitude pruning with tfmot: schedules, choosing the layers, strip, sparsity checks.
+
+The student is pruned layer by layer (``clone_model`` with a clone function,
+as tfmot's guide does), never through a distillation wrapper, so tfmot sees a
+plain Functional model. The sparsity that was asked for is never assumed:
+:func:`sparsity_report` measures it on the stripped kernels, and
+:func:`check_sparsity` fails the stage when it is short.
+"""
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from models.compat import keras, tf
+from pipelines.config.errors import ConfigError, StageError
+from pipelines.config.pruning import PruningConfig
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # noqa: E402
+
+SPARSITY_TOLERANCE = 0.005
+
+
+def make_schedule(config: PruningConfig, steps: dict, target: Optional[float] = None):
+  """The tfmot schedule for ``config`` with resolved ``steps`` (see PruningConfig.resolve_steps),
+  ending at ``target`` (default: ``config.target``)."""
+  sparsity = tfmot.sparsity.keras
+  target = config.target if target is None else target
+  if config.schedule == "constant" or config.structure == "m_by_n":
+    return sparsity.ConstantSparsity(target, begin_step=steps["begin_step"],
+                                     end_step=steps["end_step"], frequency=steps["frequency"])
+  return sparsity.PolynomialDecay(
+      initial_sparsity=config.initial_sparsity, final_sparsity=target,
+      begin_step=steps["begin_step"], end_step=steps["end_step"], power=config.exponent,
+      frequency=steps["frequency"])
+
+
+def prunable_weights(layer) -> List:
+  """The weights tfmot prunes in ``layer`` (``kernel``, ``depthwise_kernel``, ...); [] if none."""
+  if not prune_registry.PruneRegistry.supports(layer):
+    return []
+  if hasattr(layer, "get_prunable_weights"):  # a layer that declares its own
+    return list(layer.get_prunable_weights())
+  names = prune_registry.PruneRegistry._weight_names(layer)  # pylint: disable=protected-access
+  return [getattr(layer, name) for name in names]
+
+
+def _kernel_size(layer) -> int:
+  return int(sum(np.prod(w.shape) for w in prunable_weights(layer)))
+
+
+def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
+  """Decides for each layer with weights whether it is pruned: name -> "prune" or why not."""
+  keep = set(config.keep_dense) - {"auto", ""}
+  plan = {}
+  for layer in model.layers:
+    if not layer.weights:
+      continue
+    size = _kernel_size(layer)
+    if size == 0:
+      plan[layer.name] = "no prunable weights"
+    elif layer.name in keep or type(layer).__name__ in keep:
+      plan[layer.name] = "kept dense by --pruning_keep_dense"
+    elif "auto" in config.keep_dense and size < config.MIN_PRUNABLE_WEIGHTS:
+      plan[layer.name] = "kept dense: only %d weights (< %d)" % (size, config.MIN_PRUNABLE_WEIGHTS)
+    elif config.structure == "m_by_n" and not _m_by_n_applicable(layer, config.m_by_n):
+      plan[layer.name] = "kept dense: input channels (%d) not a multiple of %d for %d:%d" % (
+          _input_channels(layer), config.m_by_n[1], *config.m_by_n)
+    else:
+      plan[layer.name] = "prune"
+  own = [name for name, _ in config.layer_sparsity]
+  missing = [name for name in own if name not in plan]
+  if missing:
+    raise ConfigError("--pruning_layer_sparsity names %s, which the student does not have "
+                      "(layers with weights: %s)" % (", ".join(missing), ", ".join(plan)))
+  dense = [name for name in own if plan[name] != "prune"]
+  if dense:
+    raise ConfigError("--pruning_layer_sparsity names %s, which is not pruned (%s)" % (
+        ", ".join(dense), "; ".join(plan[n] for n in dense)))
+  unknown = keep - {l.name for l in model.layers} - {type(l).__name__ for l in model.layers}
+  if unknown:
+    raise ConfigError("--pruning_keep_dense names %s, which the student does not have (layers: %s)"
+                      % (", ".join(sorted(unknown)), ", ".join(l.name for l in model.layers)))
+  if "prune" not in plan.values():
+    raise ConfigError("no layer of the student would be pruned (%s)" % "; ".join(
+        "%s: %s" % kv for kv in plan.items()))
+  return plan
+
+
+def _input_channels(layer) -> int:
+  weights = prunable_weights(layer)
+  return int(weights[0].shape[-2]) if weights and len(weights[0].shape) >= 2 else 0
+
+
+def _m_by_n_applicable(layer, m_by_n) -> bool:
+  # tfmot lays blocks along the input channels (TFLite's last axis).
+  channels = _input_channels(layer)
+  return channels > 0 and channels % m_by_n[1] == 0
+
+
+def apply_pruning(model, config: PruningConfig, steps: dict):
+  """Wraps the planned layers of ``model`` with ``prune_low_magnitude``.
+
+  Returns ``(pruned_model, plan)``.
+  """
+  plan = plan_layers(model, config)
+  params = {}
+  if config.structure == "m_by_n":
+    params["sparsity_m_by_n"] = tuple(config.m_by_n)
+
+  def clone(layer):
+    if plan.get(layer.name) == "prune":
+      schedule = make_schedule(config, steps, config.target_for(layer.name))
+      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **params)
+    return layer
+
+  # Unpruned layers are reused and pruned ones wrap the original layer, so the
+  # weights carry over (as in tfmot's guide).
+  return keras.models.clone_model(model, clone_function=clone), plan
+
+
+def pruned_layers(model) -> List:
+  return pruning_wrapper.collect_prunable_layers(model)
+
+
+def pruning_step(model) -> int:
+  """The current tfmot pruning step of ``model`` (-1 before training starts)."""
+  layers = pruned_layers(model)
+  return int(layers[0].pruning_step.numpy()) if layers else -1
+
+
+def strip(model):
+  """The model without pruning wrappers (masks applied), for export and measurement."""
+  return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None,
+                    targets: Optional[Dict[str, float]] = None) -> dict:
+  """Measures the stripped model: per pruned layer and in total.
+
+  Returns ``{"layers": {name: {"weights", "zeros", "sparsity"[, "target", "m_by_n_ok"]}},
+  "pruned_weights", "pruned_zeros", "sparsity"[, "target"], "params", "nonzero_params",
+  "model_sparsity"}``; ``sparsity`` is over the pruned kernels, ``model_sparsity``
+  over every parameter. With ``targets`` (layer -> final sparsity) each layer
+  records its target and ``target`` is their weight-weighted mean.
+  """
+  layers = {}
+  total_w = total_z = 0
+  weighted_target = 0.0
+  for layer in stripped.layers:
+    if plan.get(layer.name) != "prune":
+      continue
+    kernels = [w.numpy() for w in prunable_weights(layer)]
+    size = int(sum(k.size for k in kernels))
+    zeros = int(sum(np.sum(k == 0) for k in kernels))
+    entry = {"weights": size, "zeros": zeros, "sparsity": round(zeros / max(1, size), 6)}
+    if targets is not None:
+      entry["target"] = float(targets[layer.name])
+      weighted_target += entry["target"] * size
+    if m_by_n is not None:
+      entry["m_by_n_ok"] = all(bool(pruning_utils.is_pruned_m_by_n(
+          tf.constant(k), m_by_n=tuple(m_by_n), last_channel="C_OUT")) for k in kernels)
+    layers[layer.name] = entry
+    total_w += size
+    total_z += zeros
+  params = sum(int(np.prod(w.shape)) for w in stripped.weights)
+  nonzero = sum(int(np.count_nonzero(w)) for w in stripped.get_weights())
+  report = {"layers": layers, "pruned_weights": int(total_w), "pruned_zeros": int(total_z),
+            "sparsity": round(total_z / max(1, total_w), 6), "params": params,
+            "nonzero_params": nonzero, "model_sparsity": round(1 - nonzero / max(1, params), 6)}
+  if targets is not None:
+    report["target"] = round(weighted_target / max(1, total_w), 6)
+  return report
+
+
+def check_sparsity(report: dict, target: float, stage: str, m_by_n=None,
+                   cause: str = "the pruning schedule did not complete") -> None:
+  """Fails the stage if any pruned layer (or the total) is short of its target by > 0.005.
+
+  A layer's target is its report entry's ``target`` when there is one, else
+  ``target``; the total's is the report's ``target``, else ``target``.
+  """
+  short = [(n, e["sparsity"]) for n, e in report["layers"].items()
+           if e["sparsity"] < e.get("target", target) - SPARSITY_TOLERANCE]
+  target = report.get("target", target)
+  if report["sparsity"] < target - SPARSITY_TOLERANCE or short:
+    raise StageError(stage, "sparsity %.4f is below the target %.4f (layers short: %s); %s" % (
+        report["sparsity"], target, ", ".join("%s %.4f" % s for s in short) or "none", cause))
+  if m_by_n is not None:
+    bad = [n for n, e in report["layers"].items() if not e.get("m_by_n_ok")]
+    if bad:
+      raise StageError(stage, "layers %s do not have the %d:%d sparsity pattern" % (
+          ", ".join(bad), *m_by_n))

@@ -1,0 +1,92 @@
+"""Quantization-aware training with tfmot: wrapping the stripped student, keeping its zeros.
+
+:func:`quantize` applies tfmot's QAT wrappers with the sparsity-preserving
+scheme (``Default8BitPrunePreserveQuantizeScheme``: the fake-quantized kernels
+are multiplied by the student's zero mask) or plain 8-bit QAT. tfmot's fix for
+drifting zeros was never merged (#720/#721), so :func:`remask` sets weights
+that left zero back to zero and counts them. :func:`rebuild` restores a saved
+QAT model on its student (tfmot's quantized models do not load from ``.keras``).
+"""
+
+import numpy as np
+
+from models.compat import keras  # noqa: F401  (Keras 2 before tfmot)
+from pipelines.config.errors import StageError
+from pipelines.config.stages import QAT
+from pipelines.prune import magnitude as pruning
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
+
+
+def quantize(student, scheme: str):
+  """``student`` (a stripped Functional model) with tfmot's QAT wrappers for ``scheme``."""
+  qk = tfmot.quantization.keras
+  if scheme == "prune_preserve":
+    quant_scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+  else:
+    quant_scheme = qk.default_8bit.Default8BitQuantizeScheme()
+  try:
+    with qk.quantize_scope():
+      return qk.quantize_apply(qk.quantize_annotate_model(student), quant_scheme)
+  except (ValueError, RuntimeError, TypeError) as e:
+    raise StageError(QAT, "tfmot cannot quantize the student: %s" % (
+        " ".join(str(e).split())[:400],)) from None
+
+
+def zero_masks(student, layer_names):
+  """``{weight name: kernel != 0}`` for the prunable kernels of ``layer_names`` in ``student``."""
+  masks = {}
+  for layer in student.layers:
+    if layer.name in layer_names:
+      for w in pruning.prunable_weights(layer):
+        masks[w.name] = w.numpy() != 0
+  return masks
+
+
+def remask(qmodel, masks) -> dict:
+  """Sets kernel weights of ``qmodel`` that drifted away from the mask's zeros back to 0.
+
+  Returns ``{weight name: number of weights re-zeroed}``.
+  """
+  variables = {v.name: v for v in qmodel.weights}
+  drifted = {}
+  for name, mask in masks.items():
+    var = variables.get(name)
+    if var is None:
+      raise StageError(QAT, "the quantized model has no weight %s to re-mask (weights: %s)" % (
+          name, ", ".join(sorted(variables))))
+    value = var.numpy()
+    drifted[name] = int(np.sum((value != 0) & ~mask))
+    if drifted[name]:
+      var.assign(value * mask)
+  return drifted
+
+
+def float_view(student, qmodel):
+  """Copies the QAT model's float weights into ``student`` (same layers, matched by weight name).
+
+  What the fake-quantized model computes before rounding; used to measure
+  sparsity per layer with the student's own report.
+  """
+  variables = {v.name: v for v in qmodel.weights}
+  missing = [w.name for w in student.weights if w.name not in variables]
+  if missing:
+    raise StageError(QAT, "the quantized model lacks the student's weights %s" % ", ".join(missing))
+  for w in student.weights:
+    w.assign(variables[w.name])
+  return student
+
+
+def rebuild(student, scheme: str, weights_path: str, rerun: str):
+  """The QAT model of ``student`` (the very student QAT started from: the prune-preserving
+  quantizers take their masks from its kernels) with the weights saved at ``weights_path``.
+
+  ``rerun`` is the command named when the file cannot be loaded.
+  """
+  qmodel = quantize(student, scheme)
+  try:
+    qmodel.load_weights(weights_path)
+  except (OSError, ValueError) as e:
+    raise StageError(QAT, "cannot load %s (%s); rerun %s --force" % (
+        weights_path, " ".join(str(e).split())[:200], rerun)) from None
+  return qmodel

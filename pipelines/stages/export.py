@@ -1,0 +1,231 @@
+"""Export stage: the int8 student as TFLite and SavedModel, baselines, and a report measured on the files.
+
+  kdprune-export --workdir=runs/demo        # after kdprune-qat
+
+Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
+``default`` unless given):
+
+* ``student_qat_int8.tflite``: the product, int8 weights and activations
+  converted from the QAT model; ``saved_model/``: the QAT student as a
+  SavedModel (``serving_default`` signature);
+* baselines: ``teacher_float.tflite`` (the float teacher),
+  ``student_float.tflite`` (the float pruned student),
+  ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
+  (post-training dynamic-range and full-integer quantization of it);
+* ``report.json``, ``report.md``, ``accuracy_vs_size.png`` and a TensorBoard
+  text summary of the table under ``tb/``.
+
+Every figure is measured on the exported files (see
+:mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
+fewer zeros than its pruned layers had.
+"""
+
+import json
+import os
+import time
+
+from pipelines.config import EXPORT as NAME
+from pipelines.config import PRODUCT, STUDENT, ExportConfig, stage_of, tasks
+from pipelines.config.errors import StageError
+from pipelines.data import sources
+from pipelines.runtime import progress, rundir, upstream
+from pipelines.runtime.execute import StageResult
+
+__all__ = ["NAME", "PRODUCT", "ExportConfig", "validate", "fingerprint_inputs", "run"]
+
+
+def validate(config: ExportConfig) -> None:
+  config.validate()
+  sources.resolve(config.data)
+
+
+def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
+  inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
+  upstream.check_data_matches(workdir, stage_of(STUDENT, config.name), config.data,
+                              "kdprune-student")
+  for stage, entry in upstream.export_inputs(workdir, config.name).items():
+    inputs[stage] = upstream.identity(entry)
+  return inputs
+
+
+def run(config: ExportConfig, workdir: str) -> StageResult:
+  """Converts, measures and reports; see the module docstring."""
+  # TensorFlow is imported here, not at the top: flags are checked before it loads.
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+
+  from models.compat import tf
+  from pipelines.data import bundle as data_lib
+  from pipelines.export import report
+  from pipelines.export import tflite as tflite_tools
+  from pipelines.quantize import qat
+  from pipelines.train import distill, summaries
+  # pylint: enable=g-import-not-at-top
+  validate(config)
+  run_dir = rundir.RunDir(workdir)
+  up = upstream.export_inputs(workdir, config.name)
+  bundle = data_lib.load(config.data)
+  stage_dir = run_dir.stage_dir(config.stage)
+  tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+
+  regression = config.data.regression
+  key = "test_" + tasks.headline(config.data.task)[0]  # test_accuracy or test_mse
+  s_entry, q_entry = up["student"], up["qat"]
+  with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
+    student_metrics = json.load(f)
+  pruned_zeros = sum(e["zeros"] for e in student_metrics["pruning"]["layers"].values())
+  student = distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
+  files = upstream.qat_files(workdir, config.name)
+  qmodel = qat.rebuild(distill.load_keras_model(files["student_model"]), files["scheme"],
+                       files["weights"], "kdprune-qat --workdir=%s" % workdir)
+  sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
+               q_entry["metrics"][key])]
+  if "teacher" in up:
+    teacher = distill.load_keras_model(run_dir.abspath(up["teacher"]["artifacts"]["model"]))
+    sources_.append(("teacher_float", teacher, "float", "the float teacher (reference)",
+                     up["teacher"]["metrics"][key]))
+  else:
+    progress.say("[%s] no finished teacher in %s: the report has no teacher reference" % (
+        config.stage, run_dir.workdir))
+  student_acc = s_entry["metrics"][key]
+  sources_ += [
+      ("student_float", student, "float", "the float pruned student", student_acc),
+      ("student_ptq_dynamic", student, "dynamic",
+       "post-training dynamic-range quantization of the pruned student (int8 weights, float "
+       "activations)", student_acc),
+      ("student_ptq_int8", student, "int8",
+       "post-training full-integer quantization of the pruned student (%d calibration "
+       "examples)" % config.representative_examples, student_acc),
+  ]
+
+  test_batches = bundle.batches("test", config.eval_batch_size)
+  example = bundle.head("test", 1)[0][0]
+  representative = tflite_tools.representative(bundle, config.representative_examples)
+  models = []
+  for name, model, mode, description, keras_acc in sources_:
+    start = time.time()
+    data = tflite_tools.convert(model, mode, representative=representative,
+                                int8_io=config.int8_io)
+    path = os.path.join(stage_dir, name + ".tflite")
+    with rundir.atomic_path(path) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(data)
+    convert_seconds = time.time() - start
+    weights = tflite_tools.inspect_weights(data)
+    if regression:
+      measured = tflite_tools.evaluate_regression(data, test_batches, config.data.regression_loss)
+      scores = {"test_mse": measured["mse"], "test_mae": measured["mae"]}
+    else:
+      measured = tflite_tools.evaluate(data, test_batches)
+      scores = {"test_accuracy": measured["accuracy"]}
+    lat = tflite_tools.latency(data, example, runs=config.latency_runs,
+                               warmup=config.latency_warmup)
+    entry = {
+        "name": name, "description": description, "file": run_dir.relpath(path),
+        **scores, "test_loss": round(measured["loss"], 6),
+        "keras_" + key: keras_acc,
+        "tflite_bytes": len(data), "tflite_gzip_bytes": tflite_tools.gzip_size(data),
+        "latency_ms": lat["median"], "latency_p90_ms": lat["p90"],
+        "sparsity": weights["sparsity"], "params": weights["params"],
+        "nonzero_params": weights["nonzero_params"], "weights": weights["weights"],
+        "weight_zeros": weights["weight_zeros"], "weight_dtypes": weights["weight_dtypes"],
+        "layers": weights["layers"], "convert_seconds": round(convert_seconds, 2),
+    }
+    models.append(entry)
+    progress.say("[%s] %-20s %s %.5g  %8d B (gzip %7d)  %.3f ms  sparsity %.3f" % (
+        config.stage, name, "mse" if regression else "acc", entry[key], entry["tflite_bytes"],
+        entry["tflite_gzip_bytes"], entry["latency_ms"], entry["sparsity"]))
+    if name.startswith("student") and weights["weight_zeros"] < pruned_zeros:
+      raise StageError(config.stage, "%s holds %d zero weights but the pruned student had %d: "
+                       "the conversion lost sparsity" % (path, weights["weight_zeros"],
+                                                         pruned_zeros))
+  # Order for the tables: teacher, then the student from float to the product.
+  order = ["teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8", PRODUCT]
+  models.sort(key=lambda m: order.index(m["name"]))
+  by_name = {m["name"]: m for m in models}
+
+  saved_path = os.path.join(stage_dir, "saved_model")
+  with rundir.atomic_path(saved_path) as tmp:
+    tf.saved_model.save(qmodel, tmp)
+  serving = tf.saved_model.load(saved_path).signatures["serving_default"]
+  correct = total = 0
+  sq_error = 0.0
+  for x, y in test_batches:
+    outputs = list(serving(x).values())[0].numpy()
+    if regression:
+      sq_error += float(np.sum((outputs.reshape(len(outputs), -1) - y.numpy().reshape(
+          len(outputs), -1)) ** 2))
+      total += int(np.size(outputs))
+    else:
+      correct += int(np.sum(np.argmax(outputs, -1) == y.numpy().reshape(-1)))
+      total += int(y.shape[0])
+  saved = {"path": run_dir.relpath(saved_path),
+           key: (sq_error if regression else correct) / max(1, total)}
+
+  product = by_name[PRODUCT]
+  story = []
+  if "teacher" in up:
+    story.append({"what": "float teacher", key: up["teacher"]["metrics"][key],
+                  "sparsity": None, "measured_on": "teacher/model.keras (Keras)"})
+  story += [
+      {"what": "pruned student (distilled)" if student_metrics.get("distill") else
+               "pruned student (hard labels)", key: student_acc,
+       "sparsity": student_metrics["sparsity"],
+       "measured_on": "%s (Keras)" % s_entry["artifacts"]["model"]},
+      {"what": "QAT student (%s)" % q_entry["metrics"].get("scheme"),
+       key: q_entry["metrics"][key], "sparsity": q_entry["metrics"][
+           "sparsity"], "measured_on": "%s (Keras, fake-quantized)" % q_entry["artifacts"]["model"]},
+      {"what": "int8 student", key: product[key],
+       "sparsity": product["sparsity"], "measured_on": "%s (TFLite interpreter)" % product["file"]},
+  ]
+  out = {
+      "student": config.name, "workdir": run_dir.workdir, "dataset": bundle.name,
+      "task": config.data.task,
+      "test_examples": int(bundle.num_examples["test"]), "product": PRODUCT,
+      "latency": {"batch": 1, "threads": 1, "runs": config.latency_runs,
+                  "warmup": config.latency_warmup},
+      "machine": report.machine(), "int8_io": config.int8_io,
+      "models": models, "story": story, "saved_model": saved,
+  }
+  if "teacher_float" in by_name:
+    ref = by_name["teacher_float"]
+    if regression:
+      quality = {"mse_ratio": round(product["test_mse"] / max(ref["test_mse"], 1e-12), 4)}
+    else:
+      quality = {"accuracy_delta_points": round(
+          100 * (product["test_accuracy"] - ref["test_accuracy"]), 4)}
+    out["comparison"] = {
+        "product": PRODUCT, "reference": "teacher_float", **quality,
+        "gzip_ratio": round(ref["tflite_gzip_bytes"] / product["tflite_gzip_bytes"], 3),
+        "size_ratio": round(ref["tflite_bytes"] / product["tflite_bytes"], 3),
+        "latency_ratio": round(ref["latency_ms"] / max(product["latency_ms"], 1e-9), 3),
+        "product_sparsity": product["sparsity"],
+    }
+  report_json = os.path.join(stage_dir, "report.json")
+  report_md = os.path.join(stage_dir, "report.md")
+  plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))
+  rundir.write_json(report_json, out)
+  text = report.markdown(out)
+  rundir.atomic_write(report_md, text)
+  report.plot(out, plot_path)
+  summaries.write_text(tb_dir, "export/report", text)
+
+  scored = ("test_mse", "test_mae") if regression else ("test_accuracy",)
+  metrics = {k: product[k] for k in scored + ("tflite_bytes", "tflite_gzip_bytes",
+                                              "latency_ms", "sparsity", "params", "nonzero_params")}
+  metrics["saved_model_" + key] = saved[key]
+  metrics.update({"%s_%s" % (k, m["name"]): m[k] for m in models
+                  for k in scored + ("tflite_gzip_bytes", "latency_ms")})
+  if "comparison" in out:
+    metrics.update({k: out["comparison"][k] for k in ("mse_ratio", "accuracy_delta_points",
+                                                     "gzip_ratio", "latency_ratio")
+                    if k in out["comparison"]})
+  progress.say("[%s] report -> %s" % (config.stage, report_md))
+  return StageResult(
+      artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,
+                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path},
+      metrics=metrics)
+
+
+run.validate = validate  # what runtime.execute checks before any work
+run.collective = False  # conversion and measurement need no other worker: the chief does it

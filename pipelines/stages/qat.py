@@ -1,0 +1,201 @@
+"""QAT stage: quantization-aware fine-tuning of the pruned student that keeps its sparsity.
+
+  kdprune-qat --workdir=runs/demo                       # after kdprune-student
+  kdprune-qat --workdir=runs/demo --qat_scheme=default  # plain QAT (zeros may drift; re-masked)
+
+Loads the stripped student ``<workdir>/student/<name>/model.keras``, applies
+tfmot's quantization-aware training with the sparsity-preserving scheme
+(``Default8BitPrunePreserveQuantizeScheme``: the fake-quantized kernels are
+multiplied by the student's zero mask) or plain 8-bit QAT, and fine-tunes it
+under the same distillation loss as the student stage (the teacher keeps
+guiding). Early stopping restores the best epoch.
+
+After training the float kernels are compared with the student's zeros:
+weights that drifted away from zero are set back to zero and counted
+(tfmot's fix for drifting zeros was never merged: #720/#721), the sparsity
+is measured again per layer, and the stage fails if it is still short of the
+student's target.
+
+Writes ``<workdir>/qat/<name>/``: ``model.weights.h5`` (the QAT model's
+weights; :func:`load_model` rebuilds the model around them, since tfmot's
+quantized models do not load back from ``.keras``), ``metrics.json``,
+``config.json``, ``metrics.jsonl`` and TensorBoard logs under ``tb/``.
+"""
+
+import json
+import os
+import time
+
+from pipelines.config import QAT as NAME
+from pipelines.config import STUDENT, TEACHER, QatConfig, tasks  # noqa: F401
+from pipelines.config.errors import ConfigError
+from pipelines.data import sources
+from pipelines.runtime import progress, rundir, upstream
+from pipelines.runtime.execute import StageResult
+
+__all__ = ["NAME", "QatConfig", "validate", "fingerprint_inputs", "run", "load_model"]
+
+
+def validate(config: QatConfig) -> None:
+  config.validate()
+  sources.resolve(config.data)
+  sources.check_augment(config.data, config.train.augment, "--qat_augment")
+
+
+def fingerprint_inputs(config: QatConfig, workdir: str) -> dict:
+  """The QAT config, its data, and which student (and teacher) runs it starts from."""
+  entry = upstream.student_entry(workdir, config.name)
+  upstream.check_data_matches(workdir, config.student_stage, config.data, "kdprune-student")
+  inputs = {"config": config.resolved(), "data_source": config.data.source_identity(),
+            "student": upstream.identity(entry)}
+  if config.distill.enabled:
+    inputs["teacher"] = upstream.teacher_inputs(workdir, config.data)
+  return inputs
+
+
+def run(config: QatConfig, workdir: str) -> StageResult:
+  """Fine-tunes the student with QAT; saves the weights under ``<workdir>/qat/<name>/``."""
+  # TensorFlow is imported here, not at the top: flags are checked before it loads.
+  # pylint: disable=g-import-not-at-top
+  from models.compat import keras
+  from pipelines.data import bundle as data_lib
+  from pipelines.prune import magnitude as pruning
+  from pipelines.quantize import qat
+  from pipelines.runtime import distribute
+  from pipelines.train import backup, callbacks, distill, evaluation, optimizers, summaries
+  # pylint: enable=g-import-not-at-top
+  validate(config)
+  seed = config.train.seed_or(config.data.seed)
+  keras.utils.set_random_seed(seed)
+  run_dir = rundir.RunDir(workdir)
+  entry = upstream.student_entry(workdir, config.name)
+  student_path = run_dir.abspath(entry["artifacts"]["model"])
+  with open(run_dir.abspath(entry["artifacts"]["config"])) as f:
+    student_config = json.load(f)
+  with open(run_dir.abspath(entry["artifacts"]["metrics"])) as f:
+    student_metrics = json.load(f)
+  plan = student_metrics["pruning"]["plan"]
+  target = float(student_metrics["target_sparsity"])
+  m_by_n = (student_config["pruning"]["m_by_n"]
+            if student_config["pruning"]["structure"] == "m_by_n" else None)
+
+  bundle = data_lib.load(config.data)
+  student = distill.load_keras_model(student_path)
+  if tuple(student.input_shape[1:]) != bundle.input_shape or \
+      tuple(student.output_shape[1:]) != (bundle.num_classes,):
+    raise ConfigError("the student in %s takes %s and predicts %s classes, but --dataset=%s "
+                      "gives %s and %d classes" % (
+                          student_path, tuple(student.input_shape[1:]), student.output_shape[-1],
+                          config.data.dataset, bundle.input_shape, bundle.num_classes))
+  cfg = config.train
+  steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
+  teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
+  train_ds, mode, cache_seconds = distill.training_batches(
+      bundle, teacher, config.distill, cfg, seed,
+      cache_path=(upstream.teacher_logits_path(workdir, config.data)
+                  if teacher is not None else None))
+  pruned_layers = [n for n, why in plan.items() if why == "prune"]
+  masks = qat.zero_masks(student, pruned_layers)
+  with distribute.strategy().scope():
+    qmodel = qat.quantize(student, config.scheme)
+    trainer = distill.DistillationTrainer(
+        qmodel, teacher=teacher if mode == "online" else None,
+        temperature=config.distill.temperature, alpha=config.distill.alpha,
+        distill=config.distill.enabled, task=config.data.task,
+        regression_loss=config.data.regression_loss)
+    trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
+                    steps_per_execution=cfg.steps_per_execution)
+
+  # Non-chief workers of a multi-worker run write to a private directory.
+  stage_dir = distribute.output_dir(run_dir.stage_dir(config.stage))
+  backup_dir, fp, pending = backup.locate(workdir, config.stage)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
+  # No schedule here: every epoch counts, and the best one is restored at the end.
+  early = callbacks.PruningAwareEarlyStopping(
+      qmodel, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
+      step_fn=lambda: 0, stage=config.stage)
+  # The student (not the trainer, which also holds the teacher) and the optimizer.
+  saver = backup.StageBackup(backup_dir, fp, qmodel, trainer.optimizer, qmodel.trainable_variables,
+                             early, write_directory=distribute.output_dir(backup_dir))
+  done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
+  fit_callbacks = [summaries.NonFiniteGuard(config.stage, "--qat_learning_rate"), early,
+               summaries.tensorboard_callback(tb_dir), summaries.MetricsLogger(jsonl),
+               saver]  # last: backs up the epoch after early stopping has judged it
+  progress.say("[%s] %s QAT of %s (%d parameters, sparsity %.3f); teacher outputs: %s" % (
+      config.stage, config.scheme, student_path, student.count_params(),
+      student_metrics["sparsity"], mode))
+  start = time.time()
+  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+                        verbose=callbacks.keras_verbosity(config.progress))
+  train_seconds = time.time() - start
+  epochs_run = done + len(history.history.get("loss", []))
+
+  drifted = qat.remask(qmodel, masks)
+  view = qat.float_view(student, qmodel)
+  targets = {name: float(layer.get("target", target))
+             for name, layer in student_metrics["pruning"]["layers"].items()}
+  report = pruning.sparsity_report(view, plan, m_by_n, targets=targets)
+  val = evaluation.evaluate(qmodel, bundle.batches("validation", 256), config.data)
+  test = evaluation.evaluate(qmodel, bundle.batches("test", 256), config.data)
+  headline = "test_" + tasks.headline(config.data.task)[0]
+  metrics = {
+      **tasks.split_metrics(val=val, test=test),
+      "student_" + headline: float(entry["metrics"][headline]),
+      "sparsity": report["sparsity"], "target_sparsity": target,
+      "student_sparsity": float(student_metrics["sparsity"]),
+      "params": report["params"], "nonzero_params": report["nonzero_params"],
+      "remasked_weights": int(sum(drifted.values())),
+      "scheme": config.scheme, "teacher_outputs": mode,
+      "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
+      "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
+      "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
+      "resumed_after_epoch": done or None,
+      "student_finished": entry.get("finished"),
+  }
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  rundir.write_json(metrics_path, {**metrics, "remasked": drifted, "layers": report["layers"],
+                                   "data": bundle.describe()})
+  pruning.check_sparsity(report, target, config.stage, m_by_n, cause=(
+      "QAT moved weights the student had pruned (%d re-zeroed) and the sparsity still fell; try "
+      "--qat_scheme=prune_preserve" % metrics["remasked_weights"]))
+
+  weights_path = os.path.join(stage_dir, "model.weights.h5")
+  with rundir.atomic_path(weights_path) as tmp:
+    qmodel.save_weights(tmp)
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(config_path, config.resolved())
+  summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(run_dir.workdir),
+                                                       config.stage),
+                          hparams=config.resolved(), metrics={
+                              **summaries.final_metrics(metrics),
+                              "final/sparsity": metrics["sparsity"],
+                              "final/remasked_weights": float(metrics["remasked_weights"])})
+  progress.say("[%s] %s (student %.5g) at sparsity %.4f; %d drifted weights re-zeroed "
+        "(%.1f s) -> %s" % (config.stage, tasks.describe_result(metrics),
+                            metrics["student_" + headline], metrics["sparsity"],
+                            metrics["remasked_weights"], train_seconds, weights_path))
+  saver.discard()
+  return StageResult(
+      artifacts={"model": weights_path, "metrics": metrics_path, "config": config_path},
+      metrics=metrics)
+
+
+def load_model(workdir: str, name: str = "default"):
+  """Rebuilds the QAT model of student ``name`` from its student and the saved weights.
+
+  The prune-preserving quantizers take their masks from the kernels they are
+  built on, so the model is rebuilt on the very student QAT started from; a
+  student retrained since then is refused.
+  """
+  # pylint: disable=g-import-not-at-top
+  from pipelines.quantize import qat
+  from pipelines.train import distill
+  # pylint: enable=g-import-not-at-top
+  files = upstream.qat_files(workdir, name)
+  student = distill.load_keras_model(files["student_model"])
+  return qat.rebuild(student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)
+
+
+run.validate = validate  # what runtime.execute checks before any work

@@ -1,0 +1,133 @@
+"""Teacher stage: train the large model the student will learn from.
+
+Run it alone (it records itself in ``<workdir>/manifest.json`` like the
+pipeline does)::
+
+  kdprune-teacher --workdir=runs/demo                       # embedded digits, ~15 s
+  kdprune-teacher --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist
+
+Writes ``<workdir>/teacher/``: ``model.keras`` (best epoch by
+``--teacher_monitor``), ``metrics.json``, ``config.json``, ``metrics.jsonl``
+and TensorBoard logs under ``tb/``.
+"""
+
+import os
+import shutil
+import time
+
+from pipelines.config import LOGITS_DIR, TeacherConfig, tasks
+from pipelines.config import TEACHER as NAME
+from pipelines.data import sources
+from pipelines.runtime import progress, rundir
+from pipelines.runtime.execute import StageResult
+
+__all__ = ["NAME", "TeacherConfig", "validate", "fingerprint_inputs", "run"]
+
+
+def validate(config: TeacherConfig) -> None:
+  """Every check that needs no model and no training; the data source is checked last."""
+  config.validate()
+  sources.resolve(config.data)
+  sources.check_augment(config.data, config.train.augment, "--teacher_augment")
+
+
+def fingerprint_inputs(config: TeacherConfig, workdir: str = None) -> dict:
+  """What decides the teacher's result: its resolved config and the data's identity."""
+  del workdir  # the teacher has no upstream
+  return {"config": config.resolved(), "data_source": config.data.source_identity()}
+
+
+def run(config: TeacherConfig, workdir: str) -> StageResult:
+  """Trains, evaluates and saves the teacher under ``<workdir>/teacher/``."""
+  # TensorFlow is imported here, not at the top: flags are checked before it loads.
+  # pylint: disable=g-import-not-at-top
+  from models.compat import keras
+  from models.registry import build_model
+  from pipelines.data import bundle as data_lib
+  from pipelines.runtime import distribute
+  from pipelines.train import backup, callbacks, evaluation, optimizers, precision, summaries
+  # pylint: enable=g-import-not-at-top
+  validate(config)
+  seed = config.train.seed_or(config.data.seed)
+  keras.utils.set_random_seed(seed)
+  bundle = data_lib.load(config.data)
+  cfg = config.train
+  steps = bundle.steps_per_epoch(cfg.batch_size)
+  with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
+    model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
+                        flag="--teacher_model")
+    model.compile(
+        optimizer=optimizers.make_optimizer(cfg, steps),
+        steps_per_execution=cfg.steps_per_execution, **evaluation.compile_args(config.data))
+
+  # Non-chief workers of a multi-worker run write to a private directory.
+  stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
+  backup_dir, fp, pending = backup.locate(workdir, NAME)
+  tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir, keep=pending is not None)
+  # Logits the old teacher left for its students are stale now.
+  shutil.rmtree(os.path.join(stage_dir, LOGITS_DIR), ignore_errors=True)
+
+  # No schedule here: every epoch counts, and the best one is restored at the end.
+  early = callbacks.PruningAwareEarlyStopping(
+      model, final_step=0, monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
+      step_fn=lambda: 0, stage=NAME)
+  saver = backup.StageBackup(backup_dir, fp, model, model.optimizer, model.trainable_variables,
+                             early, write_directory=distribute.output_dir(backup_dir))
+  done, initial_epoch = backup.resume(saver, NAME, jsonl, cfg.epochs)
+  fit_callbacks = [
+      summaries.NonFiniteGuard(NAME, "--teacher_learning_rate"),
+      early,
+      summaries.tensorboard_callback(tb_dir),
+      summaries.MetricsLogger(jsonl),
+      saver,  # last: backs up the epoch after early stopping has judged it
+  ]
+  progress.say("[teacher] %s: %d parameters; %s: %s" % (
+      config.model.name, model.count_params(), bundle.name,
+      ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
+  start = time.time()
+  history = model.fit(
+      bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
+                     augment=cfg.augment),
+      validation_data=bundle.batches("validation", cfg.batch_size),
+      epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+      verbose=callbacks.keras_verbosity(config.progress))
+  train_seconds = time.time() - start
+
+  # Early stopping has restored the best epoch; measure what is saved.
+  saved = precision.to_float32(model)  # what is measured is what is saved
+  val = evaluation.evaluate(saved, bundle.batches("validation", 256), config.data)
+  test = evaluation.evaluate(saved, bundle.batches("test", 256), config.data)
+  epochs_run = done + len(history.history.get("loss", []))
+  metrics = {
+      **tasks.split_metrics(val=val, test=test),
+      "best_epoch": int(early.best_epoch) + 1,
+      "epochs_run": epochs_run,
+      "stopped_early": early.stopped_epoch is not None,
+      "resumed_after_epoch": done or None,
+      "mixed_precision": cfg.mixed_precision,
+      "optimizer": type(model.optimizer).__name__,  # LossScaleOptimizer* under mixed precision
+      "params": int(model.count_params()),
+      "train_seconds": round(train_seconds, 2),
+      "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
+  }
+
+  model_path = os.path.join(stage_dir, "model.keras")
+  with rundir.atomic_path(model_path) as tmp:
+    saved.save(tmp)
+  summaries.write_hparams(tb_dir, trial_id="%s/teacher" % os.path.basename(
+      os.path.abspath(workdir)), hparams=config.resolved(),
+      metrics=summaries.final_metrics(metrics, extra=("test_loss",)))
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(metrics_path, {**metrics, "data": bundle.describe()})
+  rundir.write_json(config_path, config.resolved())
+  progress.say("[teacher] %s (best epoch %d of %d, %.1f s) -> %s" % (
+      tasks.describe_result(metrics), metrics["best_epoch"], epochs_run, train_seconds,
+      model_path))
+  saver.discard()
+  return StageResult(
+      artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
+      metrics=metrics)
+
+
+run.validate = validate  # what runtime.execute checks before any work

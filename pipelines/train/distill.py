@@ -1,0 +1,249 @@
+"""Distillation training: the teacher it learns from, a thin trainer around a Functional student,
+and the teacher-output cache.
+
+:class:`DistillationTrainer` owns no layers of its own: ``student`` is the
+(pruned) Functional model that is saved, ``teacher`` is only called in
+inference mode and never trained or saved with it. The student is called
+exactly once per training step, so tfmot's ``pruning_step`` advances once per
+step. Batches are either ``(x, labels)`` (online: the teacher runs in the
+step, or no teacher for the hard-label ablation) or ``(x, (labels,
+teacher_logits))`` (cached: :func:`with_teacher_logits`). For regression the
+"logits" are the teacher's predictions; the cache holds them the same way.
+"""
+
+import contextlib
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from models.compat import keras, tf
+from pipelines.config.errors import ConfigError
+from pipelines.config.stages import TEACHER
+from pipelines.runtime import distribute, rundir, upstream
+from pipelines.train import losses
+from pipelines.train import optimizers  # noqa: F401  (registers the schedules saved models name)
+
+
+class DistillationTrainer(keras.Model):
+  """Trains ``student`` on the distillation loss (or on labels alone with ``teacher=None``).
+
+  Logged: ``loss`` (total), ``distill_loss`` (T^2 KL), ``hard_loss`` (cross-
+  entropy with the labels), ``accuracy``; on validation ``loss`` is the hard
+  cross-entropy, so ``val_loss`` means the same with and without distillation.
+
+  With ``task="regression"`` the student's outputs are predictions: the loss
+  is ``alpha * loss(labels) + (1 - alpha) * loss(teacher predictions)`` with
+  ``regression_loss`` (``mse`` or ``mae``; no temperature), ``hard_loss`` and
+  the validation ``loss`` are that loss to the labels, and the metric
+  logged in place of accuracy is the other of MSE/MAE (``mae`` or ``mse``).
+  """
+
+  def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
+               distill: bool = True, mask_revision=None, task: str = "classification",
+               regression_loss: str = "mse", **kwargs):
+    super().__init__(**kwargs)
+    self.task = task
+    self.regression_loss = regression_loss
+    self.student = student
+    self.teacher = teacher
+    # Dynamic pruning (pipelines.dynamic.MaskRevision): revises masks from this step's gradients.
+    self.mask_revision = mask_revision
+    self.temperature = float(temperature)
+    self.alpha = float(alpha)
+    self.distill = bool(distill)
+    if teacher is not None:
+      teacher.trainable = False
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.distill_tracker = keras.metrics.Mean(name="distill_loss")
+    self.hard_tracker = keras.metrics.Mean(name="hard_loss")
+    self.accuracy = task_metric(task, regression_loss)  # the task's metric (see above)
+    # The metrics above are synchronised across replicas when read, so every replica reports the
+    # global value: take the first instead of Keras' multi-worker default, which sums them.
+    self.distribute_reduction_method = "first"
+
+  @property
+  def metrics(self):
+    trackers = [self.loss_tracker, self.hard_tracker, self.accuracy]
+    return trackers + ([self.distill_tracker] if self.distill else [])
+
+  def call(self, x, training=False):
+    return self.student(x, training=training)
+
+  def compute_losses(self, x, labels, teacher_logits, student_logits):
+    """The loss parts for one batch (the teacher is run here when its logits are not given)."""
+    if not self.distill:
+      hard = self.hard_loss(labels, student_logits)
+      return {"total": hard, "hard": hard}
+    if teacher_logits is None:
+      teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+    if self.task == "regression":
+      return losses.regression_distillation_loss(student_logits, teacher_logits, labels,
+                                                 self.alpha, self.regression_loss)
+    return losses.distillation_loss(student_logits, teacher_logits, labels,
+                                    self.temperature, self.alpha)
+
+  def hard_loss(self, labels, outputs):
+    """The loss to the labels alone: cross-entropy, or the regression loss."""
+    if self.task == "regression":
+      return losses.regression_error(labels, outputs, self.regression_loss)
+    return losses.hard_cross_entropy(labels, outputs)
+
+  def train_step(self, data):
+    x, y = data
+    labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
+    with tf.GradientTape() as tape:
+      student_logits = self.student(x, training=True)
+      parts = self.compute_losses(x, labels, teacher_logits, student_logits)
+      total = parts["total"]
+      if self.student.losses:
+        total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+      scaled = total
+      if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
+        scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients
+    variables = self.student.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    if scaled is not total:
+      grads = self.optimizer.get_unscaled_gradients(grads)
+    if self.mask_revision is None:
+      self.optimizer.apply_gradients(zip(grads, variables))
+    else:
+      self._revise_and_apply(grads, variables)
+    self.loss_tracker.update_state(parts["total"])
+    self.hard_tracker.update_state(parts["hard"])
+    if self.distill:
+      self.distill_tracker.update_state(parts["distill"])
+    self.accuracy.update_state(labels, student_logits)
+    return {m.name: m.result() for m in self.metrics}
+
+  def _revise_and_apply(self, grads, variables):
+    """Revises the masks from the gradients summed over replicas, then applies them (the
+    optimizer is told they are summed already, so each all-reduce happens once)."""
+    context = tf.distribute.get_replica_context()
+    summed = context.num_replicas_in_sync > 1
+    if summed:
+      grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    by_variable = {v.ref(): g for v, g in zip(variables, grads)}
+    self.mask_revision.revise([by_variable[k.ref()] for k in self.mask_revision.kernels])
+    if summed:
+      self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+    else:
+      self.optimizer.apply_gradients(zip(grads, variables))
+
+  def test_step(self, data):
+    x, y = data
+    labels = y[0] if isinstance(y, (tuple, list)) else y
+    student_logits = self.student(x, training=False)
+    hard = self.hard_loss(labels, student_logits)
+    self.loss_tracker.update_state(hard)
+    self.hard_tracker.update_state(hard)
+    self.accuracy.update_state(labels, student_logits)
+    return {m.name: m.result() for m in (self.loss_tracker, self.hard_tracker, self.accuracy)}
+
+
+def task_metric(task: str, regression_loss: str = "mse"):
+  """The metric logged beside the loss: accuracy, or for regression the error the loss is not."""
+  if task == "regression":
+    if regression_loss == "mse":
+      return keras.metrics.MeanAbsoluteError(name="mae")
+    return keras.metrics.MeanSquaredError(name="mse")
+  return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
+def teacher_logits(teacher, bundle, batch_size: int) -> np.ndarray:
+  """The teacher's outputs (logits, or predictions for regression) for every training example,
+  in ``bundle.train``'s order."""
+  ds = bundle.batches("train", batch_size)
+  logits = teacher.predict(ds.map(lambda x, y: x), verbose=0)
+  if len(logits) != bundle.num_examples["train"]:
+    raise RuntimeError("teacher produced %d logits for %d training examples" % (
+        len(logits), bundle.num_examples["train"]))
+  return logits.astype(np.float32)
+
+
+def with_teacher_logits(bundle, logits: np.ndarray, batch_size: int, seed: int):
+  """Training batches ``(x, (labels, teacher_logits))``, reshuffled each epoch.
+
+  The logits travel with their examples through the shuffle (see the
+  ``extras`` of :meth:`DatasetBundle.batches`).
+  """
+  return bundle.batches("train", batch_size, shuffle=True, seed=seed, extras=logits)
+
+
+def training_batches(bundle, teacher, distill_config, train_config, seed: int,
+                     cache_path: Optional[str] = None):
+  """The training batches of a distillation stage, and how the teacher's outputs reach them.
+
+  Returns ``(dataset, mode, cache_seconds)``: ``mode`` is ``cached`` (the
+  teacher's logits travel with the batches), ``online`` (the trainer runs the
+  teacher in each step) or ``none``. Cached logits are read from
+  ``cache_path`` when an earlier stage left them there (the student's logits
+  serve QAT), else the teacher runs once here and the chief saves them.
+  """
+  if not distill_config.enabled:
+    mode = "none"
+  else:
+    mode = distill_config.resolved_teacher_outputs(train_config.augment != "none")
+  start = time.time()
+  if mode != "cached":
+    ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
+                        augment=train_config.augment)
+    return ds, mode, time.time() - start
+  logits = None
+  if cache_path and os.path.exists(cache_path):
+    logits = np.load(cache_path)
+    if logits.shape[0] != bundle.num_examples["train"]:
+      logits = None
+  if logits is None:
+    logits = teacher_logits(teacher, bundle, max(train_config.batch_size, 256))
+    if cache_path and distribute.is_chief():
+      with rundir.atomic_path(cache_path) as tmp:
+        np.save(tmp, logits)
+  ds = with_teacher_logits(bundle, logits, train_config.batch_size, seed)
+  return ds, mode, time.time() - start
+
+
+# ----------------------------------------------------------------------------
+# The teacher a distillation stage learns from.
+
+
+def load_keras_model(path: str):
+  """A model kdprune saved (teacher or stripped student), as a tf_keras model (not compiled).
+
+  Importing this module registers kdprune's learning-rate schedules, which a saved
+  model's optimizer config may name.
+  """
+  return keras.models.load_model(path, compile=False)
+
+
+def load_teacher(workdir: str, bundle, dataset: str):
+  """The finished teacher of ``workdir``, checked against the data it will guide the student on."""
+  upstream.teacher_entry(workdir)
+  path = os.path.join(workdir, TEACHER, "model.keras")
+  return load_teacher_checked(load_keras_model(path), bundle, "the teacher in %s" % path,
+                              "--dataset=%s" % dataset, "retrain the teacher on this data")
+
+
+def load_teacher_checked(teacher, bundle, what: str, data: str = "the data",
+                         hint: str = "pass a teacher trained on this data"):
+  """``teacher`` if its input and output fit ``bundle``, else a one-line ConfigError."""
+  if tuple(teacher.input_shape[1:]) != bundle.input_shape or \
+      tuple(teacher.output_shape[1:]) != (bundle.num_classes,):
+    raise ConfigError("%s takes %s and predicts %s classes, but %s gives %s and %d classes; %s" % (
+        what, tuple(teacher.input_shape[1:]), teacher.output_shape[-1], data, bundle.input_shape,
+        bundle.num_classes, hint))
+  return teacher
+
+
+def teacher_for_training(workdir: str, bundle, data, distill_config, train_config):
+  """The teacher a distillation stage needs (None without distillation).
+
+  A teacher that runs in the training step (online outputs) is built under the
+  distribution strategy; one that only fills the cache runs locally on each worker.
+  """
+  if not distill_config.enabled:
+    return None
+  online = distill_config.resolved_teacher_outputs(train_config.augment != "none") == "online"
+  with (distribute.strategy().scope() if online else contextlib.nullcontext()):
+    return load_teacher(workdir, bundle, data.dataset)
