@@ -17,6 +17,7 @@ from pipelines.config.pruning import PruningConfig
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl  # noqa: E402
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils  # noqa: E402
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # noqa: E402
 
@@ -118,7 +119,82 @@ def apply_pruning(model, config: PruningConfig, steps: dict):
 
   # Unpruned layers are reused and pruned ones wrap the original layer, so the
   # weights carry over (as in tfmot's guide).
-  return keras.models.clone_model(model, clone_function=clone), plan
+  return m_by_n_from_begin(keras.models.clone_model(model, clone_function=clone), config,
+                           steps), plan
+
+
+def m_by_n_step(steps: dict) -> int:
+  """The step whose forward pass sets the m:n masks: ``final_step`` (= ``--pruning_begin``,
+  or the first step of tfmot's grid when that is 0; see PruningConfig.resolve_steps)."""
+  return int(steps["final_step"])
+
+
+def m_by_n_from_begin(pruned, config: PruningConfig, steps: dict):
+  """Makes the m:n wrappers of ``pruned`` set their masks at :func:`m_by_n_step` instead of at
+  step 1; returns ``pruned``. Does nothing for other structures.
+
+  tfmot computes an m:n mask only when ``pruning_step == 1``
+  (``Pruning.conditional_mask_update``), whatever the schedule says, so the
+  pattern came from the initial weights and ``--pruning_begin`` was ignored.
+  Each wrapper's ``Pruning`` is rebuilt with a step function that reads
+  ``pruning_step - (apply_step - 1)``, so that test holds at ``apply_step``
+  only, inside the training step. For m:n that function is read by nothing else
+  (the unstructured threshold path and ``add_pruning_summaries`` are not used,
+  and the ConstantSparsity schedule is the same at every step). Everything else
+  is tfmot's: the mask computation (``_update_mask_sparsity_m_by_n``), the
+  cross-replica update under a distribution strategy, ``weights * mask`` every
+  step, the mask variable of the wrapper (checkpointed with it, so backups
+  resume) and strip_pruning. As in tfmot the mask is computed once and kept:
+  pruned weights are zeroed every step, so recomputing could only move zeros.
+  """
+  if config.structure != "m_by_n":
+    return pruned
+  shift = np.int64(m_by_n_step(steps) - 1)
+  for layer in pruned_layers(pruned):
+    old = layer.pruning_obj
+    step_fn = old._step_fn  # pylint: disable=protected-access
+    layer.pruning_obj = pruning_impl.Pruning(
+        training_step_fn=lambda step_fn=step_fn: step_fn() - shift,
+        pruning_vars=old._pruning_vars, pruning_schedule=old._pruning_schedule,  # pylint: disable=protected-access
+        block_size=old._block_size, block_pooling_type=old._block_pooling_type,  # pylint: disable=protected-access
+        sparsity_m_by_n=old._sparsity_m_by_n)  # pylint: disable=protected-access
+  return pruned
+
+
+def m_by_n_applied_step(pruned, steps: dict) -> Optional[int]:
+  """The step at which the m:n masks of ``pruned`` were set, or None if not yet: every
+  wrapper has passed :func:`m_by_n_step` and holds a mask with zeros."""
+  layers = pruned_layers(pruned)
+  step = m_by_n_step(steps)
+  if not layers or pruning_step(pruned) < step:
+    return None
+  masks = [mask for layer in layers for _, mask, _ in layer.pruning_vars]
+  return step if all(float(tf.reduce_min(mask)) == 0.0 for mask in masks) else None
+
+
+class MByNSummary(keras.callbacks.Callback):
+  """Writes ``m_by_n/applied_step`` to ``log_dir`` once, at the step where the m:n masks were
+  set (checked at each epoch end, so exact whatever ``steps_per_execution`` is)."""
+
+  def __init__(self, pruned, steps: dict, log_dir: str):
+    super().__init__()
+    self.pruned, self.steps, self.log_dir = pruned, steps, log_dir
+    self.written = False
+
+  def on_train_begin(self, logs=None):
+    self.written = m_by_n_applied_step(self.pruned, self.steps) is not None  # resumed after it
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.written:
+      return
+    step = m_by_n_applied_step(self.pruned, self.steps)
+    if step is None:
+      return
+    writer = tf.summary.create_file_writer(self.log_dir)
+    with writer.as_default(step=step):
+      tf.summary.scalar("m_by_n/applied_step", step)
+    writer.close()
+    self.written = True
 
 
 def pruned_layers(model) -> List:

@@ -127,6 +127,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                             profile_batch=0, write_graph=False),
       *([dynamic.RevisionSummaries(revision, os.path.join(tb_dir, "train"))]
         if revision is not None else []),
+      *([pruning.MByNSummary(pruned, steps, os.path.join(tb_dir, "train"))]
+        if config.pruning.structure == "m_by_n" else []),
       summaries.MetricsLogger(jsonl),
       early,
       saver,  # last: backs up the epoch after early stopping has judged it
@@ -177,6 +179,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       "optimizer": type(trainer.optimizer).__name__,  # LossScaleOptimizer* under mixed precision
       "pruning_method": config.pruning.method,
   }
+  if config.pruning.structure == "m_by_n":
+    metrics["m_by_n_applied_step"] = pruning.m_by_n_applied_step(pruned, steps)
   if revision is not None:
     metrics.update(revision.report())
   if shrunk:

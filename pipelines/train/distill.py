@@ -99,6 +99,10 @@ class DistillationTrainer(keras.Model):
       total = parts["total"]
       if self.student.losses:
         total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+      # The optimizer sums the replicas' gradients: scale the replica's mean loss by 1/replicas
+      # (as Keras' compiled losses do) so that the sum is the gradient of the global batch's mean.
+      # The logged metrics below are the unscaled parts.
+      total = total / tf.distribute.get_strategy().num_replicas_in_sync
       scaled = total
       if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
         scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients

@@ -1,0 +1,155 @@
+"""Replicas must not change the update: one step and one short epoch of the same student with one
+replica, two mirrored CPU replicas and two workers on localhost end with the same weights.
+
+Each case runs in a child process (logical CPU devices and multi-worker strategies must be set up
+before TensorFlow initialises its devices); the children write the weights to .npz files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.test_distribute import _free_port_block
+
+# Every case: (name, optimizer, epochs, dynamic pruning). 64 examples in batches of 16: an epoch
+# is 4 steps; "step" cases train on the first batch only.
+CASES = [
+    ("sgd_step", "sgd", 0, False), ("sgd_epoch", "sgd", 1, False),
+    ("momentum_step", "momentum", 0, False), ("momentum_epoch", "momentum", 1, False),
+    ("adam_step", "adam", 0, False), ("adam_epoch", "adam", 1, False),
+    ("dynamic_sgd", "sgd", 2, True),  # mask revisions at steps 2, 4, 6 (summed gradients)
+]
+
+_CHILD = textwrap.dedent("""
+    import json, os, sys
+    args = json.loads(sys.argv[1])
+    from models.compat import keras, tf
+    if args["strategy"] == "mirrored":
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    elif args["strategy"] == "workers":
+      strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+      strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
+    from models.registry import ModelSpec, build_model
+    from pipelines import config as configs
+    from pipelines.train import distill
+    from pipelines.prune import dynamic
+    from pipelines.prune import magnitude as pruning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    logits = (2 * rng.normal(size=(64, 10))).astype(np.float32)
+    results = {}
+    for name, opt, epochs, dyn in args["cases"]:
+      with strategy.scope():
+        keras.utils.set_random_seed(0)
+        student = build_model(ModelSpec("mlp", width=8, depth=1, dropout=0.0), (8, 8, 1), 10)
+        init = np.random.default_rng(1)
+        student.set_weights([init.normal(scale=0.3, size=w.shape).astype(np.float32)
+                             for w in student.get_weights()])
+        revision, callbacks = None, []
+        if dyn:
+          config = configs.PruningConfig(final_sparsity=0.5, begin="0", end="4", frequency=2,
+                                         keep_dense=(), method="dynamic", mask_update_every=2,
+                                         mask_update_end="7", drop_fraction=0.3)
+          steps = config.resolve_steps(4, epochs)
+          student, _ = pruning.apply_pruning(student, config, steps)
+          revision = dynamic.MaskRevision(student, steps["begin_step"], steps["mask_update_end"],
+                                          steps["mask_update_every"], config.drop_fraction)
+          callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+        optimizer = {"sgd": lambda: keras.optimizers.SGD(0.5),
+                     "momentum": lambda: keras.optimizers.SGD(0.2, momentum=0.9),
+                     "adam": lambda: keras.optimizers.Adam(0.01)}[opt]()
+        trainer = distill.DistillationTrainer(student, temperature=2.0, alpha=0.3,
+                                              mask_revision=revision)
+        trainer.compile(optimizer=optimizer, steps_per_execution=1)
+      ds = tf.data.Dataset.from_tensor_slices((x, (y, logits))).batch(16)
+      history = trainer.fit(ds.take(1) if epochs == 0 else ds, epochs=max(1, epochs), verbose=0,
+                            shuffle=False, callbacks=callbacks)
+      for i, w in enumerate(student.get_weights()):
+        results["%s/%d" % (name, i)] = w
+      for key in ("loss", "distill_loss", "hard_loss"):
+        results["%s/log/%s" % (name, key)] = np.array(history.history[key][-1])
+      if dyn:
+        results["%s/log/revisions" % name] = np.array(revision.report()["mask_revisions"])
+    np.savez(args["out"], **results)
+    print("OK")
+""")
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _child(strategy, out, cases=CASES, environ=None):
+  args = json.dumps({"strategy": strategy, "out": str(out), "cases": cases})
+  return subprocess.Popen([sys.executable, "-c", _CHILD, args], cwd=REPO, env=environ or _env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(*procs):
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0 and "OK" in stdout, stderr[-3000:]
+
+
+def _load(path):
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def one_and_two_replicas(tmp_path_factory):
+  d = tmp_path_factory.mktemp("replicas")
+  one = _child("one", d / "one.npz")
+  two = _child("mirrored", d / "two.npz")
+  _wait(one, two)
+  return _load(d / "one.npz"), _load(d / "two.npz")
+
+
+def _compare(case, one, two):
+  keys = sorted(k for k in one if k.startswith(case + "/") and "/log/" not in k)
+  assert keys and sorted(k for k in two if k.startswith(case + "/") and "/log/" not in k) == keys
+  worst = max(float(np.max(np.abs(one[k] - two[k]), initial=0.0)) for k in keys)
+  assert worst <= 1e-5, "%s: weights differ by up to %g" % (case, worst)
+  # The logged losses are the per-example means of the global batch, whatever the replicas.
+  for key in ("loss", "distill_loss", "hard_loss"):
+    k = "%s/log/%s" % (case, key)
+    assert float(two[k]) == pytest.approx(float(one[k]), rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_two_mirrored_replicas_train_like_one(case, one_and_two_replicas):
+  one, two = one_and_two_replicas
+  _compare(case, one, two)
+  if case.startswith("dynamic"):
+    assert int(one[case + "/log/revisions"]) == int(two[case + "/log/revisions"]) == 3
+
+
+def test_two_workers_on_localhost_train_like_one_replica(tmp_path, one_and_two_replicas):
+  one, _ = one_and_two_replicas
+  cases = [c for c in CASES if c[0] == "momentum_step"]  # one step: workers start slowly
+  base = _free_port_block(2)
+  hosts = ["localhost:%d" % (base + i) for i in range(2)]
+  procs = []
+  for i in range(2):
+    env = dict(_env(), TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                             "task": {"type": "worker", "index": i}}))
+    procs.append(_child("workers", tmp_path / ("worker%d.npz" % i), cases, env))
+  _wait(*procs)
+  for i in range(2):
+    workers = _load(tmp_path / ("worker%d.npz" % i))
+    for case, *_ in cases:
+      _compare(case, one, workers)
