@@ -46,6 +46,14 @@ def define_flags() -> None:
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
   define_train_flags("teacher", TEACHER_TRAIN)
+  flags.DEFINE_string("teacher_path", None, "Import this trained teacher instead of training one: "
+                      "a tf_keras .keras/.h5 file, a Keras 3 .keras file or a TF SavedModel "
+                      "directory (serving_default). Its output must have one unit per class; "
+                      "the --teacher_model/--teacher_* training flags do not apply.")
+  flags.DEFINE_enum("teacher_outputs_are", "auto", configs.TEACHER_OUTPUTS_ARE, "What an "
+                    "imported teacher's outputs are: logits, probabilities (their logarithm is "
+                    "used as logits), or auto (probabilities when every row is non-negative and "
+                    "sums to 1).")
   _define_model_flags("student", STUDENT_MODEL)
   define_train_flags("student", STUDENT_TRAIN)
   _define_student_flags()
@@ -339,7 +347,9 @@ def teacher_config_from_flags() -> configs.TeacherConfig:
       data=data_config_from_flags(),
       model=model_spec_from_flags("teacher"),
       train=train_config_from_flags("teacher"),
-      progress=FLAGS.progress)
+      progress=FLAGS.progress,
+      path=FLAGS.teacher_path,
+      outputs_are=FLAGS.teacher_outputs_are)
 
 
 def pipeline_config_from_flags() -> configs.PipelineConfig:

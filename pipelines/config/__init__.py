@@ -28,6 +28,7 @@ from pipelines.config.pruning import (  # noqa: F401
 )
 from pipelines.config.stages import (  # noqa: F401
     EXPORT,
+    IMPORT_RECORD,
     LOGITS_DIR,
     PRODUCT,
     QAT,
@@ -36,6 +37,7 @@ from pipelines.config.stages import (  # noqa: F401
     STUDENT,
     SWEEP,
     TEACHER,
+    TEACHER_OUTPUTS_ARE,
     ExportConfig,
     PipelineConfig,
     QatConfig,

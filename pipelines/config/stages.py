@@ -11,6 +11,7 @@ them without importing each other.
 """
 
 import dataclasses
+import os
 import re
 from typing import Optional, Tuple
 
@@ -31,6 +32,8 @@ STAGES = (TEACHER, STUDENT, QAT, EXPORT)  # the pipeline's order
 LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
 PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
 QAT_SCHEMES = ("prune_preserve", "default")
+TEACHER_OUTPUTS_ARE = ("auto", "logits", "probabilities")
+IMPORT_RECORD = "import.json"  # <workdir>/teacher/import.json: where an imported teacher lives
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -58,15 +61,29 @@ class TeacherConfig:
   model: ModelSpec = ModelSpec("cnn", width=32, depth=2)
   train: TrainConfig = TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
   progress: str = "auto"  # presentation only: not part of the fingerprint
+  path: Optional[str] = None  # --teacher_path: import this trained teacher instead of training
+  outputs_are: str = "auto"  # --teacher_outputs_are: logits, probabilities or auto (detected)
 
   stage = TEACHER
 
   def validate(self) -> None:
     self.data.validate()
+    if self.outputs_are not in TEACHER_OUTPUTS_ARE:
+      raise ConfigError("--teacher_outputs_are=%s is not one of %s" % (
+          self.outputs_are, ", ".join(TEACHER_OUTPUTS_ARE)))
+    if self.path is not None:
+      if not os.path.exists(self.path):
+        raise ConfigError("--teacher_path=%s: no such file or directory" % self.path)
+      return  # an imported teacher is not built or trained: the model and train flags do not apply
+    if self.outputs_are != "auto":
+      raise ConfigError("--teacher_outputs_are is for an imported teacher (--teacher_path)")
     validate_spec(self.model, "--teacher_model")
     self.train.validate("teacher", self.data.task)
 
   def resolved(self) -> dict:
+    if self.path is not None:  # what decides an imported teacher: the file (hashed) and the data
+      return {"data": resolved(self.data), "import": {
+          "path": os.path.abspath(self.path), "outputs_are": self.outputs_are}}
     return {"data": resolved(self.data), "model": resolved(self.model),
             "train": resolved(self.train)}
 

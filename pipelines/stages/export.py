@@ -81,7 +81,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
                q_entry["metrics"][key])]
   if "teacher" in up:
-    teacher = distill.load_keras_model(run_dir.abspath(up["teacher"]["artifacts"]["model"]))
+    teacher = distill.load_teacher(workdir, bundle, config.data.dataset)
     sources_.append(("teacher_float", teacher, "float", "the float teacher (reference)",
                      up["teacher"]["metrics"][key]))
   else:
@@ -166,7 +166,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   story = []
   if "teacher" in up:
     story.append({"what": "float teacher", key: up["teacher"]["metrics"][key],
-                  "sparsity": None, "measured_on": "teacher/model.keras (Keras)"})
+                  "sparsity": None, "measured_on": "%s (Keras)" % up["teacher"]["artifacts"]["model"]})
   story += [
       {"what": "pruned student (distilled)" if student_metrics.get("distill") else
                "pruned student (hard labels)", key: student_acc,

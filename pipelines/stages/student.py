@@ -87,7 +87,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     student = shrunk["model"] if shrunk else build_model(
         config.model, bundle.input_shape, bundle.num_classes, name="student",
         flag="--student_model")
-    if teacher is not None and student.count_params() > teacher.count_params():
+    if teacher is not None and 0 < teacher.count_params() < student.count_params():
       progress.warn("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
             "--student_model/--student_width" % (config.stage, student.count_params(),
                                                    teacher.count_params()))

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 
-from pipelines.config import LOGITS_DIR, TeacherConfig, tasks
+from pipelines.config import IMPORT_RECORD, LOGITS_DIR, TeacherConfig, tasks
 from pipelines.config import TEACHER as NAME
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir
@@ -24,17 +24,36 @@ from pipelines.runtime.execute import StageResult
 __all__ = ["NAME", "TeacherConfig", "validate", "fingerprint_inputs", "run"]
 
 
+_CHECKED_IMPORTS = {}  # (path, mtime, data) -> True: an imported teacher is loaded once to check
+
+
 def validate(config: TeacherConfig) -> None:
-  """Every check that needs no model and no training; the data source is checked last."""
+  """Every check that needs no training; the data source is checked last. An imported teacher
+  (``--teacher_path``) is loaded here (TensorFlow) to check it fits the data."""
   config.validate()
-  sources.resolve(config.data)
-  sources.check_augment(config.data, config.train.augment, "--teacher_augment")
+  source = sources.resolve(config.data)
+  if config.path is None:
+    sources.check_augment(config.data, config.train.augment, "--teacher_augment")
+    return
+  key = (os.path.abspath(config.path), os.path.getmtime(config.path), source.input_shape,
+         source.num_classes)
+  if key not in _CHECKED_IMPORTS:
+    from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
+    _, shape, units, _ = teacher_import.open_model(config.path)
+    teacher_import.check_fits(config.path, shape, units, source.input_shape, source.num_classes,
+                              config.data.regression)
+    _CHECKED_IMPORTS[key] = True
 
 
 def fingerprint_inputs(config: TeacherConfig, workdir: str = None) -> dict:
-  """What decides the teacher's result: its resolved config and the data's identity."""
+  """What decides the teacher's result: its resolved config and the data's identity (and, for an
+  imported teacher, the content hash of its file: a changed file reruns the students)."""
   del workdir  # the teacher has no upstream
-  return {"config": config.resolved(), "data_source": config.data.source_identity()}
+  inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
+  if config.path is not None:
+    from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
+    inputs["teacher_file"] = teacher_import.content_hash(config.path)
+  return inputs
 
 
 def run(config: TeacherConfig, workdir: str) -> StageResult:
@@ -48,6 +67,8 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   from pipelines.train import backup, callbacks, evaluation, optimizers, precision, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
+  if config.path is not None:
+    return _import(config, workdir)
   seed = config.train.seed_or(config.data.seed)
   keras.utils.set_random_seed(seed)
   bundle = data_lib.load(config.data)
@@ -127,6 +148,64 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   saver.discard()
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
+      metrics=metrics)
+
+
+def _import(config: TeacherConfig, workdir: str) -> StageResult:
+  """An imported teacher: loaded, its outputs judged (logits or probabilities), evaluated on
+  validation and test like a trained one; ``import.json`` records where it is for the students."""
+  # pylint: disable=g-import-not-at-top
+  from pipelines.data import bundle as data_lib
+  from pipelines.runtime import distribute
+  from pipelines.train import evaluation, summaries, teacher_import
+  # pylint: enable=g-import-not-at-top
+  start = time.time()
+  bundle = data_lib.load(config.data)
+  sample = bundle.head("validation", 64)[0]
+  teacher, probabilities = teacher_import.load(
+      config.path, bundle.input_shape, bundle.num_classes, config.data.regression,
+      config.outputs_are, sample)
+  if probabilities:
+    progress.say("[teacher] %s outputs probabilities (rows are non-negative and sum to 1): "
+                 "distilling from their logarithm as logits%s" % (
+                     config.path, "" if config.outputs_are == "probabilities" else
+                     "; --teacher_outputs_are=logits if that is wrong"))
+  stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
+  tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+  shutil.rmtree(os.path.join(stage_dir, LOGITS_DIR), ignore_errors=True)
+  val = evaluation.evaluate(teacher, bundle.batches("validation", 256), config.data)
+  test = evaluation.evaluate(teacher, bundle.batches("test", 256), config.data)
+  metrics = {
+      **tasks.split_metrics(val=val, test=test),
+      "imported": True, "teacher_path": os.path.abspath(config.path),
+      "teacher_kind": teacher.kdprune_flavour,
+      "outputs_are": "probabilities" if probabilities else (
+          "predictions" if config.data.regression else "logits"),
+      "train_seconds": 0.0,
+  }
+  record = {"path": os.path.abspath(config.path), "outputs_are": (
+      "probabilities" if probabilities else "logits"),
+      "sha256": teacher_import.content_hash(config.path)}
+  if not config.data.regression and test["accuracy"] < 1.5 / bundle.num_classes:
+    lo, hi = float(sample.min()), float(sample.max())
+    progress.warn("[teacher] warning: the imported teacher's test accuracy %.4f is near chance "
+                  "(%d classes); the likely cause is input scaling: kdprune feeds it inputs in "
+                  "[%.3g, %.3g] (--normalization=%s); pass the --normalization it was trained "
+                  "with" % (test["accuracy"], bundle.num_classes, lo, hi,
+                            config.data.normalization))
+  record_path = os.path.join(stage_dir, IMPORT_RECORD)
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  config_path = os.path.join(stage_dir, "config.json")
+  rundir.write_json(record_path, record)
+  rundir.write_json(metrics_path, {**metrics, "data": bundle.describe()})
+  rundir.write_json(config_path, config.resolved())
+  summaries.write_hparams(tb_dir, trial_id="%s/teacher" % os.path.basename(
+      os.path.abspath(workdir)), hparams=config.resolved(),
+      metrics=summaries.final_metrics(metrics, extra=("test_loss",)))
+  progress.say("[teacher] imported %s (%s, %.1f s) -> %s" % (
+      config.path, tasks.describe_result(metrics), time.time() - start, record_path))
+  return StageResult(
+      artifacts={"model": record_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
 
 

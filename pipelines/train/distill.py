@@ -12,6 +12,7 @@ teacher_logits))`` (cached: :func:`with_teacher_logits`). For regression the
 """
 
 import contextlib
+import json
 import os
 import time
 from typing import Optional
@@ -20,9 +21,9 @@ import numpy as np
 
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
-from pipelines.config.stages import TEACHER
+from pipelines.config.stages import IMPORT_RECORD, TEACHER
 from pipelines.runtime import distribute, rundir, upstream
-from pipelines.train import losses
+from pipelines.train import losses, teacher_import
 from pipelines.train import optimizers  # noqa: F401  (registers the schedules saved models name)
 
 
@@ -222,9 +223,21 @@ def load_keras_model(path: str):
 
 
 def load_teacher(workdir: str, bundle, dataset: str):
-  """The finished teacher of ``workdir``, checked against the data it will guide the student on."""
-  upstream.teacher_entry(workdir)
-  path = os.path.join(workdir, TEACHER, "model.keras")
+  """The finished teacher of ``workdir`` (trained, or imported with ``--teacher_path``), checked
+  against the data it will guide the student on."""
+  entry = upstream.teacher_entry(workdir)
+  path = os.path.join(workdir, entry.get("artifacts", {}).get("model",
+                                                             os.path.join(TEACHER, "model.keras")))
+  if os.path.basename(path) == IMPORT_RECORD:
+    with open(path) as f:
+      record = json.load(f)
+    if not os.path.exists(record["path"]) or \
+        teacher_import.content_hash(record["path"]) != record["sha256"]:
+      raise ConfigError("the imported teacher %s is missing or changed since kdprune-teacher "
+                        "imported it; rerun kdprune-teacher --workdir=%s" % (record["path"], workdir))
+    teacher, _ = teacher_import.load(record["path"], bundle.input_shape, bundle.num_classes,
+                                     bundle.task == "regression", record["outputs_are"])
+    return teacher
   return load_teacher_checked(load_keras_model(path), bundle, "the teacher in %s" % path,
                               "--dataset=%s" % dataset, "retrain the teacher on this data")
 
