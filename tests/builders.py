@@ -42,3 +42,24 @@ def raises(input_shape, num_classes):
 
 def no_args():
   return None
+
+
+def softmax_dense(input_shape, num_classes):
+  """A Functional builder whose classifier is Dense(activation="softmax") (the Applications way)."""
+  inputs = keras.Input(input_shape)
+  x = keras.layers.Flatten()(inputs)
+  return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+
+
+def softmax_layer(input_shape, num_classes):
+  """A Sequential builder ending in a Softmax layer."""
+  return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                           keras.layers.Dense(num_classes), keras.layers.Softmax()])
+
+
+def softmax_nested(input_shape, num_classes):
+  """A model whose softmax sits inside a nested head model."""
+  head = keras.Sequential([keras.Input((int(input_shape[0] * input_shape[1] * input_shape[2]),)),
+                           keras.layers.Dense(num_classes, activation="softmax")], name="head")
+  inputs = keras.Input(input_shape)
+  return keras.Model(inputs, head(keras.layers.Flatten()(inputs)))

@@ -88,3 +88,27 @@ def test_models_tfmot_cannot_handle_are_refused(builder, message):
 def test_knob_ranges(spec, flag):
   with pytest.raises(ConfigError, match="^" + flag):
     validate_spec(spec, "--teacher_model")
+
+
+@pytest.mark.parametrize("builder", ["softmax_dense", "softmax_layer"])
+def test_softmax_heads_of_user_builders_become_logits_with_a_line(builder, caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tests import builders  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  original = getattr(builders, builder)((8, 8, 1), 10)
+  keras.utils.set_random_seed(0)
+  with caplog.at_level(logging.INFO, logger="kdprune"):
+    model = build_model(ModelSpec("tests.builders:" + builder), (8, 8, 1), 10,
+                        flag="--student_model")
+  assert "--student_model=tests.builders:%s ends in a softmax" % builder in caplog.text
+  x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+  logits = model.predict(x, verbose=0)
+  assert not np.allclose(logits.sum(-1), 1.0)  # logits, not probabilities
+  np.testing.assert_allclose(keras.activations.softmax(keras.backend.constant(logits)).numpy(),
+                             original.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_softmax_inside_a_nested_model_is_refused_in_one_line():
+  with pytest.raises(ConfigError, match="ends in a softmax inside the nested model head"):
+    build_model(ModelSpec("tests.builders:softmax_nested"), (8, 8, 1), 10, flag="--student_model")
