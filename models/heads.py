@@ -3,7 +3,8 @@
 tf_keras Applications (``classifier_activation="softmax"`` by default) and many user builders end
 in a softmax; distillation would then run on probabilities, silently. :func:`to_logits` removes
 the softmax (the argmax, and so the accuracy, is unchanged) and says so on the ``kdprune`` logger;
-a softmax it cannot remove (inside a nested model) is refused with one line.
+a softmax it cannot remove (inside a nested model: :mod:`models.flatten` inlines those first)
+is refused with one line.
 """
 
 import logging

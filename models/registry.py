@@ -21,7 +21,7 @@ Example:
 
 from typing import Dict, Optional, Tuple
 
-from models import heads
+from models import flatten, heads
 from models import spec as spec_lib
 from models.families import BUILDERS as _BUILDERS
 from models.families import register  # noqa: F401  (re-exported)
@@ -56,6 +56,7 @@ def build_model(spec: ModelSpec, input_shape: Tuple[int, ...], num_classes: int,
       raise ConfigError("%s=%s: the builder raised %s: %s" % (
           flag, spec.name, type(e).__name__, str(e).splitlines()[0] if str(e) else "")) from e
     if isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False):
+      model, _ = flatten.flatten(model, "%s=%s" % (flag, spec.name))
       model, _ = heads.to_logits(model, "%s=%s" % (flag, spec.name))
   else:
     width, depth, dropout = spec_lib.family_defaults(spec.name)

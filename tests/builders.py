@@ -63,3 +63,25 @@ def softmax_nested(input_shape, num_classes):
                            keras.layers.Dense(num_classes, activation="softmax")], name="head")
   inputs = keras.Input(input_shape)
   return keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
+
+
+def nested_sequential(input_shape, num_classes):
+  """``Sequential([backbone, head])``: two models inside a model."""
+  backbone = keras.Sequential([keras.Input(input_shape),
+                               keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+                               keras.layers.Flatten()], name="backbone")
+  head = keras.Sequential([keras.Input(backbone.output_shape[1:]),
+                           keras.layers.Dense(64, activation="relu"),
+                           keras.layers.Dense(num_classes, name="logits")], name="head")
+  return keras.Sequential([keras.Input(input_shape), backbone, head], name="nested")
+
+
+def nested_functional(input_shape, num_classes):
+  """A Functional model calling a Functional backbone, then its own classifier."""
+  inner_in = keras.Input(input_shape)
+  x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="inner_conv")(inner_in)
+  backbone = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(x), name="backbone")
+  inputs = keras.Input(input_shape)
+  features = backbone(inputs)
+  hidden = keras.layers.Dense(64, activation="relu", name="hidden")(features)
+  return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(hidden))

@@ -109,6 +109,65 @@ def test_softmax_heads_of_user_builders_become_logits_with_a_line(builder, caplo
                              original.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-def test_a_softmax_inside_a_nested_model_is_refused_in_one_line():
+def test_a_softmax_inside_a_nested_model_is_flattened_then_removed(caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  with caplog.at_level(logging.INFO, logger="kdprune"):
+    model = build_model(ModelSpec("tests.builders:softmax_nested"), (8, 8, 1), 10,
+                        flag="--student_model")
+  assert "nests head" in caplog.text and "ends in a softmax" in caplog.text
+  assert model.layers[-1].get_config()["activation"] == "linear"
+
+
+def test_a_softmax_inside_a_nested_model_is_refused_when_not_flattened():
+  from models import heads  # pylint: disable=g-import-not-at-top
+  from tests import builders  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="ends in a softmax inside the nested model head"):
-    build_model(ModelSpec("tests.builders:softmax_nested"), (8, 8, 1), 10, flag="--student_model")
+    heads.to_logits(builders.softmax_nested((8, 8, 1), 10), "--student_model=x")
+
+
+@pytest.mark.parametrize("builder", ["nested_sequential", "nested_functional"])
+def test_nested_models_are_flattened_with_the_same_weights(builder, caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tests import builders  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  original = getattr(builders, builder)((8, 8, 1), 10)
+  keras.utils.set_random_seed(0)
+  with caplog.at_level(logging.INFO, logger="kdprune"):
+    flat = build_model(ModelSpec("tests.builders:" + builder), (8, 8, 1), 10, flag="--student_model")
+  assert "nests backbone" in caplog.text and "flattened into one Functional graph" in caplog.text
+  assert not any(isinstance(l, keras.Model) for l in flat.layers)
+  assert flat.count_params() == original.count_params()
+  x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+  keras.utils.set_random_seed(0)
+  same = getattr(builders, builder)((8, 8, 1), 10)
+  same.set_weights(flat.get_weights())  # one-to-one weights, in the same order
+  np.testing.assert_allclose(flat.predict(x, verbose=0), same.predict(x, verbose=0), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_a_nested_student_is_pruned_and_quantized_layer_by_layer(tmp_path):
+  """Every prunable layer of the inner models ends at its target and int8 in the .tflite."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from pipelines.runtime import execute  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import export, qat, student, teacher  # pylint: disable=g-import-not-at-top
+  from tests.conftest import (tiny_export_config, tiny_qat_config,  # pylint: disable=g-import-not-at-top
+                              tiny_student_config, tiny_teacher_config)
+  workdir = str(tmp_path)
+  pupil = tiny_student_config(epochs=3, final_sparsity=0.5, keep_dense=())
+  pupil = dataclasses.replace(pupil, model=ModelSpec("tests.builders:nested_sequential"))
+  for cfg, mod in ((tiny_teacher_config(), teacher), (pupil, student), (tiny_qat_config(), qat),
+                   (tiny_export_config(), export)):
+    execute.execute(cfg.stage, mod.run, cfg, workdir, mod.fingerprint_inputs(cfg, workdir),
+                    log=lambda *_: None)
+  with open(tmp_path / "student" / "default" / "metrics.json") as f:
+    layers = json.load(f)["pruning"]["layers"]
+  assert len(layers) == 3  # the backbone's conv, the head's two Dense layers
+  for name, layer in layers.items():
+    assert layer["sparsity"] == pytest.approx(0.5, abs=0.01), name
+  with open(tmp_path / "export" / "default" / "report.json") as f:
+    product = [m for m in json.load(f)["models"] if m["name"] == "student_qat_int8"][0]
+  assert product["weight_dtypes"] == ["int8"]
+  assert len(product["layers"]) == 3 and all(l["dtype"] == "int8" for l in product["layers"])
+  assert product["sparsity"] >= 0.49
