@@ -1,10 +1,12 @@
 """Data: the embedded default, TFDS (mocked and real), .npz, splits and errors."""
 
 import os
+import re
 
 import numpy as np
 import pytest
 
+from pipelines import config as configs
 from pipelines.config.errors import ConfigError
 from pipelines.data import bundle as data
 from pipelines.data import sources
@@ -242,3 +244,46 @@ def test_augmentation_needs_images(tmp_path):
   path = write_npz(tmp_path / "flat.npz", shape=(7,))
   with pytest.raises(ConfigError, match="--teacher_augment=shift needs images"):
     sources.check_augment(data.DataConfig(dataset="npz:" + path), "shift", "--teacher_augment")
+
+
+def test_tfds_splits_by_role_with_slicing():
+  config = data.DataConfig(dataset="digits", splits=(("train", "train[:80%]"),
+                                                     ("validation", "train[80%:]"),
+                                                     ("test", "test")))
+  bundle = data.load(config)
+  whole = data.load(data.DataConfig(dataset="digits"))
+  n_train = whole.num_examples["train"] + whole.num_examples["validation"]
+  assert bundle.num_examples["train"] + bundle.num_examples["validation"] == n_train
+  assert bundle.num_examples["validation"] == n_train - round(0.8 * n_train)
+  assert bundle.validation_source == "split train[80%:]"
+  assert sources.split_sizes(config) == bundle.num_examples
+  assert sum(1 for _ in bundle.batches("validation", 1000).unbatch()) == \
+      bundle.num_examples["validation"]
+  assert "splits" not in configs.resolved(data.DataConfig())  # old fingerprints unchanged
+
+
+def test_validation_and_test_on_the_same_split_is_said(caplog):
+  import logging  # pylint: disable=g-import-not-at-top
+  config = data.DataConfig(dataset="digits", splits=(("train", "train"), ("validation", "test"),
+                                                     ("test", "test")))
+  with caplog.at_level(logging.WARNING, logger="kdprune"):
+    sources.resolve(config)
+  assert "validation and test read the same split" in caplog.text
+
+
+@pytest.mark.parametrize("splits, message", [
+    ((("train", "training"), ("test", "test")), "--splits=train=training: digits has no 'training'"),
+    ((("train", "train[:abc]"), ("test", "test")), "--splits=train=train[:abc]: Error parsing"),
+    ((("train", "train"), ("test", "train")), "train and test read the same split"),
+    ((("train", "train"),), "must name train and test"),
+    ((("train", "train"), ("test", "test"), ("holdout", "test")), "must name train and test"),
+])
+def test_bad_splits_are_refused_in_one_line(splits, message):
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    sources.resolve(data.DataConfig(dataset="digits", splits=splits))
+
+
+def test_splits_are_for_tfds(tmp_path):
+  path = write_npz(tmp_path / "d.npz")
+  with pytest.raises(ConfigError, match="--splits is for TFDS datasets"):
+    data.DataConfig(dataset="npz:%s" % path, splits=(("train", "a"), ("test", "b"))).validate()

@@ -159,6 +159,10 @@ def _define_data_flags():
                      "dataset held out as the test split (seeded by --seed).")
   flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, "
                       "~/tensorflow_datasets). A prepared directory loads with no network.")
+  flags.DEFINE_list("splits", [], "TFDS splits by role, as role=split (TFDS slicing allowed): "
+                    "e.g. train=train,validation=validation,test=validation for a dataset whose "
+                    "test split has no labels, or train=train[:90%%],validation=train[90%%:],"
+                    "test=test. Default: train and test by name, validation if there is one.")
   flags.DEFINE_float("validation_fraction", d.validation_fraction, "Share of train held out for "
                      "validation when the dataset has no validation split (seeded, deterministic).")
   flags.DEFINE_integer("seed", d.seed, "Seed for the validation split, shuffling and initialisation.")
@@ -239,6 +243,16 @@ def parse_image_size(value):
   return size
 
 
+def parse_splits(items):
+  out = []
+  for item in items or ():
+    role, sep, spec = str(item).partition("=")
+    if not sep or not role or not spec:
+      raise ConfigError("--splits=%s must be role=split, e.g. test=validation" % item)
+    out.append((role.strip(), spec.strip()))
+  return tuple(out)
+
+
 def data_config_from_flags() -> configs.DataConfig:
   return configs.DataConfig(
       dataset=FLAGS.dataset,
@@ -254,6 +268,7 @@ def data_config_from_flags() -> configs.DataConfig:
       regression_loss=FLAGS.regression_loss,
       target_column=FLAGS.target_column,
       test_fraction=FLAGS.test_fraction,
+      splits=parse_splits(FLAGS.splits),
   )
 
 

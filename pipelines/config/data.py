@@ -14,6 +14,7 @@ SYNTHETIC_REGRESSION = "synthetic_regression"
 NORMALIZATIONS = ("auto", "none", "standardize", "maxabs")
 TASKS = ("classification", "regression")
 REGRESSION_LOSSES = ("mse", "mae")
+SPLIT_ROLES = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,10 @@ class DataConfig:
     target_column: the CSV column holding the label or target.
     test_fraction: share of a single-table source (``csv:``,
       ``synthetic_regression``) held out as the test split (seeded by ``seed``).
+    splits: ``(("train", spec), ("validation", spec), ("test", spec))``: which TFDS split (with
+      TFDS' slicing, e.g. ``train[:95%]``) plays each role, for datasets whose test split has
+      no labels (``imagenet2012``: test=validation) or that need another layout; ``()``: train
+      and test by name, validation if the dataset has one (else carved from train).
   """
 
   dataset: str = DEFAULT_DATASET
@@ -61,8 +66,10 @@ class DataConfig:
   regression_loss: str = "mse"
   target_column: Optional[str] = None
   test_fraction: float = 0.2
+  splits: Tuple[Tuple[str, str], ...] = ()
 
-  LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction")  # see resolved()
+  LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction",
+                  "splits")  # see resolved()
 
   @property
   def npz_path(self) -> Optional[str]:
@@ -132,6 +139,16 @@ class DataConfig:
           ",".join(map(str, self.image_size)),))
     if self.num_classes is not None and self.num_classes < 2:
       raise ConfigError("--num_classes=%s must be at least 2" % self.num_classes)
+    if self.splits:
+      roles = [role for role, _ in self.splits]
+      unknown = [r for r in roles if r not in SPLIT_ROLES]
+      if unknown or len(set(roles)) != len(roles) or not {"train", "test"} <= set(roles):
+        raise ConfigError("--splits=%s must name train and test (and optionally validation) "
+                          "once each, as role=split, e.g. train=train,validation=validation,"
+                          "test=validation" % ",".join("%s=%s" % kv for kv in self.splits))
+      if self.npz_path is not None or self.csv_path is not None or self.is_synthetic:
+        raise ConfigError("--splits is for TFDS datasets; --dataset=%s has its own splits" % (
+            self.dataset,))
     if self.train_examples < 0:
       raise ConfigError("--train_examples=%s must be >= 0 (0 means all)" % self.train_examples)
 

@@ -20,6 +20,7 @@ class Source:
   input_key: Optional[str] = None
   label_key: Optional[str] = None
   splits: Tuple[str, ...] = ()
+  roles: Optional[dict] = None  # TFDS: role (train/validation/test) -> split spec read for it
   arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
 
 

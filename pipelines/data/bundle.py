@@ -204,23 +204,25 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
     ds = builder.as_dataset(split=split, shuffle_files=False)
     return ds.map(lambda ex: (ex[source.input_key], tf.cast(ex[source.label_key], tf.int32)))
 
-  n_train = _num_examples(info, "train", read)
-  if "validation" in source.splits:
-    train, validation = read("train"), read("validation")
-    counts = {"train": n_train, "validation": _num_examples(info, "validation", read)}
-    validation_source = "validation split"
+  roles = source.roles
+  n_train = _num_examples(info, roles["train"], read)
+  if "validation" in roles:
+    train, validation = read(roles["train"]), read(roles["validation"])
+    counts = {"train": n_train, "validation": _num_examples(info, roles["validation"], read)}
+    validation_source = ("validation split" if roles["validation"] == "validation" else
+                         "split %s" % roles["validation"])
   else:
     tr_idx, va_idx = carve_indices(n_train, config.validation_fraction, config.seed)
     mask = np.zeros(n_train, dtype=bool)
     mask[va_idx] = True
     is_val = tf.constant(mask)
-    indexed = read("train").enumerate()
+    indexed = read(roles["train"]).enumerate()
     train = indexed.filter(lambda i, ex: tf.logical_not(tf.gather(is_val, i))).map(_drop_index)
     validation = indexed.filter(lambda i, ex: tf.gather(is_val, i)).map(_drop_index)
     counts = {"train": len(tr_idx), "validation": len(va_idx)}
     validation_source = _carved(config)
-  test = read("test")
-  counts["test"] = _num_examples(info, "test", read)
+  test = read(roles["test"])
+  counts["test"] = _num_examples(info, roles["test"], read)
   if config.train_examples:
     train = train.take(config.train_examples)
     counts["train"] = min(counts["train"], config.train_examples)
@@ -278,7 +280,10 @@ def augmenter(kind: str, input_shape, seed: int = 0):
 
 
 def _num_examples(info, split, read):
-  n = int(info.splits[split].num_examples) if split in info.splits else 0
+  try:
+    n = int(info.splits[split].num_examples) if info.splits else 0
+  except (KeyError, ValueError):
+    n = 0
   if n > 0:
     return n
   # Metadata without counts (e.g. under tfds.testing.mock_data): count once.

@@ -25,6 +25,7 @@ def resolve(config: DataConfig) -> Source:
   """Checks ``config``'s source and returns it; the last result is memoised."""
   config.validate()
   key = (config.dataset, config.data_dir, config.num_classes, config.image_size, config.task,
+         config.splits,
          config.target_column, config.test_fraction, config.seed if config.is_synthetic or
          config.csv_path else None, repr(config.source_identity()))
   if _LAST.get("key") == key:
@@ -63,7 +64,9 @@ def split_sizes(config: DataConfig) -> Optional[dict]:
     n_val = len(a["x_val"]) if "x_val" in a else None
   else:
     splits = source.builder.info.splits
-    counts = {k: int(splits[k].num_examples) for k in source.splits if k in splits}
+    if not splits:
+      return None
+    counts = {role: int(splits[spec].num_examples) for role, spec in source.roles.items()}
     if not counts.get("train") or not counts.get("test"):
       return None
     n_train, n_test, n_val = counts["train"], counts["test"], counts.get("validation")

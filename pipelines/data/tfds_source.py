@@ -5,6 +5,7 @@ refused in about a second.
 """
 
 import difflib
+import logging
 import os
 
 import numpy as np
@@ -86,20 +87,43 @@ def resolve_tfds(config: DataConfig) -> Source:
     # No recorded split metadata (e.g. under tfds.testing.mock_data): assume the
     # standard names; reading a missing one still fails with TFDS' own message.
     splits = ("test", "train")
-  for needed in ("train", "test"):
-    if needed not in splits:
-      raise ConfigError("%s: has no %r split (it has: %s)" % (flag, needed, ", ".join(splits)))
+  if config.splits:
+    roles = dict(config.splits)
+  else:
+    roles = {"train": "train", "test": "test"}
+    if "validation" in splits:
+      roles["validation"] = "validation"
+  for role, spec in roles.items():
+    base = spec.split("[", 1)[0]
+    where = ("--splits=%s=%s" % (role, spec)) if config.splits else flag
+    if base not in splits:
+      raise ConfigError("%s: %s has no %r split (it has: %s)%s" % (
+          where, config.dataset, base, ", ".join(splits),
+          "" if config.splits else "; name the splits with --splits=train=...,test=..."))
+    if "[" in spec and info.splits:
+      try:
+        info.splits[spec]  # TFDS parses the slicing
+      except (ValueError, KeyError) as e:
+        raise ConfigError("%s: %s" % (where, first_line(e))) from None
+  given = ",".join("%s=%s" % kv for kv in config.splits)
+  if roles["train"] in (roles["test"], roles.get("validation")):
+    raise ConfigError("--splits=%s: train and %s read the same split" % (
+        given, "test" if roles["train"] == roles["test"] else "validation"))
+  if roles.get("validation") == roles["test"]:
+    logging.getLogger("kdprune").warning(
+        "[data] warning: --splits=%s: validation and test read the same split, so early stopping "
+        "chooses on the data the test figures come from; carve validation from train instead "
+        "(e.g. train=train[:98%%],validation=train[98%%:],test=%s)", given, roles["test"])
   return Source(kind="tfds", input_shape=tuple(int(d) for d in shape),
                 num_classes=int(label_feature.num_classes),
                 input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
-                input_key=input_key, label_key=label_key, splits=splits)
+                input_key=input_key, label_key=label_key, splits=splits, roles=roles)
 
 
 class _quiet_absl:  # pylint: disable=invalid-name
   """Raises absl's Python logger to ERROR inside the block."""
 
   def __enter__(self):
-    import logging  # pylint: disable=g-import-not-at-top
     self._logger = logging.getLogger("absl")
     self._level = self._logger.level
     self._logger.setLevel(logging.ERROR)
