@@ -144,7 +144,9 @@ def _define_data_flags():
   flags.DEFINE_string("dataset", d.dataset, "digits (embedded, no network), any TFDS image-"
                       "classification name (mnist, fashion_mnist, cifar10, name/config:version), "
                       "npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val], "
-                      "csv:/path/file.csv (numeric columns; --target_column), or "
+                      "csv:/path/file.csv (numeric columns; --target_column), images:/path/folder "
+                      "(DIR/<class>/*.jpg|png|bmp|gif, or DIR/train/<class>/... and DIR/test/..."
+                      "; --image_size to resize), or "
                       "synthetic_regression[:n_samples=N,n_features=F,n_informative=I,noise=S,"
                       "seed=R] (make_regression; defaults 10000, 1000, 500, 3, 0).")
   flags.DEFINE_enum("task", d.task, configs.TASKS, "classification (integer labels) or "

@@ -10,6 +10,7 @@ from pipelines.config.errors import ConfigError
 DEFAULT_DATASET = "digits"
 NPZ_PREFIX = "npz:"
 CSV_PREFIX = "csv:"
+IMAGES_PREFIX = "images:"
 SYNTHETIC_REGRESSION = "synthetic_regression"
 NORMALIZATIONS = ("auto", "none", "standardize", "maxabs")
 TASKS = ("classification", "regression")
@@ -80,6 +81,10 @@ class DataConfig:
     return self.dataset[len(CSV_PREFIX):] if self.dataset.startswith(CSV_PREFIX) else None
 
   @property
+  def images_path(self) -> Optional[str]:
+    return self.dataset[len(IMAGES_PREFIX):] if self.dataset.startswith(IMAGES_PREFIX) else None
+
+  @property
   def is_synthetic(self) -> bool:
     return self.dataset.split(":", 1)[0] == SYNTHETIC_REGRESSION
 
@@ -91,11 +96,14 @@ class DataConfig:
     """Raises ConfigError for values that can be judged without touching data."""
     if not self.dataset:
       raise ConfigError("--dataset is empty; use digits, a TFDS name, npz:/path/file.npz, "
-                        "csv:/path/file.csv or synthetic_regression")
+                        "csv:/path/file.csv, images:/path/folder or synthetic_regression")
     if self.npz_path == "":
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":
       raise ConfigError("--dataset=csv: needs a path, e.g. csv:/data/my_data.csv")
+    if self.images_path == "":
+      raise ConfigError("--dataset=images: needs a folder, e.g. images:/data/photos (class folders "
+                        "inside, or train/ and test/ with class folders)")
     if not is_seed(self.seed):
       raise ConfigError("--seed=%s must be in %s" % (self.seed, SEED_RANGE))
     if self.task not in TASKS:
@@ -109,12 +117,12 @@ class DataConfig:
     if self.target_column and self.csv_path is None:
       raise ConfigError("--target_column is for --dataset=csv:...; %s has its own labels" % (
           self.dataset,))
-    single_table = self.csv_path is not None or self.is_synthetic
+    single_table = self.csv_path is not None or self.is_synthetic or self.images_path is not None
     if not 0.0 < self.test_fraction < 1.0:
       raise ConfigError("--test_fraction=%s must be in (0, 1)" % self.test_fraction)
     if self.test_fraction != 0.2 and not single_table:
-      raise ConfigError("--test_fraction is for csv: and synthetic_regression datasets; %s has "
-                        "its own test split" % self.dataset)
+      raise ConfigError("--test_fraction is for csv:, images: (one folder of classes) and "
+                        "synthetic_regression datasets; %s has its own test split" % self.dataset)
     if self.is_synthetic and not self.regression:
       raise ConfigError("--dataset=%s is a regression dataset; pass --task=regression" % (
           self.dataset,))
@@ -146,7 +154,8 @@ class DataConfig:
         raise ConfigError("--splits=%s must name train and test (and optionally validation) "
                           "once each, as role=split, e.g. train=train,validation=validation,"
                           "test=validation" % ",".join("%s=%s" % kv for kv in self.splits))
-      if self.npz_path is not None or self.csv_path is not None or self.is_synthetic:
+      if (self.npz_path is not None or self.csv_path is not None or self.is_synthetic or
+          self.images_path is not None):
         raise ConfigError("--splits is for TFDS datasets; --dataset=%s has its own splits" % (
             self.dataset,))
     if self.train_examples < 0:
@@ -165,5 +174,16 @@ class DataConfig:
         return {kind: path, "missing": True}
     if self.is_synthetic:
       return {"synthetic": self.dataset}
+    if self.images_path is not None:  # the folder: how many files, their bytes, the latest change
+      count = size = latest = 0
+      for base, _, names in os.walk(self.images_path):
+        for name in names:
+          try:
+            st = os.stat(os.path.join(base, name))
+          except OSError:
+            continue
+          count, size, latest = count + 1, size + st.st_size, max(latest, st.st_mtime_ns)
+      return {"images": os.path.abspath(self.images_path), "files": count, "bytes": size,
+              "mtime_ns": latest}
     return {"tfds": self.dataset,
             "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None}

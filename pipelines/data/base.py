@@ -12,7 +12,7 @@ from pipelines.config.errors import ConfigError
 class Source:
   """A checked data source."""
 
-  kind: str  # "tfds", "npz", "csv" or "synthetic"
+  kind: str  # "tfds", "npz", "csv", "synthetic" or "images"
   input_shape: Tuple[int, ...]
   num_classes: int
   input_dtype: np.dtype
@@ -21,6 +21,8 @@ class Source:
   label_key: Optional[str] = None
   splits: Tuple[str, ...] = ()
   roles: Optional[dict] = None  # TFDS: role (train/validation/test) -> split spec read for it
+  files: Optional[dict] = None  # images: split -> (paths, int32 labels)
+  class_names: Optional[Tuple[str, ...]] = None
   arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
 
 

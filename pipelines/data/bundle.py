@@ -17,7 +17,7 @@ Example:
 """
 
 import dataclasses
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class DatasetBundle:
   num_examples: Dict[str, int]
   validation_source: str
   task: str = "classification"  # or "regression": y holds float targets, num_classes outputs
+  class_names: Optional[Tuple[str, ...]] = None  # images: the class folders, in label order
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -142,6 +143,7 @@ class DatasetBundle:
         "num_examples": dict(self.num_examples),
         "validation_source": self.validation_source,
         "task": self.task,
+        **({"class_names": list(self.class_names)} if self.class_names else {}),
     }
 
 
@@ -150,6 +152,8 @@ def load(config: DataConfig) -> DatasetBundle:
   source = sources.resolve(config)
   if source.arrays is not None:
     return _from_arrays(config, source)
+  if source.files is not None:
+    return _from_images(config, source)
   return _from_tfds(config, source)
 
 
@@ -194,6 +198,50 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
       validation_source=validation_source, task=config.task)
+
+
+def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  """Image folders: file paths and labels in memory, images decoded (and resized) per example in
+  the input pipeline, kept as uint8 like TFDS images."""
+  height, width, channels = source.input_shape
+  files = dict(source.files)
+  if "validation" in files:
+    validation_source = "validation folder"
+  else:
+    paths, labels = files["train"]
+    tr, va = carve_indices(len(paths), config.validation_fraction, config.seed)
+    files["validation"] = ([paths[i] for i in va], labels[va])
+    files["train"] = ([paths[i] for i in tr], labels[tr])
+    validation_source = _carved(config)
+  if config.train_examples:
+    paths, labels = files["train"]
+    files["train"] = (paths[:config.train_examples], labels[:config.train_examples])
+
+  def decode(path, label):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    if config.image_size is not None:
+      image = tf.image.resize(image, (height, width), antialias=True)
+      image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    else:
+      image = tf.ensure_shape(tf.cast(image, tf.uint8), [height, width, channels])
+    return image, label
+
+  splits = {}
+  for name, (paths, labels) in files.items():
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
+                                             tf.constant(labels, tf.int32)))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    splits[name] = ds.cache() if config.cache else ds
+  stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
+  bundle = DatasetBundle(
+      name=config.dataset, source="images", raw=splits,
+      normalize=_normalizer(config.normalization, np.dtype(np.uint8), stats),
+      input_shape=source.input_shape, num_classes=source.num_classes,
+      num_examples={k: len(v[0]) for k, v in files.items()},
+      validation_source=validation_source)
+  bundle.class_names = source.class_names
+  return bundle
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
