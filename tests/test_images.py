@@ -81,16 +81,20 @@ def _bad(tmp_path, kind):
   if kind == "empty":
     os.makedirs(root)
   elif kind == "class_missing":
-    _write(root / "train" / "a", [img]); _write(root / "train" / "b", [img])
+    _write(root / "train" / "a", [img])
+    _write(root / "train" / "b", [img])
     _write(root / "test" / "a", [img])
   elif kind == "not_image":
-    _write(root / "a", [img]); _write(root / "b", [img])
+    _write(root / "a", [img])
+    _write(root / "b", [img])
     (root / "b" / "notes.txt").write_text("hello")
   elif kind == "fake_png":
-    _write(root / "a", [img]); os.makedirs(root / "b")
+    _write(root / "a", [img])
+    os.makedirs(root / "b")
     (root / "b" / "x.png").write_bytes(b"definitely not a png")
   elif kind == "mixed":
-    _write(root / "a", [img]); _write(root / "b", [np.zeros((9, 7), np.uint8)])
+    _write(root / "a", [img])
+    _write(root / "b", [np.zeros((9, 7), np.uint8)])
   return "images:%s" % root
 
 
