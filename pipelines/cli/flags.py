@@ -144,7 +144,9 @@ def _define_data_flags():
   flags.DEFINE_string("dataset", d.dataset, "digits (embedded, no network), any TFDS image-"
                       "classification name (mnist, fashion_mnist, cifar10, name/config:version), "
                       "npz:/path/file.npz with x_train, y_train, x_test, y_test [, x_val, y_val], "
-                      "csv:/path/file.csv (numeric columns; --target_column), images:/path/folder "
+                      "csv:/path/file.csv (numeric columns; --target_column), images:/path/folder, "
+                      "tfrecord:/path/folder (train*, test* [, validation*] files of "
+                      "tf.train.Example; --tfrecord_*_key, --num_classes), "
                       "(DIR/<class>/*.jpg|png|bmp|gif, or DIR/train/<class>/... and DIR/test/..."
                       "; --image_size to resize), or "
                       "synthetic_regression[:n_samples=N,n_features=F,n_informative=I,noise=S,"
@@ -165,6 +167,12 @@ def _define_data_flags():
                     "e.g. train=train,validation=validation,test=validation for a dataset whose "
                     "test split has no labels, or train=train[:90%%],validation=train[90%%:],"
                     "test=test. Default: train and test by name, validation if there is one.")
+  flags.DEFINE_string("tfrecord_image_key", d.tfrecord_image_key, "--dataset=tfrecord: the "
+                      "feature holding the encoded image (PNG/JPEG bytes).")
+  flags.DEFINE_string("tfrecord_label_key", d.tfrecord_label_key, "--dataset=tfrecord: the "
+                      "feature holding the label (int64 class id, or float target).")
+  flags.DEFINE_string("tfrecord_features_key", d.tfrecord_features_key, "--dataset=tfrecord: "
+                      "the float feature vector of tabular records (used when there is no image).")
   flags.DEFINE_float("validation_fraction", d.validation_fraction, "Share of train held out for "
                      "validation when the dataset has no validation split (seeded, deterministic).")
   flags.DEFINE_integer("seed", d.seed, "Seed for the validation split, shuffling and initialisation.")
@@ -271,6 +279,9 @@ def data_config_from_flags() -> configs.DataConfig:
       target_column=FLAGS.target_column,
       test_fraction=FLAGS.test_fraction,
       splits=parse_splits(FLAGS.splits),
+      tfrecord_image_key=FLAGS.tfrecord_image_key,
+      tfrecord_label_key=FLAGS.tfrecord_label_key,
+      tfrecord_features_key=FLAGS.tfrecord_features_key,
   )
 
 

@@ -11,6 +11,7 @@ DEFAULT_DATASET = "digits"
 NPZ_PREFIX = "npz:"
 CSV_PREFIX = "csv:"
 IMAGES_PREFIX = "images:"
+TFRECORD_PREFIX = "tfrecord:"
 SYNTHETIC_REGRESSION = "synthetic_regression"
 NORMALIZATIONS = ("auto", "none", "standardize", "maxabs")
 TASKS = ("classification", "regression")
@@ -68,9 +69,13 @@ class DataConfig:
   target_column: Optional[str] = None
   test_fraction: float = 0.2
   splits: Tuple[Tuple[str, str], ...] = ()
+  tfrecord_image_key: str = "image/encoded"
+  tfrecord_label_key: str = "image/class/label"
+  tfrecord_features_key: str = "features"
 
-  LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction",
-                  "splits")  # see resolved()
+  LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction", "splits",
+                  "tfrecord_image_key", "tfrecord_label_key",
+                  "tfrecord_features_key")  # see resolved()
 
   @property
   def npz_path(self) -> Optional[str]:
@@ -83,6 +88,11 @@ class DataConfig:
   @property
   def images_path(self) -> Optional[str]:
     return self.dataset[len(IMAGES_PREFIX):] if self.dataset.startswith(IMAGES_PREFIX) else None
+
+  @property
+  def tfrecord_path(self) -> Optional[str]:
+    return (self.dataset[len(TFRECORD_PREFIX):] if self.dataset.startswith(TFRECORD_PREFIX)
+            else None)
 
   @property
   def is_synthetic(self) -> bool:
@@ -101,6 +111,9 @@ class DataConfig:
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":
       raise ConfigError("--dataset=csv: needs a path, e.g. csv:/data/my_data.csv")
+    if self.tfrecord_path == "":
+      raise ConfigError("--dataset=tfrecord: needs a folder, e.g. tfrecord:/data/records (train*, "
+                        "test* and optionally validation* files)")
     if self.images_path == "":
       raise ConfigError("--dataset=images: needs a folder, e.g. images:/data/photos (class folders "
                         "inside, or train/ and test/ with class folders)")
@@ -126,7 +139,7 @@ class DataConfig:
     if self.is_synthetic and not self.regression:
       raise ConfigError("--dataset=%s is a regression dataset; pass --task=regression" % (
           self.dataset,))
-    tabular = single_table or self.npz_path is not None
+    tabular = single_table or self.npz_path is not None or self.tfrecord_path is not None
     if self.normalization == "maxabs" and not tabular:
       raise ConfigError("--normalization=maxabs is for arrays (npz:, csv:, synthetic_regression); "
                         "use standardize for --dataset=%s" % self.dataset)
@@ -155,7 +168,7 @@ class DataConfig:
                           "once each, as role=split, e.g. train=train,validation=validation,"
                           "test=validation" % ",".join("%s=%s" % kv for kv in self.splits))
       if (self.npz_path is not None or self.csv_path is not None or self.is_synthetic or
-          self.images_path is not None):
+          self.images_path is not None or self.tfrecord_path is not None):
         raise ConfigError("--splits is for TFDS datasets; --dataset=%s has its own splits" % (
             self.dataset,))
     if self.train_examples < 0:
@@ -174,16 +187,17 @@ class DataConfig:
         return {kind: path, "missing": True}
     if self.is_synthetic:
       return {"synthetic": self.dataset}
-    if self.images_path is not None:  # the folder: how many files, their bytes, the latest change
+    folder = self.images_path if self.images_path is not None else self.tfrecord_path
+    if folder is not None:  # the folder: how many files, their bytes, the latest change
       count = size = latest = 0
-      for base, _, names in os.walk(self.images_path):
+      for base, _, names in os.walk(folder):
         for name in names:
           try:
             st = os.stat(os.path.join(base, name))
           except OSError:
             continue
           count, size, latest = count + 1, size + st.st_size, max(latest, st.st_mtime_ns)
-      return {"images": os.path.abspath(self.images_path), "files": count, "bytes": size,
-              "mtime_ns": latest}
+      return {self.dataset.split(":", 1)[0]: os.path.abspath(folder), "files": count,
+              "bytes": size, "mtime_ns": latest}
     return {"tfds": self.dataset,
             "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None}

@@ -23,6 +23,7 @@ class Source:
   roles: Optional[dict] = None  # TFDS: role (train/validation/test) -> split spec read for it
   files: Optional[dict] = None  # images: split -> (paths, int32 labels)
   class_names: Optional[Tuple[str, ...]] = None
+  records: Optional[dict] = None  # tfrecord: {"files", "counts", "form", "label_dtype"}
   arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
 
 

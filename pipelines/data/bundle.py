@@ -23,7 +23,7 @@ import numpy as np
 
 from models.compat import tf
 from pipelines.config import DEFAULT_DATASET, NORMALIZATIONS, DataConfig  # noqa: F401
-from pipelines.data import sources
+from pipelines.data import sources, tfrecords
 from pipelines.data.sources import carve_indices  # noqa: F401  (re-exported)
 
 _MAX_SHUFFLE_BUFFER = 65536
@@ -51,6 +51,7 @@ class DatasetBundle:
   validation_source: str
   task: str = "classification"  # or "regression": y holds float targets, num_classes outputs
   class_names: Optional[Tuple[str, ...]] = None  # images: the class folders, in label order
+  file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -106,10 +107,14 @@ class DatasetBundle:
     if augment != "none":
       transform = augmenter(augment, self.input_shape, seed)
       ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    # In-memory data has no files to shard: under multi-worker training each worker takes its
-    # share of every global batch (the batch size stays global).
+    # Under multi-worker training each worker takes its share of every global batch (the batch
+    # size stays global): by file when the split is read straight from at least as many files as
+    # there are workers and nothing is zipped to its examples by position, else by example.
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    policy = tf.data.experimental.AutoShardPolicy.DATA
+    if extras is None and self.file_shards.get(split, 0) >= max(2, tfrecords.cluster_workers()):
+      policy = tf.data.experimental.AutoShardPolicy.FILE
+    options.experimental_distribute.auto_shard_policy = policy
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
   def head(self, split: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -154,6 +159,8 @@ def load(config: DataConfig) -> DatasetBundle:
     return _from_arrays(config, source)
   if source.files is not None:
     return _from_images(config, source)
+  if source.records is not None:
+    return _from_tfrecords(config, source)
   return _from_tfds(config, source)
 
 
@@ -241,6 +248,71 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples={k: len(v[0]) for k, v in files.items()},
       validation_source=validation_source)
   bundle.class_names = source.class_names
+  return bundle
+
+
+def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  """TFRecord files: interleaved in parallel (deterministic order, so cached teacher outputs stay
+  with their examples), parsed and decoded per example; training files are sharded by file under
+  multi-worker training when there are at least as many files as workers."""
+  files, counts = source.records["files"], dict(source.records["counts"])
+  spec, form = tfrecords.parse_spec(config, source)
+  image_key, label_key = config.tfrecord_image_key, config.tfrecord_label_key
+  features_key = config.tfrecord_features_key
+  regression = config.regression
+  shape = source.input_shape
+
+  def parse(record):
+    ex = tf.io.parse_single_example(record, spec)
+    label = ex[label_key]
+    label = tf.reshape(tf.cast(label, tf.float32), [1]) if regression else tf.cast(label, tf.int32)
+    if form == "features":
+      return ex[features_key], label
+    image = tf.io.decode_image(ex[image_key], channels=shape[2], expand_animations=False)
+    image.set_shape([None, None, shape[2]])
+    if config.image_size is not None:
+      image = tf.cast(tf.round(tf.clip_by_value(
+          tf.image.resize(image, shape[:2], antialias=True), 0.0, 255.0)), tf.uint8)
+    else:
+      image = tf.ensure_shape(tf.cast(image, tf.uint8), shape)
+    return image, label
+
+  def read(paths):
+    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  if "validation" in files:
+    train, validation = read(files["train"]), read(files["validation"])
+    validation_source = "validation* files"
+  else:
+    tr_idx, va_idx = carve_indices(counts["train"], config.validation_fraction, config.seed)
+    mask = np.zeros(counts["train"], dtype=bool)
+    mask[va_idx] = True
+    is_val = tf.constant(mask)
+    indexed = read(files["train"]).enumerate()
+    train = indexed.filter(lambda i, ex: tf.logical_not(tf.gather(is_val, i))).map(_drop_index)
+    validation = indexed.filter(lambda i, ex: tf.gather(is_val, i)).map(_drop_index)
+    counts["train"], counts["validation"] = len(tr_idx), len(va_idx)
+    validation_source = _carved(config)
+  if config.train_examples:
+    train = train.take(config.train_examples)
+    counts["train"] = min(counts["train"], config.train_examples)
+  splits = {"train": train, "validation": validation, "test": read(files["test"])}
+  if config.cache:
+    splits = {k: v.cache() for k, v in splits.items()}
+  mode = config.normalization
+  stats = None
+  if mode == "standardize":
+    stats = _moments_dataset(splits["train"])
+  bundle = DatasetBundle(
+      name=config.dataset, source="tfrecord", raw=splits,
+      normalize=_normalizer(mode, source.input_dtype, stats),
+      input_shape=source.input_shape, num_classes=source.num_classes,
+      num_examples={k: int(v) for k, v in counts.items()},
+      validation_source=validation_source, task=config.task)
+  bundle.file_shards = {"train": len(files["train"])} if "validation" in files else {}
   return bundle
 
 

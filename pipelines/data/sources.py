@@ -15,6 +15,7 @@ from pipelines.config.data import DataConfig
 from pipelines.config.errors import ConfigError
 from pipelines.data.arrays import resolve_npz
 from pipelines.data.images import resolve_images
+from pipelines.data.tfrecords import resolve_tfrecord
 from pipelines.data.base import Source, carve_indices, carve_size  # noqa: F401  (re-exported)
 from pipelines.data.tabular import resolve_csv, resolve_synthetic
 from pipelines.data.tfds_source import resolve_tfds
@@ -26,7 +27,8 @@ def resolve(config: DataConfig) -> Source:
   """Checks ``config``'s source and returns it; the last result is memoised."""
   config.validate()
   key = (config.dataset, config.data_dir, config.num_classes, config.image_size, config.task,
-         config.splits,
+         config.splits, config.tfrecord_image_key, config.tfrecord_label_key,
+         config.tfrecord_features_key,
          config.target_column, config.test_fraction, config.seed if config.is_synthetic or
          config.csv_path or config.images_path else None, repr(config.source_identity()))
   if _LAST.get("key") == key:
@@ -39,6 +41,8 @@ def resolve(config: DataConfig) -> Source:
     source = resolve_synthetic(config)
   elif config.images_path is not None:
     source = resolve_images(config)
+  elif config.tfrecord_path is not None:
+    source = resolve_tfrecord(config)
   else:
     source = resolve_tfds(config)
   _LAST.clear()
@@ -65,6 +69,9 @@ def split_sizes(config: DataConfig) -> Optional[dict]:
     a = source.arrays
     n_train, n_test = len(a["x_train"]), len(a["x_test"])
     n_val = len(a["x_val"]) if "x_val" in a else None
+  elif source.records is not None:
+    counts = source.records["counts"]
+    n_train, n_test, n_val = counts["train"], counts["test"], counts.get("validation")
   elif source.files is not None:
     n_train, n_test = len(source.files["train"][0]), len(source.files["test"][0])
     n_val = len(source.files["validation"][0]) if "validation" in source.files else None
