@@ -287,3 +287,18 @@ def test_splits_are_for_tfds(tmp_path):
   path = write_npz(tmp_path / "d.npz")
   with pytest.raises(ConfigError, match="--splits is for TFDS datasets"):
     data.DataConfig(dataset="npz:%s" % path, splits=(("train", "a"), ("test", "b"))).validate()
+
+
+def test_crop_flip_crops_resizes_and_flips_per_image_seeded():
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  x = tf.constant(np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1) / 128.0)
+  x = tf.tile(x[:1], [16, 1, 1, 1])  # 16 copies of one image
+  first = data.augmenter("crop_flip", (8, 8, 1), seed=3)(x).numpy()
+  again = data.augmenter("crop_flip", (8, 8, 1), seed=3)(x).numpy()
+  other = data.augmenter("crop_flip", (8, 8, 1), seed=4)(x).numpy()
+  assert first.shape == (16, 8, 8, 1)
+  np.testing.assert_array_equal(first, again)  # seeded
+  assert not np.array_equal(first, other)
+  assert len({first[i].tobytes() for i in range(16)}) > 8  # each image its own view
+  assert float(first.min()) >= float(x.numpy().min()) - 1e-6  # a crop of the image, resized
+  assert float(first.max()) <= float(x.numpy().max()) + 1e-6

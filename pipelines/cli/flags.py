@@ -232,7 +232,7 @@ def define_train_flags(stage: str, d: configs.TrainConfig):
                     "%s epoch." % stage)
   flags.DEFINE_enum(p + "augment", d.augment, configs.AUGMENTATIONS, "Augment %s training "
                     "images: shift (random translation up to 10%%), flip_shift (also horizontal "
-                    "flips), none." % stage)
+                    "flips), crop_flip (random resized crop + flip, natural images), none." % stage)
   flags.DEFINE_float(p + "min_delta", d.min_delta, "Smallest improvement of the monitored "
                      "metric that resets patience (%s)." % stage)
   flags.DEFINE_integer(p + "seed", d.seed, "Seed of the %s's initialisation, shuffling, dropout "

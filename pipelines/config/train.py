@@ -10,7 +10,7 @@ from pipelines.config.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("val_loss", "val_accuracy")
-AUGMENTATIONS = ("none", "shift", "flip_shift")
+AUGMENTATIONS = ("none", "shift", "flip_shift", "crop_flip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ class TrainConfig:
       models are float32.
     augment: training-input augmentation for image data: ``none``, ``shift``
       (random translation up to 10% of height and width, zero fill) or
-      ``flip_shift`` (also random horizontal flips; not for digits or text).
+      ``flip_shift`` (also random horizontal flips; not for digits or text) or ``crop_flip``
+      (random resized crop + horizontal flip, for natural images).
     seed: seeds this stage's initialisation, shuffling, dropout and augmentation;
       ``None``: the data's ``--seed``. The validation split always follows
       ``--seed``, so students of one teacher can be repeated with other seeds.

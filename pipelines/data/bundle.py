@@ -371,10 +371,12 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
-  """A batch transform for training images: ``shift`` or ``flip_shift``.
+  """A batch transform for training images: ``shift``, ``flip_shift`` or ``crop_flip``.
 
   ``shift`` translates each image by up to 10% of its height and width (zero
-  fill, as the background of digits); ``flip_shift`` also flips horizontally.
+  fill, as the background of digits); ``flip_shift`` also flips horizontally;
+  ``crop_flip`` is the natural-image recipe (Inception-style random resized crop,
+  then a horizontal flip).
 
   Raises:
     ConfigError: for inputs that are not images.
@@ -384,6 +386,8 @@ def augmenter(kind: str, input_shape, seed: int = 0):
   if len(input_shape) != 3:
     raise ConfigError("augmentation %r needs images [H, W, C]; the data has shape %s" % (
         kind, tuple(input_shape)))
+  if kind == "crop_flip":
+    return _crop_flip(input_shape, seed)
   layers = []
   if kind == "flip_shift":
     layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -396,6 +400,28 @@ def augmenter(kind: str, input_shape, seed: int = 0):
     for layer in layers:
       x = layer(x, training=True)
     return x
+  return transform
+
+
+def _crop_flip(input_shape, seed: int, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)):
+  """Random resized crop (area ``scale`` of the image, aspect ``ratio``) back to the input size,
+  then a random horizontal flip; per image, vectorised over the batch, seeded."""
+  height, width = int(input_shape[0]), int(input_shape[1])
+  generator = tf.random.Generator.from_seed(seed)
+
+  def transform(x):
+    n = tf.shape(x)[0]
+    area = generator.uniform([n], scale[0], scale[1])
+    log_r = generator.uniform([n], np.log(ratio[0]), np.log(ratio[1]))
+    aspect = tf.exp(log_r) * (height / width)  # relative box: w / h in image fractions
+    h = tf.minimum(1.0, tf.sqrt(area / aspect))
+    w = tf.minimum(1.0, tf.sqrt(area * aspect))
+    y0 = generator.uniform([n]) * (1.0 - h)
+    x0 = generator.uniform([n]) * (1.0 - w)
+    boxes = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
+    crops = tf.image.crop_and_resize(x, boxes, tf.range(n), (height, width))
+    flip = generator.uniform([n]) < 0.5
+    return tf.where(flip[:, None, None, None], tf.image.flip_left_right(crops), crops)
   return transform
 
 
