@@ -21,6 +21,8 @@ class Source:
   label_key: Optional[str] = None
   splits: Tuple[str, ...] = ()
   arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
+  feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in the model's order
+  class_names: Optional[Tuple[str, ...]] = None  # TFDS ClassLabel names, when the source has them
 
 
 def carve_size(n: int, fraction: float) -> int:

@@ -13,7 +13,13 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
   ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
   (post-training dynamic-range and full-integer quantization of it);
 * ``report.json``, ``report.md``, ``accuracy_vs_size.png`` and a TensorBoard
-  text summary of the table under ``tb/``.
+  text summary of the table under ``tb/``;
+* ``preprocessing.json`` (also under ``preprocessing`` in ``report.json``): what
+  the models expect, so the folder can be served alone: the raw input's shape
+  and dtype, the resizing and the normalisation as explicit numbers (the
+  statistics fitted on train), the CSV feature columns, the task and the class
+  names (see :meth:`pipelines.data.bundle.DatasetBundle.preprocessing`;
+  ``kdprune-predict`` reads it).
 
 Every figure is measured on the exported files (see
 :mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
@@ -67,6 +73,10 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   bundle = data_lib.load(config.data)
   stage_dir = run_dir.stage_dir(config.stage)
   tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+  preprocessing = dict(bundle.preprocessing(), model={
+      "file": PRODUCT + ".tflite", "saved_model": "saved_model", "int8_io": config.int8_io,
+      "inputs": "the normalised float32 inputs (int8 with --int8_io: quantized with the input "
+                "tensor's own scale and zero point)"})
 
   regression = config.data.regression
   key = "test_" + tasks.headline(config.data.task)[0]  # test_accuracy or test_mse
@@ -185,7 +195,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       "latency": {"batch": 1, "threads": 1, "runs": config.latency_runs,
                   "warmup": config.latency_warmup},
       "machine": report.machine(), "int8_io": config.int8_io,
-      "models": models, "story": story, "saved_model": saved,
+      "models": models, "story": story, "saved_model": saved, "preprocessing": preprocessing,
   }
   if "teacher_float" in by_name:
     ref = by_name["teacher_float"]
@@ -204,6 +214,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   report_json = os.path.join(stage_dir, "report.json")
   report_md = os.path.join(stage_dir, "report.md")
   plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))
+  preprocessing_json = os.path.join(stage_dir, "preprocessing.json")
+  rundir.write_json(preprocessing_json, preprocessing)
   rundir.write_json(report_json, out)
   text = report.markdown(out)
   rundir.atomic_write(report_md, text)
@@ -223,7 +235,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   progress.say("[%s] report -> %s" % (config.stage, report_md))
   return StageResult(
       artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,
-                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path},
+                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path,
+                 "preprocessing": preprocessing_json},
       metrics=metrics)
 
 
