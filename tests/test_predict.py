@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from models.compat import tf
+from models.compat import keras, tf
 from models.registry import ModelSpec
 from pipelines import config as configs
 from pipelines.config.errors import ConfigError
 from pipelines.data import bundle as data
 from pipelines.data import sources
 from pipelines.export import predict
+from pipelines.export import tflite as tflite_tools
 from pipelines.stages import export, qat, student, teacher
 from tests.conftest import write_npz
 from tests.test_cli import _assert_one_line_error, _run
@@ -105,6 +106,11 @@ def test_export_writes_preprocessing_json_beside_the_model(finished_run):
   assert spec["class_names"] == [str(i) for i in range(10)] and spec["resize"] is None
   assert spec["model"]["file"] == "student_qat_int8.tflite"
   assert outcomes[-1].entry["artifacts"]["preprocessing"].endswith("preprocessing.json")
+  # Every .tflite carries the same record as metadata.
+  for m in report["models"]:
+    embedded = tflite_tools.read_metadata((workdir / m["file"]).read_bytes(),
+                                          "kdprune_preprocessing")
+    assert json.loads(embedded) == spec, m["name"]
 
 
 def test_predict_on_raw_digits_gives_the_reported_accuracy(finished_run, tmp_path):
@@ -133,7 +139,11 @@ def test_predict_on_raw_digits_gives_the_reported_accuracy(finished_run, tmp_pat
   png_rows = predict.read_predictions(str(out))
   assert [r["input"] for r in png_rows] == ["img_%03d.png" % i for i in range(12)]
   assert [r["prediction"] for r in png_rows] == [r["prediction"] for r in rows[:12]]
-  predict.predict(model, str(folder / "img_003.png"), str(out))
+  # One file given alone, and the .tflite copied alone (it carries the record as metadata).
+  alone = tmp_path / "alone" / "model.tflite"
+  alone.parent.mkdir()
+  alone.write_bytes(open(model, "rb").read())
+  predict.predict(str(alone), str(folder / "img_003.png"), str(out))
   assert predict.read_predictions(str(out))[0]["prediction"] == rows[3]["prediction"]
   # A larger RGB image is converted to grey and resized to 8x8 as --image_size data would be.
   rgb = tf.image.grayscale_to_rgb(tf.image.resize(x[5], (32, 32), method="nearest"))
@@ -153,12 +163,17 @@ def test_predict_bad_inputs_are_one_line_and_write_nothing(finished_run, tmp_pat
   _assert_one_line_error(result, "kdprune-predict", "has shape (3, 7, 7, 1)", "[N, 8, 8, 1]")
   assert not out.exists()
   np.savez(tmp_path / "keys.npz", images=np.zeros((3, 8, 8), np.uint8))
-  bare = tmp_path / "bare.tflite"
-  bare.write_bytes((model / "student_qat_int8.tflite").read_bytes())
+  bare = tmp_path / "bare.tflite"  # a .tflite without the record
+  bare.write_bytes(tflite_tools.convert(
+      keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                        keras.layers.Dense(10)]), "float"))
+  (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
   (tmp_path / "t.txt").write_text("x\n")
   for args, message in [
       ((model, tmp_path / "keys.npz"), "needs an array named x or x_test (found: images)"),
-      ((bare, tmp_path / "keys.npz"), "no preprocessing.json beside the model"),
+      ((bare, tmp_path / "keys.npz"), "no preprocessing.json beside the model and no "
+                                       "'kdprune_preprocessing' metadata in it"),
+      ((tmp_path / "junk.tflite", tmp_path / "keys.npz"), "is not a kdprune preprocessing"),
       ((model, tmp_path / "nothing.npz"), "no such file or folder"),
       ((model, tmp_path / "t.txt"), "expected an .npz, a .csv"),
       ((tmp_path / "none.tflite", tmp_path / "keys.npz"), "--model="),

@@ -29,6 +29,8 @@ from pipelines.config.pruning import (  # noqa: F401
 from pipelines.config.stages import (  # noqa: F401
     EXPORT,
     LOGITS_DIR,
+    PREPROCESSING_FILE,
+    PREPROCESSING_METADATA,
     PRODUCT,
     QAT,
     QAT_SCHEMES,

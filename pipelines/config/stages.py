@@ -30,6 +30,8 @@ SWEEP = "sweep"
 STAGES = (TEACHER, STUDENT, QAT, EXPORT)  # the pipeline's order
 LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
 PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
+PREPROCESSING_FILE = "preprocessing.json"  # beside the exported models: what they expect
+PREPROCESSING_METADATA = "kdprune_preprocessing"  # the same record, as .tflite metadata
 QAT_SCHEMES = ("prune_preserve", "default")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

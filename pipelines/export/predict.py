@@ -18,12 +18,12 @@ from typing import List, Tuple
 
 import numpy as np
 
-from pipelines.config import PRODUCT
+from pipelines.config import PREPROCESSING_FILE, PREPROCESSING_METADATA, PRODUCT
 from pipelines.config.errors import ConfigError
 from pipelines.data.base import first_line
 from pipelines.runtime import rundir
 
-PREPROCESSING = "preprocessing.json"
+PREPROCESSING = PREPROCESSING_FILE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 NPZ_KEYS = ("x", "x_test")
 
@@ -42,19 +42,28 @@ def resolve_model(path: str) -> Tuple[str, dict]:
     folder, model = os.path.dirname(os.path.abspath(path)), path
   else:
     raise ConfigError("%s: no such file or folder" % flag)
-  spec_path = os.path.join(folder, PREPROCESSING)
-  if not os.path.isfile(spec_path):
-    raise ConfigError("%s: no %s beside the model (exports from kdprune-export write it; "
-                      "rerun kdprune-export --force on older runs)" % (flag, PREPROCESSING))
+  spec_path = where = os.path.join(folder, PREPROCESSING)
   try:
-    with open(spec_path) as f:
-      spec = json.load(f)
+    if os.path.isfile(spec_path):
+      with open(spec_path) as f:
+        spec = json.load(f)
+    else:  # a .tflite alone: the export embeds the same record as metadata
+      from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
+      with open(model, "rb") as f:
+        payload = tflite_tools.read_metadata(f.read(), PREPROCESSING_METADATA)
+      if payload is None:
+        raise ConfigError("%s: no %s beside the model and no %r metadata in it (exports from "
+                          "kdprune-export have both; rerun kdprune-export --force on older "
+                          "runs)" % (flag, PREPROCESSING, PREPROCESSING_METADATA))
+      spec, where = json.loads(payload.decode("utf-8")), "its %r metadata" % PREPROCESSING_METADATA
     missing = [k for k in ("task", "input", "normalization") if k not in spec]
     if missing or "shape" not in spec["input"] or "kind" not in spec["normalization"]:
       raise ValueError("missing %s" % ", ".join(missing or ["input.shape/normalization.kind"]))
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ConfigError("%s: %s is not a kdprune preprocessing file (%s)" % (
-        flag, spec_path, first_line(e))) from None
+  except ConfigError:
+    raise
+  except Exception as e:  # OSError, ValueError (JSON), KeyError, TypeError, a broken flatbuffer
+    raise ConfigError("%s: %s is not a kdprune preprocessing record (%s)" % (
+        flag, where, first_line(e))) from None
   return model, spec
 
 

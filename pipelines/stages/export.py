@@ -19,7 +19,8 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
   and dtype, the resizing and the normalisation as explicit numbers (the
   statistics fitted on train), the CSV feature columns, the task and the class
   names (see :meth:`pipelines.data.bundle.DatasetBundle.preprocessing`;
-  ``kdprune-predict`` reads it).
+  ``kdprune-predict`` reads it). Every ``.tflite`` also carries it as the
+  metadata entry ``kdprune_preprocessing``.
 
 Every figure is measured on the exported files (see
 :mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
@@ -31,7 +32,15 @@ import os
 import time
 
 from pipelines.config import EXPORT as NAME
-from pipelines.config import PRODUCT, STUDENT, ExportConfig, stage_of, tasks
+from pipelines.config import (
+  PREPROCESSING_FILE,
+  PREPROCESSING_METADATA,
+  PRODUCT,
+  STUDENT,
+  ExportConfig,
+  stage_of,
+  tasks,
+)
 from pipelines.config.errors import StageError
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir, upstream
@@ -77,6 +86,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       "file": PRODUCT + ".tflite", "saved_model": "saved_model", "int8_io": config.int8_io,
       "inputs": "the normalised float32 inputs (int8 with --int8_io: quantized with the input "
                 "tensor's own scale and zero point)"})
+  preprocessing_bytes = json.dumps(preprocessing, sort_keys=True).encode("utf-8")
 
   regression = config.data.regression
   key = "test_" + tasks.headline(config.data.task)[0]  # test_accuracy or test_mse
@@ -116,6 +126,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     start = time.time()
     data = tflite_tools.convert(model, mode, representative=representative,
                                 int8_io=config.int8_io)
+    # Every file takes the same raw inputs: each carries the record (kdprune-predict reads it
+    # when preprocessing.json is not beside the file).
+    data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
     path = os.path.join(stage_dir, name + ".tflite")
     with rundir.atomic_path(path) as tmp:
       with open(tmp, "wb") as f:
@@ -214,7 +227,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   report_json = os.path.join(stage_dir, "report.json")
   report_md = os.path.join(stage_dir, "report.md")
   plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))
-  preprocessing_json = os.path.join(stage_dir, "preprocessing.json")
+  preprocessing_json = os.path.join(stage_dir, PREPROCESSING_FILE)
   rundir.write_json(preprocessing_json, preprocessing)
   rundir.write_json(report_json, out)
   text = report.markdown(out)
