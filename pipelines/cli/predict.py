@@ -2,7 +2,8 @@
 
   kdprune-predict --model=runs/quickstart/export/default --input=digits.npz --output=out.csv
 
-``--model`` is a ``.tflite`` (or the export folder) with ``preprocessing.json`` beside it;
+``--model`` is a ``.tflite`` (or the export folder) with ``preprocessing.json`` beside it (else
+the record embedded in the file's metadata);
 ``--input`` holds raw inputs: an ``.npz`` (array ``x`` or ``x_test``), a CSV with the training
 feature columns (by name; other columns are ignored), an image file or a folder of images. See
 :mod:`pipelines.export.predict`. Bad input: one line, exit 2, nothing written.

@@ -3,11 +3,12 @@
 An export folder holds the int8 ``.tflite`` and ``preprocessing.json`` (written by the export
 stage from the run's :class:`~pipelines.data.bundle.DatasetBundle`): the raw input's shape and
 dtype, the resizing, the normalisation as explicit numbers, the CSV feature columns and the class
-names. :func:`predict` reads raw inputs (an ``.npz`` of raw arrays, a CSV with the training feature
-columns, an image file or a folder of images), prepares them exactly as training did (the same
-TensorFlow ops, so the inputs are bit-identical to the report's), runs the ``.tflite`` and writes
-one CSV row per input. Every problem is a one-line :class:`ConfigError` raised before anything is
-written.
+names. Every exported ``.tflite`` also carries that record as the metadata entry
+``kdprune_preprocessing``, read when the file travels alone. :func:`predict` reads raw inputs (an
+``.npz`` of raw arrays, a CSV with the training feature columns, an image file or a folder of
+images), prepares them exactly as training did (the same TensorFlow ops, so the inputs are
+bit-identical to the report's), runs the ``.tflite`` and writes one CSV row per input. Every
+problem is a one-line :class:`ConfigError` raised before anything is written.
 """
 
 import csv
