@@ -84,6 +84,34 @@ def finished_run(tmp_path_factory):
   return workdir, config, outcomes
 
 
+SYNTHETIC = "synthetic_regression:n_samples=400,n_features=12,n_informative=6,noise=1"
+
+
+@pytest.fixture(scope="session")
+def regression_run(tmp_path_factory):
+  """One tiny regression run of every stage on synthetic data (tests/test_regression.py,
+  tests/test_predict.py)."""
+  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("regression")
+  d = data.DataConfig(dataset=SYNTHETIC, task="regression")
+  fast = dict(batch_size=32, learning_rate=3e-3, patience=0)
+  config = pipeline.PipelineConfig(
+      teacher=teacher.TeacherConfig(data=d, model=ModelSpec("mlp", width=64, depth=2),
+                                    train=configs.TrainConfig(epochs=8, **fast), progress="none"),
+      student=student.StudentConfig(
+          data=d, model=ModelSpec("mlp", width=48, depth=2),
+          train=configs.TrainConfig(epochs=6, **fast), distill=configs.DistillConfig(alpha=0.5),
+          pruning=configs.PruningConfig(final_sparsity=0.75, begin="0.0", end="0.5"),
+          progress="none"),
+      qat=qat.QatConfig(data=d, train=configs.TrainConfig(epochs=1, batch_size=32,
+                                                           learning_rate=1e-4, patience=0),
+                        progress="none"),
+      export=export.ExportConfig(data=d, latency_runs=3, latency_warmup=1,
+                                 representative_examples=16))
+  outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
+  return workdir, outcomes, config
+
+
 @pytest.fixture
 def tiny_config():
   return tiny_teacher_config()

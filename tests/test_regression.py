@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from models.compat import keras
-from models.registry import ModelSpec
 from pipelines import config as configs
 from pipelines.config.errors import ConfigError
 from pipelines.data import bundle as data
@@ -14,11 +13,10 @@ from pipelines.data import sources, tabular
 from pipelines.export import pareto as pareto_lib
 from pipelines.export import tflite as tflite_tools
 from pipelines.runtime import upstream
-from pipelines.stages import export, qat, student, teacher
+from pipelines.stages import export, qat, student
 from pipelines.train import losses
+from tests.conftest import SYNTHETIC  # the regression_run fixture's data
 from tests.test_cli import _assert_one_line_error, _run
-
-SYNTHETIC = "synthetic_regression:n_samples=400,n_features=12,n_informative=6,noise=1"
 
 
 # ----------------------------------------------------------------------------
@@ -251,29 +249,6 @@ def test_int8_io_regression_output_is_dequantized():
   # Dequantized with the output's scale: same units as the targets, close to the float model.
   assert measured["mse"] == pytest.approx(keras_mse, rel=0.5, abs=0.05 * float(np.var(y)))
   assert measured["mae"] < 0.2 * float(np.std(y))
-
-
-@pytest.fixture(scope="module")
-def regression_run(tmp_path_factory):
-  from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp("regression")
-  d = data.DataConfig(dataset=SYNTHETIC, task="regression")
-  fast = dict(batch_size=32, learning_rate=3e-3, patience=0)
-  config = pipeline.PipelineConfig(
-      teacher=teacher.TeacherConfig(data=d, model=ModelSpec("mlp", width=64, depth=2),
-                                    train=configs.TrainConfig(epochs=8, **fast), progress="none"),
-      student=student.StudentConfig(
-          data=d, model=ModelSpec("mlp", width=48, depth=2),
-          train=configs.TrainConfig(epochs=6, **fast), distill=configs.DistillConfig(alpha=0.5),
-          pruning=configs.PruningConfig(final_sparsity=0.75, begin="0.0", end="0.5"),
-          progress="none"),
-      qat=qat.QatConfig(data=d, train=configs.TrainConfig(epochs=1, batch_size=32,
-                                                           learning_rate=1e-4, patience=0),
-                        progress="none"),
-      export=export.ExportConfig(data=d, latency_runs=3, latency_warmup=1,
-                                 representative_examples=16))
-  outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
-  return workdir, outcomes, config
 
 
 def test_regression_through_all_four_stages(regression_run):

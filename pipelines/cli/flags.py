@@ -240,6 +240,26 @@ def define_train_flags(stage: str, d: configs.TrainConfig):
                        "--seed (repeat a stage with other seeds on the same split)." % stage)
 
 
+_predict_defined = False
+
+
+def define_predict_flags() -> None:
+  """The flags of ``kdprune-predict`` (idempotent; no stage flag is needed to serve a model)."""
+  global _predict_defined
+  if _predict_defined:
+    return
+  _predict_defined = True
+  flags.DEFINE_string("model", None, "kdprune-predict: the .tflite to run, or an export folder "
+                      "(export/<name>/, whose student_qat_int8.tflite is used); "
+                      "preprocessing.json must lie beside it.")
+  flags.DEFINE_string("input", None, "kdprune-predict: raw inputs: an .npz (array x or x_test), "
+                      "a CSV with the training feature columns (by name; other columns are "
+                      "ignored), an image file or a folder of images.")
+  flags.DEFINE_string("output", None, "kdprune-predict: the CSV to write, one row per input: "
+                      "input, prediction and, for classification, label and probability.")
+  flags.DEFINE_integer("predict_batch_size", 256, "kdprune-predict: inputs per interpreter call.")
+
+
 def parse_image_size(value):
   if value in (None, ""):
     return None

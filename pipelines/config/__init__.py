@@ -30,6 +30,8 @@ from pipelines.config.stages import (  # noqa: F401
     EXPORT,
     IMPORT_RECORD,
     LOGITS_DIR,
+    PREPROCESSING_FILE,
+    PREPROCESSING_METADATA,
     PRODUCT,
     QAT,
     QAT_SCHEMES,

@@ -22,9 +22,10 @@ class Source:
   splits: Tuple[str, ...] = ()
   roles: Optional[dict] = None  # TFDS: role (train/validation/test) -> split spec read for it
   files: Optional[dict] = None  # images: split -> (paths, int32 labels)
-  class_names: Optional[Tuple[str, ...]] = None
   records: Optional[dict] = None  # tfrecord: {"files", "counts", "form", "label_dtype"}
   arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
+  feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in the model's order
+  class_names: Optional[Tuple[str, ...]] = None  # TFDS ClassLabel names / image class folders
 
 
 def carve_size(n: int, fraction: float) -> int:

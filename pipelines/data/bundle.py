@@ -50,7 +50,13 @@ class DatasetBundle:
   num_examples: Dict[str, int]
   validation_source: str
   task: str = "classification"  # or "regression": y holds float targets, num_classes outputs
-  class_names: Optional[Tuple[str, ...]] = None  # images: the class folders, in label order
+  # What ``normalize`` does, as explicit numbers (:func:`normalization_spec`): the statistics
+  # fitted on train live here, so an export can record them (``preprocessing.json``).
+  normalization: dict = dataclasses.field(default_factory=lambda: {"kind": "none"})
+  input_dtype: str = "float32"  # dtype of the raw (stored) inputs, before ``normalize``
+  class_names: Optional[Tuple[str, ...]] = None  # None: "0" .. "N-1"
+  feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in order
+  image_size: Optional[Tuple[int, int]] = None  # --image_size: raw images are resized to it
   file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
 
   @property
@@ -138,6 +144,39 @@ class DatasetBundle:
     n = self.num_examples[split]
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
+  def preprocessing(self) -> dict:
+    """How raw inputs become what the model takes, as JSON-able explicit numbers.
+
+    ``input``: the shape and dtype of one raw example (an image ``[H, W, C]``
+    or a feature vector); ``resize`` (images resized to ``--image_size``
+    before anything else, bilinear with antialiasing, rounded and clipped back
+    to the raw integer dtype); ``normalization`` (:func:`normalization_spec`);
+    ``feature_columns`` (CSV sources: the columns, in the model's order);
+    ``class_names`` (classification: one per output).
+    """
+    out = {
+        "task": self.task,
+        "dataset": self.name,
+        "source": self.source,
+        "input": {"shape": [int(d) for d in self.input_shape], "dtype": self.input_dtype,
+                  "layout": "image HWC" if len(self.input_shape) == 3 else "features"},
+        "resize": None if self.image_size is None else {
+            "size": [int(s) for s in self.image_size], "method": "bilinear", "antialias": True,
+            "then": "round and clip to the raw dtype's range" if np.dtype(
+                self.input_dtype).kind in "iu" else "none"},
+        "normalization": self.normalization,
+    }
+    if self.feature_names is not None:
+      out["feature_columns"] = list(self.feature_names)
+    if self.task == "regression":
+      out["outputs"] = {"kind": "values", "targets": int(self.num_classes)}
+    else:
+      names = self.class_names or tuple(str(i) for i in range(self.num_classes))
+      out["outputs"] = {"kind": "logits", "classes": int(self.num_classes),
+                        "probability": "softmax of the outputs"}
+      out["class_names"] = list(names)
+    return out
+
   def describe(self) -> dict:
     """JSON-able summary for metrics and manifests."""
     return {
@@ -199,12 +238,15 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
   for name, (x, y) in raw.items():
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     splits[name] = ds.cache() if config.cache else ds
+  spec = normalization_spec(mode, x_train.dtype, stats)
   return DatasetBundle(
       name=config.dataset, source=source.kind, raw=splits,
-      normalize=_normalizer(mode, x_train.dtype, stats),
+      normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
-      validation_source=validation_source, task=config.task)
+      validation_source=validation_source, task=config.task, normalization=spec,
+      input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
+      feature_names=source.feature_names)
 
 
 def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -241,14 +283,14 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     splits[name] = ds.cache() if config.cache else ds
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
-  bundle = DatasetBundle(
-      name=config.dataset, source="images", raw=splits,
-      normalize=_normalizer(config.normalization, np.dtype(np.uint8), stats),
+  spec = normalization_spec(config.normalization, np.dtype(np.uint8), stats)
+  return DatasetBundle(
+      name=config.dataset, source="images", raw=splits, normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: len(v[0]) for k, v in files.items()},
-      validation_source=validation_source)
-  bundle.class_names = source.class_names
-  return bundle
+      validation_source=validation_source, normalization=spec, input_dtype="uint8",
+      class_names=source.class_names, image_size=None if config.image_size is None else tuple(
+          int(s) for s in config.image_size))
 
 
 def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -306,14 +348,15 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
   stats = None
   if mode == "standardize":
     stats = _moments_dataset(splits["train"])
-  bundle = DatasetBundle(
-      name=config.dataset, source="tfrecord", raw=splits,
-      normalize=_normalizer(mode, source.input_dtype, stats),
+  spec = normalization_spec(mode, source.input_dtype, stats)
+  return DatasetBundle(
+      name=config.dataset, source="tfrecord", raw=splits, normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(v) for k, v in counts.items()},
-      validation_source=validation_source, task=config.task)
-  bundle.file_shards = {"train": len(files["train"])} if "validation" in files else {}
-  return bundle
+      validation_source=validation_source, task=config.task, normalization=spec,
+      input_dtype=np.dtype(source.input_dtype).name,
+      image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
+      file_shards={"train": len(files["train"])} if "validation" in files else {})
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -362,12 +405,16 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
   if config.cache:  # cache the compact decoded form; normalising is cheap
     splits = {k: v.cache() for k, v in splits.items()}
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
+  spec = normalization_spec(config.normalization, source.input_dtype, stats)
   return DatasetBundle(
       name=config.dataset, source="tfds", raw=splits,
-      normalize=_normalizer(config.normalization, source.input_dtype, stats),
+      normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
       num_examples={k: int(v) for k, v in counts.items()},
-      validation_source=validation_source)
+      validation_source=validation_source, normalization=spec,
+      input_dtype=np.dtype(source.input_dtype).name, class_names=source.class_names,
+      image_size=None if config.image_size is None else tuple(
+          int(s) for s in config.image_size))
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
@@ -441,16 +488,47 @@ def _drop_index(i, example):
   return example
 
 
-def _normalizer(mode: str, dtype, stats):
-  """Returns ``(x, y) -> (float32 x, y)`` for ``mode``."""
+def normalization_spec(mode: str, dtype, stats) -> dict:
+  """The normalisation of ``mode`` (with the ``stats`` fitted on train) as explicit numbers.
+
+  Every kind starts from ``float32(x)`` and computes in float32, over the last
+  axis (channels of an image, features of a vector):
+
+  * ``{"kind": "none"}``: ``float32(x)``;
+  * ``{"kind": "scale", "scale": 1/255}``: ``float32(x) * float32(scale)`` (uint8 inputs);
+  * ``{"kind": "standardize", "mean": [...], "std": [...]}``: ``(float32(x) - mean) / std``;
+  * ``{"kind": "maxabs", "max_abs": [...], "scale": [...]}``: ``float32(x) * scale`` with
+    ``scale = float32(1) / max_abs`` (both recorded).
+
+  The numbers are float32 values written exactly (a JSON double holds a float32
+  exactly), so a server that follows the formula computes bit-identical inputs.
+  """
+  def floats(values):
+    return [float(v) for v in np.asarray(values, np.float32).reshape(-1)]
   if mode == "standardize":
-    mean, std = (tf.constant(s, tf.float32) for s in stats)
-    return lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y)
+    mean, std = stats
+    return {"kind": "standardize", "mean": floats(mean), "std": floats(std),
+            "formula": "(float32(x) - mean) / std, per last axis"}
   if mode == "maxabs":
-    scale = tf.constant(1.0 / stats, tf.float32)
-    return lambda x, y: (tf.cast(x, tf.float32) * scale, y)
+    top = np.asarray(stats, np.float32)
+    return {"kind": "maxabs", "max_abs": floats(top), "scale": floats(np.float32(1.0) / top),
+            "formula": "float32(x) * scale, per last axis (scale = 1 / max_abs)"}
   if mode == "auto" and np.dtype(dtype) == np.uint8:
-    return lambda x, y: (tf.cast(x, tf.float32) * (1.0 / 255.0), y)
+    return {"kind": "scale", "scale": 1.0 / 255.0, "formula": "float32(x) * float32(scale)"}
+  return {"kind": "none", "formula": "float32(x)"}
+
+
+def normalizer(spec: dict) -> Callable:
+  """Returns ``(x, y) -> (float32 x, y)`` computing :func:`normalization_spec`'s ``spec``."""
+  kind = spec["kind"]
+  if kind == "standardize":
+    mean, std = (tf.constant(np.asarray(spec[k], np.float32)) for k in ("mean", "std"))
+    return lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y)
+  if kind in ("maxabs", "scale"):
+    scale = tf.constant(np.asarray(spec["scale"], np.float32))
+    return lambda x, y: (tf.cast(x, tf.float32) * scale, y)
+  if kind != "none":
+    raise ValueError("unknown normalization kind %r" % kind)
   return lambda x, y: (tf.cast(x, tf.float32), y)
 
 

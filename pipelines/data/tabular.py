@@ -17,7 +17,24 @@ def resolve_csv(config: DataConfig) -> Source:
     raise ConfigError("--image_size is for TFDS image datasets, not %s" % flag)
   x, y = load_csv(config.csv_path, config.target_column)
   arrays = check_arrays(flag, split_table(x, y, config, flag), config.num_classes, config.task)
-  return array_source("csv", arrays)
+  source = array_source("csv", arrays)
+  source.feature_names = tuple(csv_feature_names(config.csv_path, config.target_column))
+  return source
+
+
+def csv_header(path: str) -> list:
+  """The column names of a CSV's header row (stripped), as :func:`load_csv` reads them."""
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    for row in csv.reader(f):
+      if any(c.strip() for c in row):
+        return [c.strip() for c in row]
+  return []
+
+
+def csv_feature_names(path: str, target_column: str) -> list:
+  """The feature columns of a CSV in the order the model sees them: every column but the target."""
+  return [c for c in csv_header(path) if c != target_column]
 
 
 def load_csv(path: str, target_column: str) -> Tuple[np.ndarray, np.ndarray]:

@@ -117,7 +117,17 @@ def resolve_tfds(config: DataConfig) -> Source:
   return Source(kind="tfds", input_shape=tuple(int(d) for d in shape),
                 num_classes=int(label_feature.num_classes),
                 input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
-                input_key=input_key, label_key=label_key, splits=splits, roles=roles)
+                input_key=input_key, label_key=label_key, splits=splits, roles=roles,
+                class_names=_class_names(label_feature))
+
+
+def _class_names(label_feature):
+  """``ClassLabel.names`` (``"0"``.. ``"N-1"`` when the dataset names no classes), or None."""
+  try:
+    names = tuple(str(n) for n in label_feature.names)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return names if len(names) == int(label_feature.num_classes) else None
 
 
 class _quiet_absl:  # pylint: disable=invalid-name

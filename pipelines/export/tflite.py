@@ -98,6 +98,40 @@ def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] =
     return bytes(converter.convert())
 
 
+def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
+  """``data`` with ``payload`` stored as the flatbuffer's metadata entry ``name`` (replacing one of
+  that name), as TFLite's own metadata writers add it; the graph and weights are unchanged.
+
+  Files whose buffers live outside the flatbuffer (the >2 GB layout) are returned as they are.
+  """
+  import flatbuffers  # pylint: disable=g-import-not-at-top
+  schema = _schema()
+  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+  if any(getattr(b, "offset", 0) for b in model.buffers):
+    return data
+  buffer = schema.BufferT()
+  buffer.data = np.frombuffer(payload, dtype=np.uint8)
+  model.buffers.append(buffer)
+  entry = schema.MetadataT()
+  entry.name = name
+  entry.buffer = len(model.buffers) - 1
+  model.metadata = [m for m in (model.metadata or []) if _text(m.name) != name] + [entry]
+  builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
+  builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+  return bytes(builder.Output())
+
+
+def read_metadata(data: bytes, name: str) -> Optional[bytes]:
+  """The metadata entry ``name`` of a .tflite (see :func:`with_metadata`), or None."""
+  schema = _schema()
+  model = schema.Model.GetRootAsModel(bytearray(data), 0)
+  for i in range(model.MetadataLength()):
+    entry = model.Metadata(i)
+    if _text(entry.Name()) == name:
+      return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+  return None
+
+
 def gzip_size(data: bytes) -> int:
   """Size of ``data`` gzipped at level 9 (what a download or an app bundle would carry)."""
   buf = io.BytesIO()

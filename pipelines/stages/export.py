@@ -13,7 +13,14 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
   ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
   (post-training dynamic-range and full-integer quantization of it);
 * ``report.json``, ``report.md``, ``accuracy_vs_size.png`` and a TensorBoard
-  text summary of the table under ``tb/``.
+  text summary of the table under ``tb/``;
+* ``preprocessing.json`` (also under ``preprocessing`` in ``report.json``): what
+  the models expect, so the folder can be served alone: the raw input's shape
+  and dtype, the resizing and the normalisation as explicit numbers (the
+  statistics fitted on train), the CSV feature columns, the task and the class
+  names (see :meth:`pipelines.data.bundle.DatasetBundle.preprocessing`;
+  ``kdprune-predict`` reads it). Every ``.tflite`` also carries it as the
+  metadata entry ``kdprune_preprocessing``.
 
 Every figure is measured on the exported files (see
 :mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
@@ -25,7 +32,15 @@ import os
 import time
 
 from pipelines.config import EXPORT as NAME
-from pipelines.config import PRODUCT, STUDENT, ExportConfig, stage_of, tasks
+from pipelines.config import (
+  PREPROCESSING_FILE,
+  PREPROCESSING_METADATA,
+  PRODUCT,
+  STUDENT,
+  ExportConfig,
+  stage_of,
+  tasks,
+)
 from pipelines.config.errors import StageError
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir, upstream
@@ -67,6 +82,11 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   bundle = data_lib.load(config.data)
   stage_dir = run_dir.stage_dir(config.stage)
   tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+  preprocessing = dict(bundle.preprocessing(), model={
+      "file": PRODUCT + ".tflite", "saved_model": "saved_model", "int8_io": config.int8_io,
+      "inputs": "the normalised float32 inputs (int8 with --int8_io: quantized with the input "
+                "tensor's own scale and zero point)"})
+  preprocessing_bytes = json.dumps(preprocessing, sort_keys=True).encode("utf-8")
 
   regression = config.data.regression
   key = "test_" + tasks.headline(config.data.task)[0]  # test_accuracy or test_mse
@@ -106,6 +126,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     start = time.time()
     data = tflite_tools.convert(model, mode, representative=representative,
                                 int8_io=config.int8_io)
+    # Every file takes the same raw inputs: each carries the record (kdprune-predict reads it
+    # when preprocessing.json is not beside the file).
+    data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
     path = os.path.join(stage_dir, name + ".tflite")
     with rundir.atomic_path(path) as tmp:
       with open(tmp, "wb") as f:
@@ -185,7 +208,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       "latency": {"batch": 1, "threads": 1, "runs": config.latency_runs,
                   "warmup": config.latency_warmup},
       "machine": report.machine(), "int8_io": config.int8_io,
-      "models": models, "story": story, "saved_model": saved,
+      "models": models, "story": story, "saved_model": saved, "preprocessing": preprocessing,
   }
   if "teacher_float" in by_name:
     ref = by_name["teacher_float"]
@@ -204,6 +227,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   report_json = os.path.join(stage_dir, "report.json")
   report_md = os.path.join(stage_dir, "report.md")
   plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))
+  preprocessing_json = os.path.join(stage_dir, PREPROCESSING_FILE)
+  rundir.write_json(preprocessing_json, preprocessing)
   rundir.write_json(report_json, out)
   text = report.markdown(out)
   rundir.atomic_write(report_md, text)
@@ -223,7 +248,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   progress.say("[%s] report -> %s" % (config.stage, report_md))
   return StageResult(
       artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,
-                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path},
+                 "report_md": report_md, "plot": plot_path, "saved_model": saved_path,
+                 "preprocessing": preprocessing_json},
       metrics=metrics)
 
 

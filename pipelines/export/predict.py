@@ -1,0 +1,258 @@
+"""Serving an export from its files alone: raw inputs -> predictions (``kdprune-predict``).
+
+An export folder holds the int8 ``.tflite`` and ``preprocessing.json`` (written by the export
+stage from the run's :class:`~pipelines.data.bundle.DatasetBundle`): the raw input's shape and
+dtype, the resizing, the normalisation as explicit numbers, the CSV feature columns and the class
+names. Every exported ``.tflite`` also carries that record as the metadata entry
+``kdprune_preprocessing``, read when the file travels alone. :func:`predict` reads raw inputs (an
+``.npz`` of raw arrays, a CSV with the training feature columns, an image file or a folder of
+images), prepares them exactly as training did (the same TensorFlow ops, so the inputs are
+bit-identical to the report's), runs the ``.tflite`` and writes one CSV row per input. Every
+problem is a one-line :class:`ConfigError` raised before anything is written.
+"""
+
+import csv
+import io
+import json
+import os
+from typing import List, Tuple
+
+import numpy as np
+
+from pipelines.config import PREPROCESSING_FILE, PREPROCESSING_METADATA, PRODUCT
+from pipelines.config.errors import ConfigError
+from pipelines.data.base import first_line
+from pipelines.runtime import rundir
+
+PREPROCESSING = PREPROCESSING_FILE
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+NPZ_KEYS = ("x", "x_test")
+
+
+def resolve_model(path: str) -> Tuple[str, dict]:
+  """``--model`` (a ``.tflite`` file or an export folder) -> ``(tflite path, preprocessing)``."""
+  flag = "--model=%s" % path
+  if os.path.isdir(path):
+    folder, model = path, os.path.join(path, PRODUCT + ".tflite")
+    if not os.path.isfile(model):
+      raise ConfigError("%s: the folder holds no %s.tflite (pass the .tflite file itself)" % (
+          flag, PRODUCT))
+  elif os.path.isfile(path):
+    if not path.endswith(".tflite"):
+      raise ConfigError("%s: expected a .tflite file or an export folder" % flag)
+    folder, model = os.path.dirname(os.path.abspath(path)), path
+  else:
+    raise ConfigError("%s: no such file or folder" % flag)
+  spec_path = where = os.path.join(folder, PREPROCESSING)
+  try:
+    if os.path.isfile(spec_path):
+      with open(spec_path) as f:
+        spec = json.load(f)
+    else:  # a .tflite alone: the export embeds the same record as metadata
+      from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
+      with open(model, "rb") as f:
+        payload = tflite_tools.read_metadata(f.read(), PREPROCESSING_METADATA)
+      if payload is None:
+        raise ConfigError("%s: no %s beside the model and no %r metadata in it (exports from "
+                          "kdprune-export have both; rerun kdprune-export --force on older "
+                          "runs)" % (flag, PREPROCESSING, PREPROCESSING_METADATA))
+      spec, where = json.loads(payload.decode("utf-8")), "its %r metadata" % PREPROCESSING_METADATA
+    missing = [k for k in ("task", "input", "normalization") if k not in spec]
+    if missing or "shape" not in spec["input"] or "kind" not in spec["normalization"]:
+      raise ValueError("missing %s" % ", ".join(missing or ["input.shape/normalization.kind"]))
+  except ConfigError:
+    raise
+  except Exception as e:  # OSError, ValueError (JSON), KeyError, TypeError, a broken flatbuffer
+    raise ConfigError("%s: %s is not a kdprune preprocessing record (%s)" % (
+        flag, where, first_line(e))) from None
+  return model, spec
+
+
+def read_inputs(path: str, spec: dict) -> Tuple[List[str], np.ndarray]:
+  """Raw inputs of ``--input`` -> ``(names, array [N, *input shape])``, in the raw dtype's form."""
+  flag = "--input=%s" % path
+  if os.path.isdir(path):
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+      raise ConfigError("%s: the folder holds no image (%s)" % (flag, ", ".join(IMAGE_EXTENSIONS)))
+    return files, np.stack([_image(os.path.join(path, f), spec, flag) for f in files])
+  if not os.path.isfile(path):
+    raise ConfigError("%s: no such file or folder" % flag)
+  lower = path.lower()
+  if lower.endswith(".npz"):
+    x = _npz(path, spec, flag)
+  elif lower.endswith(".csv"):
+    x = _csv(path, spec, flag)
+  elif lower.endswith(IMAGE_EXTENSIONS):
+    return [os.path.basename(path)], _image(path, spec, flag)[None]
+  else:
+    raise ConfigError("%s: expected an .npz, a .csv, an image (%s) or a folder of images" % (
+        flag, ", ".join(IMAGE_EXTENSIONS)))
+  return [str(i) for i in range(len(x))], x
+
+
+def _shape(spec) -> Tuple[int, ...]:
+  return tuple(int(d) for d in spec["input"]["shape"])
+
+
+def _npz(path: str, spec: dict, flag: str) -> np.ndarray:
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      key = next((k for k in NPZ_KEYS if k in npz.files), None)
+      if key is None:
+        raise ConfigError("%s: needs an array named %s (found: %s)" % (
+            flag, " or ".join(NPZ_KEYS), ", ".join(sorted(npz.files)) or "none"))
+      x = npz[key]
+  except ConfigError:
+    raise
+  except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError...
+    raise ConfigError("%s: not a readable .npz file (%s)" % (flag, first_line(e))) from None
+  shape = _shape(spec)
+  if x.ndim == len(shape) and len(shape) == 3 and shape[-1] == 1:
+    x = x[..., None]  # [N, H, W] greyscale, as training reads it
+  if x.dtype.kind not in "biuf":
+    raise ConfigError("%s: %s has dtype %s; expected numbers" % (flag, key, x.dtype))
+  if x.ndim < 2 or tuple(x.shape[1:]) != shape:
+    raise ConfigError("%s: %s has shape %s; the model takes [N, %s]" % (
+        flag, key, tuple(x.shape), ", ".join(str(d) for d in shape)))
+  if len(x) == 0:
+    raise ConfigError("%s: %s is empty" % (flag, key))
+  if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+    raise ConfigError("%s: %s contains NaN or infinite values" % (flag, key))
+  return x
+
+
+def _csv(path: str, spec: dict, flag: str) -> np.ndarray:
+  columns = spec.get("feature_columns")
+  if columns is None:
+    raise ConfigError("%s: the model was not trained on a CSV (no feature columns in %s); "
+                      "pass an .npz" % (flag, PREPROCESSING))
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+      rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise ConfigError("%s: not a readable CSV file (%s)" % (flag, first_line(e))) from None
+  if len(rows) < 2:
+    raise ConfigError("%s: needs a header row and at least one data row" % flag)
+  header = [c.strip() for c in rows[0]]
+  missing = [c for c in columns if c not in header]
+  if missing:
+    raise ConfigError("%s: missing feature column(s) %s (the model takes: %s)" % (
+        flag, ", ".join(missing), ", ".join(columns)))
+  where = [header.index(c) for c in columns]
+  x = np.empty((len(rows) - 1, len(columns)), dtype=np.float64)
+  for i, row in enumerate(rows[1:]):
+    if len(row) != len(header):
+      raise ConfigError("%s: row %d has %d cells but the header has %d columns" % (
+          flag, i + 2, len(row), len(header)))
+    for j, k in enumerate(where):
+      try:
+        x[i, j] = float(row[k])
+      except ValueError:
+        raise ConfigError("%s: row %d, column %r: %r is not a number" % (
+            flag, i + 2, columns[j], row[k].strip())) from None
+  if not np.all(np.isfinite(x)):
+    i, j = np.argwhere(~np.isfinite(x))[0]
+    raise ConfigError("%s: row %d, column %r is NaN or infinite" % (flag, i + 2, columns[j]))
+  return x.astype(np.float32)  # as training read the table
+
+
+def _image(path: str, spec: dict, flag: str) -> np.ndarray:
+  """One image file, decoded, channels adapted and resized to the model's input as training did."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  shape = _shape(spec)
+  if len(shape) != 3:
+    raise ConfigError("%s: the model takes feature vectors of shape %s, not images" % (
+        flag, shape))
+  dtype = spec["input"]["dtype"]
+  if dtype != "uint8":
+    raise ConfigError("%s: the model was trained on %s arrays, not uint8 images; pass an .npz" % (
+        flag, dtype))
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+  except Exception as e:  # tf.errors.InvalidArgumentError and the like
+    raise ConfigError("%s: %s is not a readable image (%s)" % (
+        flag, os.path.basename(path), first_line(e))) from None
+  have, want = int(image.shape[-1]), shape[2]
+  if have in (2, 4):  # drop alpha
+    image, have = image[..., :have - 1], have - 1
+  if have != want:
+    if have == 3 and want == 1:
+      image = tf.image.rgb_to_grayscale(image)
+    elif have == 1 and want == 3:
+      image = tf.image.grayscale_to_rgb(image)
+    else:
+      raise ConfigError("%s: %s has %d channels; the model takes %d" % (
+          flag, os.path.basename(path), have, want))
+  if tuple(image.shape[:2]) != shape[:2]:
+    # As the bundle resizes --image_size datasets: bilinear, antialiased, back to uint8.
+    image = tf.image.resize(image, shape[:2], antialias=True)
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+  return image.numpy()
+
+
+def normalize(x: np.ndarray, spec: dict) -> np.ndarray:
+  """Raw inputs -> the model's float32 inputs, with the ops training used."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  from pipelines.data import bundle  # pylint: disable=g-import-not-at-top
+  fn = bundle.normalizer(spec["normalization"])
+  return fn(tf.constant(x), None)[0].numpy()
+
+
+def predict(model: str, inputs: str, output: str, batch_size: int = 256) -> dict:
+  """Runs ``model`` (see :func:`resolve_model`) on the raw ``inputs``; writes ``output`` (CSV).
+
+  Columns: ``input`` (file name or row index), ``prediction`` (class id, or the value; one
+  ``prediction_<i>`` per target for several targets) and, for classification, ``label`` (the
+  class name) and ``probability`` (softmax of the outputs at the predicted class). Returns a
+  summary (rows, the output path, the model). Nothing is written when anything fails.
+  """
+  from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
+  if batch_size < 1:
+    raise ConfigError("--batch_size=%d must be >= 1" % batch_size)
+  if not output:
+    raise ConfigError("--output: needs a file name (OUT.csv)")
+  out_dir = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(out_dir):
+    raise ConfigError("--output=%s: the folder %s does not exist" % (output, out_dir))
+  model_path, spec = resolve_model(model)
+  names, raw = read_inputs(inputs, spec)
+  x = normalize(raw, spec)
+  with open(model_path, "rb") as f:
+    runner = tflite_tools.Runner(f.read(), num_threads=2)
+  try:
+    outputs = np.concatenate([runner(x[i:i + batch_size]).reshape(len(x[i:i + batch_size]), -1)
+                              for i in range(0, len(x), batch_size)])
+  except (ValueError, RuntimeError) as e:
+    raise ConfigError("--model=%s: cannot run on these inputs (%s)" % (model, first_line(e))) \
+        from None
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  if spec["task"] == "regression":
+    k = outputs.shape[1]
+    writer.writerow(["input"] + (["prediction"] if k == 1 else
+                                 ["prediction_%d" % i for i in range(k)]))
+    for name, row in zip(names, outputs):
+      writer.writerow([name] + ["%.9g" % v for v in row])
+  else:
+    class_names = spec.get("class_names") or [str(i) for i in range(outputs.shape[1])]
+    logits = outputs.astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    pred = np.argmax(outputs, -1)
+    writer.writerow(["input", "prediction", "label", "probability"])
+    for name, p, row in zip(names, pred, probs):
+      label = class_names[p] if p < len(class_names) else str(p)
+      writer.writerow([name, int(p), label, "%.6g" % row[p]])
+  rundir.atomic_write(output, text.getvalue())
+  return {"rows": len(names), "output": output, "model": model_path, "task": spec["task"]}
+
+
+def read_predictions(path: str) -> List[dict]:
+  """The rows of a ``kdprune-predict`` CSV (for tests and notebooks)."""
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+__all__ = ["PREPROCESSING", "resolve_model", "read_inputs", "normalize", "predict",
+           "read_predictions"]
