@@ -122,3 +122,62 @@ def test_mixed_precision_trains_in_float16_and_saves_float32(tmp_path):
     assert "mixed_float16" not in saved and '"float32"' in saved  # saved float32
   report = json.loads((tmp_path / "export" / "default" / "report.json").read_text())
   assert report["models"][-1]["weight_dtypes"] == ["int8"]
+
+
+def _two_workers(tmp_path, mode, timeout=90):
+  """Runs tests/multiworker_execute.py as 2 workers on localhost; ``[(rc, stderr, record)]``.
+
+  A worker still running after ``timeout`` seconds is killed and reported with rc None.
+  """
+  base = _free_port_block(2)
+  hosts = ["localhost:%d" % (base + i) for i in range(2)]
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "tests.multiworker_execute", mode, str(tmp_path / "run"),
+         str(tmp_path / ("worker-%d.json" % i))], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+  results = []
+  import time
+  deadline = time.time() + timeout
+  for i, p in enumerate(procs):
+    try:
+      _, err = p.communicate(timeout=max(1, deadline - time.time()))
+      rc = p.returncode
+    except subprocess.TimeoutExpired:
+      p.kill()
+      _, err = p.communicate()
+      rc = None
+    path = tmp_path / ("worker-%d.json" % i)
+    results.append((rc, err, json.loads(path.read_text()) if path.exists() else None))
+  return results
+
+
+def test_workers_decide_after_the_chief_marked_the_stage_running(tmp_path):
+  """A killed run left the stage "running" with the old flag's fingerprint (and its backup); the
+  rerun with a changed flag must not let a worker see that old fingerprint (and resume the old
+  backup) while the chief starts fresh: workers read the manifest after the chief's mark."""
+  from pipelines.runtime import rundir
+  from tests import multiworker_execute as helper
+  run = rundir.RunDir(str(tmp_path / "run"))
+  old_fp = rundir.fingerprint({"flag": 1})
+  run.mark_running(helper.STAGE, old_fp, {"flag": 1})  # the killed run
+  results = _two_workers(tmp_path, "race")
+  assert [r[0] for r in results] == [0, 0], [r[1][-1500:] for r in results]
+  new_fp = rundir.fingerprint(helper.INPUTS)
+  assert results[0][2]["chief"] and not results[1][2]["chief"]
+  assert results[1][2]["seen"] == {"status": "running", "fingerprint": new_fp}, results[1][2]
+  assert run.entry(helper.STAGE)["status"] == "done"
+
+
+def test_a_chief_failing_in_a_non_collective_stage_stops_the_workers(tmp_path):
+  """The chief fails in a stage only it runs (like the export): the worker, waiting for it at the
+  barrier, exits non-zero with the chief's error instead of waiting forever."""
+  results = _two_workers(tmp_path, "fail", timeout=60)
+  (chief_rc, chief_err, _), (worker_rc, worker_err, _) = results
+  assert chief_rc not in (0, None) and "the chief fails on purpose" in chief_err, chief_err[-1500:]
+  assert worker_rc is not None, "the worker was still waiting for the chief after 60 s"
+  assert worker_rc != 0 and "the chief failed this stage" in worker_err, worker_err[-1500:]
+  assert "the chief fails on purpose" in worker_err

@@ -215,3 +215,130 @@ def test_qat_and_export_need_their_upstream_stage(tmp_path):
   with pytest.raises(ConfigError, match=r"no finished qat/default in .*run kdprune-qat"):
     export.fingerprint_inputs(tiny_export_config(), str(tmp_path))
   assert not list(tmp_path.iterdir())
+
+
+def _qat_model_with_a_float_op():
+  """TFLite bytes of a QAT model whose middle op (a SIN, left unquantized) the converter keeps in
+  float, silently: dense (int8) -> DEQUANTIZE -> SIN -> float dense -> QUANTIZE -> DEQUANTIZE."""
+  import tensorflow_model_optimization as tfmot
+
+  from models.compat import keras, tf
+  qk = tfmot.quantization.keras
+
+  class NoQuantize(qk.QuantizeConfig):
+    def get_weights_and_quantizers(self, layer):
+      return []
+
+    def get_activations_and_quantizers(self, layer):
+      return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+      pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+      pass
+
+    def get_output_quantizers(self, layer):
+      return []
+
+    def get_config(self):
+      return {}
+
+  class Sine(keras.layers.Layer):
+    def call(self, x):
+      return tf.math.sin(x)
+
+  inputs = keras.Input((8,))
+  x = qk.quantize_annotate_layer(keras.layers.Dense(16, name="dense"))(inputs)
+  x = qk.quantize_annotate_layer(Sine(name="sine"), NoQuantize())(x)
+  x = qk.quantize_annotate_layer(keras.layers.Dense(4, name="logits"))(x)
+  with qk.quantize_scope({"NoQuantize": NoQuantize, "Sine": Sine}):
+    qmodel = qk.quantize_apply(keras.Model(inputs, x))
+  return tflite_tools.convert(qmodel, "qat")
+
+
+def test_inspect_ops_finds_the_ops_left_in_float():
+  info = tflite_tools.inspect_ops(_qat_model_with_a_float_op())
+  assert not info["integer_only"]
+  assert [o["op"] for o in info["ops"]][:4] == ["QUANTIZE", "FULLY_CONNECTED", "DEQUANTIZE", "SIN"]
+  assert "#3 SIN (float32 -> float32)" in info["float_ops"]
+  # The QUANTIZE of the input (#0) and the DEQUANTIZE of the output (#6) are the allowed edges;
+  # the same ops inside the model are not.
+  assert [f.split(" (")[0] for f in info["float_ops"]] == [
+      "#2 DEQUANTIZE", "#3 SIN", "#4 FULLY_CONNECTED", "#5 QUANTIZE"], info["float_ops"]
+  assert info["ops"][6]["op"] == "DEQUANTIZE" and len(info["ops"]) == 7
+
+
+def test_export_refuses_a_product_with_a_float_op(finished_run, tmp_path, monkeypatch):
+  import shutil
+
+  from pipelines.stages import export
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished_run[0], workdir)
+  crafted = _qat_model_with_a_float_op()
+  convert = tflite_tools.convert
+  monkeypatch.setattr(tflite_tools, "convert", lambda model, mode, **kw: (
+      crafted if mode == "qat" else convert(model, mode, **kw)))
+  config = tiny_export_config()
+  with pytest.raises(StageError, match=r"student_qat_int8.tflite is not integer-only: .*"
+                                       r"#3 SIN \(float32 -> float32\)"):
+    stage.execute(config.stage, export.run, config, str(workdir),
+                  export.fingerprint_inputs(config, str(workdir)), force=True, log=lambda *_: None)
+
+
+def test_the_product_is_checked_integer_only_and_its_ops_reported(finished_run):
+  workdir, _, _ = finished_run
+  report = json.loads((workdir / "export" / "default" / "report.json").read_text())
+  ops = report["product_ops"]
+  assert ops["integer_only"] and ops["by_op"]["FULLY_CONNECTED"] == 2
+  assert ops["ops"][0]["op"] == "QUANTIZE" and ops["ops"][0]["inputs"] == ["float32"]
+  assert ops["ops"][-1]["op"] == "DEQUANTIZE" and ops["ops"][-1]["outputs"] == ["float32"]
+  assert all(o["integer"] for o in ops["ops"][1:-1])
+  product = [m for m in report["models"] if m["name"] == "student_qat_int8"][0]
+  assert product["integer_only"] and product["op_counts"] == ops["by_op"]
+  student_float = [m for m in report["models"] if m["name"] == "student_float"][0]
+  assert not student_float["integer_only"]
+
+
+def test_export_zero_check_is_per_pruned_layer():
+  """dense_1 lost 277 of its zeros; a dense layer's int8 rounding zeros (400) make up the total, so
+  the pooled check (file zeros >= student zeros) passed; the per-layer check names dense_1."""
+  student = {"dense_1": {"weights": 4096, "zeros": 3277}, "logits": {"weights": 640, "zeros": 512}}
+  file_layers = [
+      {"name": "student/quant_dense_1/MatMul", "zeros": 3000},
+      {"name": "student/quant_logits/MatMul;student/quant_logits/LastValueQuant/FakeQuant",
+       "zeros": 512},
+      {"name": "student/quant_dense_12/MatMul", "zeros": 400},  # kept dense: rounding zeros
+  ]
+  assert sum(e["zeros"] for e in file_layers) >= sum(e["zeros"] for e in student.values())
+  assert tflite_tools.lost_zeros(file_layers, student) == [("dense_1", 3000, 3277)]
+  file_layers[0]["zeros"] = 3277
+  assert tflite_tools.lost_zeros(file_layers, student) == []
+  # A pruned layer no tensor is named after is compared with the unnamed tensors.
+  renamed = [dict(file_layers[0], name="fused_0"), file_layers[1]]
+  assert tflite_tools.lost_zeros(renamed, student) == []
+  renamed[0]["zeros"] = 10
+  assert tflite_tools.lost_zeros(renamed, student) == [("dense_1", 10, 3277)]
+
+
+def test_qat_records_each_pruned_layers_drift_before_remasking(finished_run, tmp_path):
+  import shutil
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished_run[0], workdir)
+  config = tiny_qat_config(scheme="default", epochs=2, learning_rate=0.5, optimizer="sgd")
+  outcome = stage.execute(config.stage, qat.run, config, str(workdir),
+                          qat.fingerprint_inputs(config, str(workdir)), force=True,
+                          log=lambda *_: None)
+  metrics = json.loads((workdir / "qat" / "default" / "metrics.json").read_text())
+  student = json.loads((workdir / "student" / "default" / "metrics.json").read_text())
+  pruned = student["pruning"]["layers"]
+  before, drift = metrics["sparsity_before_remask"], metrics["drift"]
+  assert set(before) == set(drift) == set(pruned)
+  for name, layer in pruned.items():
+    # The zeros QAT moved, per layer: what re-masking then restores.
+    assert before[name] == pytest.approx(layer["sparsity"] - drift[name], abs=2e-6)
+  assert metrics["max_drift"] == max(drift.values()) > 0
+  assert sum(round(d * pruned[n]["weights"]) for n, d in drift.items()) == \
+      metrics["remasked_weights"]
+  assert outcome.entry["metrics"]["max_drift"] == metrics["max_drift"]
+  assert metrics["sparsity"] >= metrics["target_sparsity"] - 0.005  # checked after re-masking

@@ -197,6 +197,95 @@ def inspect_weights(data: bytes) -> dict:
           "weight_dtypes": sorted(dtypes), "layers": layers}
 
 
+_FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16", "complex64", "complex128"}
+
+
+def inspect_ops(data: bytes) -> dict:
+  """Every op of the flatbuffer with the types of its input and output tensors.
+
+  Returns ``{"ops": [{"index", "op", "inputs", "outputs", "integer"}], "by_op":
+  {op: count}, "integer_only", "float_ops"}`` (``index`` is the op's position in
+  its subgraph, prefixed ``<subgraph>:`` beyond the first). An op computes in
+  integers when none of its tensors is floating point; the only float ops an
+  integer-only model may hold are a QUANTIZE whose float inputs are the model's
+  inputs and a DEQUANTIZE whose float outputs are its outputs (with
+  ``--int8_io`` there are none). ``float_ops`` describes every other op that
+  touches a float tensor, e.g. ``"#3 SIN (float32 -> float32)"``.
+  """
+  schema = _schema()
+  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+  op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+  type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+  ops, by_op, float_ops = [], {}, []
+  for g, graph in enumerate(model.subgraphs):
+    graph_inputs = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
+    graph_outputs = {int(i) for i in (graph.outputs if graph.outputs is not None else [])}
+    for i, op in enumerate(graph.operators):
+      code = model.operatorCodes[op.opcodeIndex]
+      name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+      if name == "CUSTOM" or not name:
+        name = "CUSTOM:%s" % _text(code.customCode) if code.customCode else "OP%d" % (
+            code.builtinCode)
+
+      def types(indices):
+        return [(int(t), type_names.get(graph.tensors[t].type, str(graph.tensors[t].type)).lower())
+                for t in (indices if indices is not None else []) if t >= 0]
+      ins, outs = types(op.inputs), types(op.outputs)
+      float_in = [t for t, d in ins if d in _FLOAT_TYPES]
+      float_out = [t for t, d in outs if d in _FLOAT_TYPES]
+      edge = ((name == "QUANTIZE" and not float_out and set(float_in) <= graph_inputs) or
+              (name == "DEQUANTIZE" and not float_in and set(float_out) <= graph_outputs))
+      integer = not (float_in or float_out)
+      index = str(i) if g == 0 else "%d:%d" % (g, i)
+      ops.append({"index": index, "op": name, "inputs": [d for _, d in ins],
+                  "outputs": [d for _, d in outs], "integer": integer})
+      by_op[name] = by_op.get(name, 0) + 1
+      if not integer and not edge:
+        float_ops.append("#%s %s (%s -> %s)" % (index, name, ", ".join(d for _, d in ins),
+                                                ", ".join(d for _, d in outs)))
+  return {"ops": ops, "by_op": by_op, "integer_only": not float_ops, "float_ops": float_ops}
+
+
+def _layer_of(tensor_name: str, layer_names) -> Optional[str]:
+  """The Keras layer a weight tensor belongs to, from its name (``student/quant_dense_1/MatMul;...``).
+
+  TFLite names a tensor after the ops it was fused from; the first name piece that holds a
+  path component equal to a layer's name (or tfmot's ``quant_<name>``) decides.
+  """
+  for piece in tensor_name.split(";"):
+    for part in piece.split("/"):
+      name = part[len("quant_"):] if part.startswith("quant_") else part
+      if name in layer_names:
+        return name
+  return None
+
+
+def lost_zeros(tflite_layers, student_layers: Dict[str, dict]) -> list:
+  """Pruned layers whose weight tensor in the file holds fewer zeros than the student's layer.
+
+  ``tflite_layers`` is :func:`inspect_weights`' ``layers``; ``student_layers`` maps each pruned
+  layer to its ``{"zeros", ...}`` (the student's pruning report). A layer is compared with the
+  tensor(s) named after it, so the rounding zeros of other (dense) layers cannot hide lost zeros.
+  Pruned layers no tensor is named after are compared together with the unnamed tensors.
+  Returns ``[(layer, zeros in the file, student zeros)]``.
+  """
+  found: Dict[str, int] = {}
+  unmapped_zeros = 0
+  for entry in tflite_layers:
+    layer = _layer_of(entry["name"], student_layers)
+    if layer is None:
+      unmapped_zeros += int(entry["zeros"])
+    else:
+      found[layer] = found.get(layer, 0) + int(entry["zeros"])
+  short = [(layer, found[layer], int(e["zeros"])) for layer, e in student_layers.items()
+           if layer in found and found[layer] < int(e["zeros"])]
+  missing = [layer for layer in student_layers if layer not in found]
+  missing_zeros = sum(int(student_layers[layer]["zeros"]) for layer in missing)
+  if missing and unmapped_zeros < missing_zeros:
+    short.append(("+".join(missing), unmapped_zeros, missing_zeros))
+  return short
+
+
 def _text(value) -> str:
   return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 

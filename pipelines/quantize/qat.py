@@ -43,6 +43,36 @@ def zero_masks(student, layer_names):
   return masks
 
 
+def drift_report(qmodel, student, masks) -> dict:
+  """Per pruned layer of ``student``, its kernels in ``qmodel`` now (call it before :func:`remask`).
+
+  ``masks`` is :func:`zero_masks`' ``{weight name: kernel != 0}``. Returns ``{layer:
+  {"weights", "zeros", "sparsity", "drifted", "drift"}}``: the zeros and sparsity of the
+  layer's kernels in the QAT model, and how many (and what fraction) of the student's zeros
+  are no longer zero.
+  """
+  variables = {v.name: v for v in qmodel.weights}
+  report = {}
+  for layer in student.layers:
+    kernels = [w for w in pruning.prunable_weights(layer) if w.name in masks]
+    if not kernels:
+      continue
+    size = zeros = drifted = 0
+    for w in kernels:
+      var = variables.get(w.name)
+      if var is None:
+        raise StageError(QAT, "the quantized model has no weight %s (weights: %s)" % (
+            w.name, ", ".join(sorted(variables))))
+      value = var.numpy()
+      size += value.size
+      zeros += int(np.sum(value == 0))
+      drifted += int(np.sum((value != 0) & ~masks[w.name]))
+    report[layer.name] = {"weights": int(size), "zeros": int(zeros),
+                          "sparsity": round(zeros / max(1, size), 6), "drifted": int(drifted),
+                          "drift": round(drifted / max(1, size), 6)}
+  return report
+
+
 def remask(qmodel, masks) -> dict:
   """Sets kernel weights of ``qmodel`` that drifted away from the mask's zeros back to 0.
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Callable, Dict, Optional
 
-from pipelines.config.errors import ConfigError
+from pipelines.config.errors import ConfigError, StageError
 from pipelines.runtime import distribute, progress, rundir
 
 
@@ -59,6 +59,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     entry = run.entry(name)
     log("[%s] done already with this config (%s); skipping (use --force to rerun)" % (
         name, os.path.join(run.workdir, name)))
+    distribute.barrier()  # the decision barrier: the workers read this decision after it
     return StageOutcome(name, False, entry)
   entry = run.entry(name) or {}
   if entry.get("status") == "done" and entry.get("fingerprint") == fp:
@@ -67,6 +68,9 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
 
   os.makedirs(run.stage_dir(name), exist_ok=True)
   run.mark_running(name, fp, fingerprint_inputs)
+  # The decision barrier: the workers read the manifest (the new fingerprint, so no stale
+  # backup of an older config is resumed) only after the chief has marked the stage running.
+  distribute.barrier()
   log("[%s] running -> %s" % (name, run.stage_dir(name)))
   start = time.time()
   try:
@@ -82,6 +86,11 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     if not isinstance(e, (ConfigError, KeyboardInterrupt)):
       with open(os.path.join(run.stage_dir(name), "error.txt"), "w") as f:
         f.write(traceback.format_exc())
+    if not getattr(run_fn, "collective", True):
+      # The workers wait for this stage at the final barrier (they do not run it): release them;
+      # they read the failure from the manifest and raise. (A collective stage's workers are in
+      # the stage's own collectives, which fail when this process exits.)
+      distribute.barrier()
     raise
   artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
   entry = run.mark_done(name, artifacts, result.metrics, time.time() - start)
@@ -90,14 +99,22 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
 
 
 def _execute_as_worker(name, run_fn, config, workdir, run, fp, force) -> StageOutcome:
-  """A non-chief worker: same decision as the chief, same collective training, no manifest writes.
+  """A non-chief worker: the chief's decision, the same collective training, no manifest writes.
 
-  Stages that are not collective (``run_fn.collective = False``, e.g. the
-  export) are left to the chief.
+  The worker waits at the decision barrier until the chief has decided (skipped, or marked the
+  stage running with the new fingerprint), then reads that decision from the manifest. Stages
+  that are not collective (``run_fn.collective = False``, e.g. the export) are left to the
+  chief; if the chief fails in one, the worker raises the chief's error instead of waiting.
   """
-  if not force and run.is_done(name, fp):
-    return StageOutcome(name, False, run.entry(name))
+  del force  # the chief's decision, read from the manifest, already includes it
+  distribute.barrier()  # the decision barrier: after the chief's skip or mark_running
+  entry = run.entry(name) or {}
+  if entry.get("status") == "done" and entry.get("fingerprint") == fp:
+    return StageOutcome(name, False, entry)
   if getattr(run_fn, "collective", True):
     run_fn(config, workdir)
   distribute.barrier()  # wait for the chief's manifest
-  return StageOutcome(name, True, run.entry(name) or {})
+  entry = run.entry(name) or {}
+  if entry.get("status") == "failed":
+    raise StageError(name, "the chief failed this stage: %s" % entry.get("error"))
+  return StageOutcome(name, True, entry)

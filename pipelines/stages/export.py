@@ -23,8 +23,11 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
   metadata entry ``kdprune_preprocessing``.
 
 Every figure is measured on the exported files (see
-:mod:`pipelines.tflite_tools`); the stage fails if an exported student holds
-fewer zeros than its pruned layers had.
+:mod:`pipelines.export.tflite`). The stage fails if the product is not
+integer-only (an op other than the input QUANTIZE and the output DEQUANTIZE
+touches a float tensor; the op list is in ``report.json``'s ``product_ops``)
+or if a pruned layer's weight tensor in an exported student holds fewer zeros
+than that layer had in the student.
 """
 
 import json
@@ -93,7 +96,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   s_entry, q_entry = up["student"], up["qat"]
   with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
     student_metrics = json.load(f)
-  pruned_zeros = sum(e["zeros"] for e in student_metrics["pruning"]["layers"].values())
+  pruned_layers = student_metrics["pruning"]["layers"]  # {layer: {"weights", "zeros", ...}}
   student = distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
   files = upstream.qat_files(workdir, config.name)
   qmodel = qat.rebuild(distill.load_keras_model(files["student_model"]), files["scheme"],
@@ -134,7 +137,22 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       with open(tmp, "wb") as f:
         f.write(data)
     convert_seconds = time.time() - start
+    ops = tflite_tools.inspect_ops(data)
+    if name == PRODUCT:
+      product_ops = ops
+      if not ops["integer_only"]:
+        raise StageError(config.stage, "%s is not integer-only: the converter left %d op(s) "
+                         "computing in float: %s (only a QUANTIZE of the inputs and a DEQUANTIZE "
+                         "of the outputs may touch float tensors)" % (
+                             path, len(ops["float_ops"]), "; ".join(ops["float_ops"][:10])))
     weights = tflite_tools.inspect_weights(data)
+    if name.startswith("student"):
+      lost = tflite_tools.lost_zeros(weights["layers"], pruned_layers)
+      if lost:
+        raise StageError(config.stage, "%s lost pruned zeros in layer(s) %s: the conversion lost "
+                         "sparsity" % (path, ", ".join(
+                             "%s (%d zero weights in the file, %d in the pruned student)" % x
+                             for x in lost)))
     if regression:
       measured = tflite_tools.evaluate_regression(data, test_batches, config.data.regression_loss)
       scores = {"test_mse": measured["mse"], "test_mae": measured["mae"]}
@@ -152,16 +170,13 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         "sparsity": weights["sparsity"], "params": weights["params"],
         "nonzero_params": weights["nonzero_params"], "weights": weights["weights"],
         "weight_zeros": weights["weight_zeros"], "weight_dtypes": weights["weight_dtypes"],
-        "layers": weights["layers"], "convert_seconds": round(convert_seconds, 2),
+        "layers": weights["layers"], "op_counts": ops["by_op"],
+        "integer_only": ops["integer_only"], "convert_seconds": round(convert_seconds, 2),
     }
     models.append(entry)
     progress.say("[%s] %-20s %s %.5g  %8d B (gzip %7d)  %.3f ms  sparsity %.3f" % (
         config.stage, name, "mse" if regression else "acc", entry[key], entry["tflite_bytes"],
         entry["tflite_gzip_bytes"], entry["latency_ms"], entry["sparsity"]))
-    if name.startswith("student") and weights["weight_zeros"] < pruned_zeros:
-      raise StageError(config.stage, "%s holds %d zero weights but the pruned student had %d: "
-                       "the conversion lost sparsity" % (path, weights["weight_zeros"],
-                                                         pruned_zeros))
   # Order for the tables: teacher, then the student from float to the product.
   order = ["teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8", PRODUCT]
   models.sort(key=lambda m: order.index(m["name"]))
@@ -209,6 +224,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
                   "warmup": config.latency_warmup},
       "machine": report.machine(), "int8_io": config.int8_io,
       "models": models, "story": story, "saved_model": saved, "preprocessing": preprocessing,
+      # Every op of the product with its tensor types: checked integer-only above.
+      "product_ops": {"integer_only": product_ops["integer_only"], "by_op": product_ops["by_op"],
+                      "ops": product_ops["ops"]},
   }
   if "teacher_float" in by_name:
     ref = by_name["teacher_float"]

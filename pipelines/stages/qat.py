@@ -10,8 +10,10 @@ multiplied by the student's zero mask) or plain 8-bit QAT, and fine-tunes it
 under the same distillation loss as the student stage (the teacher keeps
 guiding). Early stopping restores the best epoch.
 
-After training the float kernels are compared with the student's zeros:
-weights that drifted away from zero are set back to zero and counted
+After training the float kernels are compared with the student's zeros, per
+pruned layer, before anything is repaired (``sparsity_before_remask``,
+``drift`` per layer and ``max_drift`` in ``metrics.json``): weights that
+drifted away from zero are then set back to zero and counted
 (tfmot's fix for drifting zeros was never merged: #720/#721), the sparsity
 is measured again per layer, and the stage fails if it is still short of the
 student's target.
@@ -131,6 +133,13 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   train_seconds = time.time() - start
   epochs_run = done + len(history.history.get("loss", []))
 
+  # Measured before re-masking (afterwards every zero is back): how far QAT moved the zeros.
+  before = qat.drift_report(qmodel, student, masks)
+  max_drift = max([e["drift"] for e in before.values()] or [0.0])
+  if max_drift > 0:
+    progress.say("[%s] QAT moved pruned weights away from zero (max drift %.4f of a layer: %s); "
+                 "re-zeroing them" % (config.stage, max_drift, ", ".join(
+                     "%s %.4f" % (n, e["drift"]) for n, e in before.items() if e["drift"])))
   drifted = qat.remask(qmodel, masks)
   view = qat.float_view(student, qmodel)
   targets = {name: float(layer.get("target", target))
@@ -146,6 +155,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       "student_sparsity": float(student_metrics["sparsity"]),
       "params": report["params"], "nonzero_params": report["nonzero_params"],
       "remasked_weights": int(sum(drifted.values())),
+      "max_drift": max_drift,
       "scheme": config.scheme, "teacher_outputs": mode,
       "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
       "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
@@ -156,6 +166,9 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   }
   metrics_path = os.path.join(stage_dir, "metrics.json")
   rundir.write_json(metrics_path, {**metrics, "remasked": drifted, "layers": report["layers"],
+                                   "sparsity_before_remask": {
+                                       n: e["sparsity"] for n, e in before.items()},
+                                   "drift": {n: e["drift"] for n, e in before.items()},
                                    "data": bundle.describe()})
   pruning.check_sparsity(report, target, config.stage, m_by_n, cause=(
       "QAT moved weights the student had pruned (%d re-zeroed) and the sparsity still fell; try "

@@ -1,0 +1,50 @@
+"""One process of the two-worker ``execute`` tests in tests/test_distribute.py.
+
+  TF_CONFIG=... python -m tests.multiworker_execute MODE WORKDIR OUT_JSON
+
+``race``: the chief is slow to mark the stage running; every worker records the manifest entry its
+``run_fn`` sees. ``fail``: a non-collective stage that fails on the chief.
+"""
+
+import json
+import sys
+import time
+
+from pipelines.runtime import distribute, execute, rundir
+
+STAGE = "stage"
+INPUTS = {"flag": 2}  # the "changed flag": the manifest the tests prepare holds {"flag": 1}
+
+
+def main(mode: str, workdir: str, out: str) -> None:
+  distribute.init("multi_worker")
+  chief = distribute.is_chief()
+  seen = {}
+
+  def run_fn(config, wd):
+    del config
+    entry = rundir.RunDir(wd).entry(STAGE) or {}
+    seen.update(status=entry.get("status"), fingerprint=entry.get("fingerprint"))
+    if mode == "fail" and chief:
+      raise RuntimeError("the chief fails on purpose")
+    return execute.StageResult(artifacts={}, metrics={})
+
+  if mode == "fail":
+    run_fn.collective = False
+  if mode == "race" and chief:
+    original = rundir.RunDir.mark_running
+
+    def slow_mark_running(self, *args, **kwargs):
+      time.sleep(3)  # a slow shared filesystem: the workers must not decide before this
+      return original(self, *args, **kwargs)
+    rundir.RunDir.mark_running = slow_mark_running
+  try:
+    execute.execute(STAGE, run_fn, None, workdir, INPUTS, validate=lambda: None,
+                    log=lambda *_: None)
+  finally:
+    with open(out, "w") as f:
+      json.dump({"chief": chief, "seen": seen}, f)
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:4])
