@@ -114,7 +114,11 @@ def apply_pruning(model, config: PruningConfig, steps: dict):
   def clone(layer):
     if plan.get(layer.name) == "prune":
       schedule = make_schedule(config, steps, config.target_for(layer.name))
-      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **params)
+      # The wrapper computes in its layer's dtype: a float32 ``logits`` layer of a mixed-precision
+      # model (models.compat.output_dtype) would otherwise be fed float16 weights by the wrapper's
+      # autocast and fail to mask them with its float32 mask.
+      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule,
+                                                      dtype=layer.dtype_policy, **params)
     return layer
 
   # Unpruned layers are reused and pruned ones wrap the original layer, so the
