@@ -215,3 +215,22 @@ def test_teacher_trained_on_other_data_is_refused_before_work(finished_run, tmp_
                            "the %s in" % stage, "trained on digits inputs (8, 8, 1) with 10 classes",
                            "gives (4, 4, 1) with 3 classes")
   assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("module,program", [("pipelines.cli.teacher", "kdprune-teacher"),
+                                            ("pipelines.cli.pipeline", "kdprune-pipeline")])
+def test_unwritable_workdir_is_one_line_before_any_work(module, program):
+  """A --workdir that cannot be created is a usage error, not a traceback (issue 17, 11a)."""
+  result = _run("--workdir=/proc/kdprune", module=module)
+  _assert_one_line_error(result, program, "--workdir=/proc/kdprune")
+  assert "[teacher] running" not in result.stdout + result.stderr
+
+
+def test_workdir_check_creates_nothing(tmp_path):
+  from pipelines.config.errors import ConfigError
+  from pipelines.runtime import rundir
+  rundir.check_workdir(str(tmp_path / "a" / "b"))  # creatable
+  assert list(tmp_path.iterdir()) == []
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ConfigError, match="not a directory"):
+    rundir.check_workdir(str(tmp_path / "file" / "run"))
