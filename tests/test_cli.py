@@ -234,3 +234,18 @@ def test_workdir_check_creates_nothing(tmp_path):
   (tmp_path / "file").write_text("x")
   with pytest.raises(ConfigError, match="not a directory"):
     rundir.check_workdir(str(tmp_path / "file" / "run"))
+
+
+def test_a_student_with_nothing_to_prune_is_refused_before_the_teacher_trains(tmp_path):
+  """One line, exit 2, no run directory: not a teacher's training, then a failure (issue 17, 11b)."""
+  rng = __import__("numpy").random.default_rng(0)
+  rows = ["a,b,c,d,e,f,g,h,i,j,label"] + [
+      ",".join(["%.3f" % v for v in rng.normal(size=10)] + [str(i % 3)]) for i in range(90)]
+  data = tmp_path / "t.csv"
+  data.write_text("\n".join(rows) + "\n")
+  workdir = tmp_path / "run"
+  result = _run("--workdir=%s" % workdir, "--dataset=csv:%s" % data, "--target_column=label",
+                "--teacher_model=mlp", "--student_model=mlp", "--student_width=6",
+                "--student_depth=1", "--pruning_structure=m_by_n", module="pipelines.cli.pipeline")
+  _assert_one_line_error(result, "kdprune-pipeline", "no layer of the student would be pruned")
+  assert not workdir.exists()
