@@ -7,7 +7,7 @@ classifier. Every layer is one tfmot and TFLite handle well (Conv+BN folds in
 QAT), and the plain chain is what structured pruning can shrink.
 """
 
-from models.compat import keras
+from models.compat import keras, output_dtype
 from models.families import register
 
 # Keras' default (0.99) leaves the moving statistics near their initial values
@@ -36,5 +36,5 @@ def build(input_shape, num_classes, *, width, depth, dropout, name="cnn"):
   x = keras.layers.Flatten(name="flatten")(x)
   if dropout:
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
   return keras.Model(inputs, outputs, name=name)

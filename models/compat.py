@@ -109,7 +109,20 @@ def _import_tensorflow():
 
 tf, keras = _import_tensorflow()
 
-__all__ = ["keras", "tf", "describe_keras_object"]
+__all__ = ["keras", "tf", "describe_keras_object", "output_dtype"]
+
+
+def output_dtype():
+  """The ``dtype`` for a model's output (``logits``) layer: ``"float32"`` under a mixed policy.
+
+  Keras' mixed-precision guide keeps the last layer in float32: float16
+  logits lose precision in the softmax / distillation temperature and can
+  overflow. Under a float32 policy this is ``None`` (the layer follows the
+  global policy), so float32 models, their configs, fingerprints and saved
+  files are exactly what they were.
+  """
+  policy = keras.mixed_precision.global_policy()
+  return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
 def describe_keras_object(obj) -> str:

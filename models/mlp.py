@@ -1,6 +1,6 @@
 """``mlp``: a multilayer perceptron for flat inputs (images are flattened)."""
 
-from models.compat import keras
+from models.compat import keras, output_dtype
 from models.families import register
 
 
@@ -15,5 +15,5 @@ def build(input_shape, num_classes, *, width, depth, dropout, name="mlp"):
     x = keras.layers.ReLU(name="relu_%d" % (i + 1))(x)
     if dropout:
       x = keras.layers.Dropout(dropout, name="dropout_%d" % (i + 1))(x)
-  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
   return keras.Model(inputs, outputs, name=name)

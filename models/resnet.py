@@ -7,7 +7,7 @@ feature map is at least 4 pixels wide. Global average pooling and a Dense
 classifier finish it. ``depth=1`` gives a ResNet-8, ``depth=3`` a ResNet-20.
 """
 
-from models.compat import keras
+from models.compat import keras, output_dtype
 from models.families import register
 
 # Keras' default (0.99) leaves the moving statistics near their initial values
@@ -54,5 +54,5 @@ def build(input_shape, num_classes, *, width, depth, dropout, name="resnet"):
   x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
   if dropout:
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
   return keras.Model(inputs, outputs, name=name)

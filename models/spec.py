@@ -94,3 +94,60 @@ def resolve_user_builder(name: str, flag: str):
   except ValueError:
     pass  # builtins without a signature: let the call decide
   return fn
+
+
+def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[list]:
+  """``[(layer name, class name, kernel weights, input channels)]`` of a built-in family's model,
+  computed from the spec without TensorFlow (``None`` for other families).
+
+  Lets a stage decide, before any training, which layers the student would
+  prune. ``tests/test_models.py`` keeps it in step with the builders.
+  """
+  if spec.name not in BUILTIN_FAMILIES or spec.is_user_builder:
+    return None
+  width, depth, _ = family_defaults(spec.name)
+  width = spec.width if spec.width is not None else width
+  depth = spec.depth if spec.depth is not None else depth
+  shape = tuple(int(d) for d in input_shape)
+  out = []
+
+  def add(name, kind, cin, cout, k=1):
+    out.append((name, kind, k * k * cin * cout, cin))
+
+  if spec.name == "mlp":
+    cin = 1
+    for d in shape:
+      cin *= d
+    for i in range(depth):
+      add("dense_%d" % (i + 1), "Dense", cin, width)
+      cin = width
+  elif len(shape) != 3:
+    return None  # the builder refuses it, naming the flag
+  elif spec.name == "cnn":
+    h, w, cin = shape
+    size = min(h, w)
+    for b in range(depth):
+      filters = width * 2 ** b
+      for c in range(2):
+        add("conv_%d_%d" % (b + 1, c + 1), "Conv2D", cin, filters, 3)
+        cin = filters
+      if size >= 4:
+        h, w, size = h // 2, w // 2, size // 2
+    cin = h * w * cin
+  else:  # resnet
+    add("stem_conv", "Conv2D", shape[2], width, 3)
+    cin, size = width, min(shape[0], shape[1])
+    for s in range(3):
+      filters = width * 2 ** s
+      for b in range(depth):
+        stride = 2 if (s > 0 and b == 0 and size >= 4) else 1
+        if stride == 2:
+          size = -(-size // 2)
+        name = "stage%d_block%d" % (s + 1, b + 1)
+        add(name + "_a_conv", "Conv2D", cin, filters, 3)
+        add(name + "_b_conv", "Conv2D", filters, filters, 3)
+        if stride != 1 or cin != filters:
+          add(name + "_proj", "Conv2D", cin, filters)
+        cin = filters
+  add("logits", "Dense", cin, num_classes)
+  return out

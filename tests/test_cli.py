@@ -215,3 +215,37 @@ def test_teacher_trained_on_other_data_is_refused_before_work(finished_run, tmp_
                            "the %s in" % stage, "trained on digits inputs (8, 8, 1) with 10 classes",
                            "gives (4, 4, 1) with 3 classes")
   assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("module,program", [("pipelines.cli.teacher", "kdprune-teacher"),
+                                            ("pipelines.cli.pipeline", "kdprune-pipeline")])
+def test_unwritable_workdir_is_one_line_before_any_work(module, program):
+  """A --workdir that cannot be created is a usage error, not a traceback (issue 17, 11a)."""
+  result = _run("--workdir=/proc/kdprune", module=module)
+  _assert_one_line_error(result, program, "--workdir=/proc/kdprune")
+  assert "[teacher] running" not in result.stdout + result.stderr
+
+
+def test_workdir_check_creates_nothing(tmp_path):
+  from pipelines.config.errors import ConfigError
+  from pipelines.runtime import rundir
+  rundir.check_workdir(str(tmp_path / "a" / "b"))  # creatable
+  assert list(tmp_path.iterdir()) == []
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ConfigError, match="not a directory"):
+    rundir.check_workdir(str(tmp_path / "file" / "run"))
+
+
+def test_a_student_with_nothing_to_prune_is_refused_before_the_teacher_trains(tmp_path):
+  """One line, exit 2, no run directory: not a teacher's training, then a failure (issue 17, 11b)."""
+  rng = __import__("numpy").random.default_rng(0)
+  rows = ["a,b,c,d,e,f,g,h,i,j,label"] + [
+      ",".join(["%.3f" % v for v in rng.normal(size=10)] + [str(i % 3)]) for i in range(90)]
+  data = tmp_path / "t.csv"
+  data.write_text("\n".join(rows) + "\n")
+  workdir = tmp_path / "run"
+  result = _run("--workdir=%s" % workdir, "--dataset=csv:%s" % data, "--target_column=label",
+                "--teacher_model=mlp", "--student_model=mlp", "--student_width=6",
+                "--student_depth=1", "--pruning_structure=m_by_n", module="pipelines.cli.pipeline")
+  _assert_one_line_error(result, "kdprune-pipeline", "no layer of the student would be pruned")
+  assert not workdir.exists()

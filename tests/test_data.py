@@ -302,3 +302,27 @@ def test_crop_flip_crops_resizes_and_flips_per_image_seeded():
   assert len({first[i].tobytes() for i in range(16)}) > 8  # each image its own view
   assert float(first.min()) >= float(x.numpy().min()) - 1e-6  # a crop of the image, resized
   assert float(first.max()) <= float(x.numpy().max()) + 1e-6
+
+
+def test_calibration_set_is_sampled_across_a_class_sorted_split(tmp_path):
+  """PTQ calibration draws from the whole train split, seeded, not its first rows (issue 17, 10)."""
+  from pipelines.export import tflite  # pylint: disable=g-import-not-at-top
+  classes = 4
+  y = np.repeat(np.arange(classes), 50)  # all 0s, then all 1s, ...
+  path = write_npz(tmp_path / "sorted.npz", n_train=200, classes=classes, y_train=y, with_val=True,
+                   x_train=(y[:, None, None, None] * np.ones((200, 4, 4, 1))).astype(np.float32))
+  bundle = data.load(data.DataConfig(dataset="npz:" + path))  # its own validation: train as stored
+  assert list(bundle.head("train", 32)[1]) == [0] * 32  # storage order: one class
+
+  def calibration(**kwargs):
+    return np.concatenate([batch[0] for batch in tflite.representative(bundle, 32, **kwargs)()])
+
+  xs = calibration()
+  assert len(xs) == 32
+  # The inputs are the class id everywhere, so the set of values names the classes seen.
+  seen = np.unique(xs[:, 0, 0, 0])
+  assert len(seen) == classes, seen
+  np.testing.assert_array_equal(calibration(seed=7), calibration(seed=7))  # same seed, same set
+  assert not np.array_equal(calibration(seed=7), calibration(seed=8))
+  x_all, y_all = bundle.sample("train", 10 ** 6, seed=3)  # more than there are: the whole split
+  assert len(x_all) == 200 and sorted(np.unique(y_all)) == list(range(classes))

@@ -171,3 +171,22 @@ def test_a_nested_student_is_pruned_and_quantized_layer_by_layer(tmp_path):
   assert product["weight_dtypes"] == ["int8"]
   assert len(product["layers"]) == 3 and all(l["dtype"] == "int8" for l in product["layers"])
   assert product["sparsity"] >= 0.49
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
+def test_mixed_precision_keeps_the_logits_layer_in_float32(family):
+  """Keras' mixed-precision guide: the model's output layer computes in float32 (issue 17, 9)."""
+  from pipelines.train import precision  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  spec = ModelSpec(family, width=8, depth=1)
+  with precision.precision(True):
+    model = build_model(spec, (8, 8, 1), 5)
+  assert model.get_layer("logits").compute_dtype == "float32"
+  assert model.output.dtype == tf.float32
+  assert model(tf.zeros((2, 8, 8, 1))).dtype == tf.float32
+  assert any(l.compute_dtype == "float16" for l in model.layers)  # the rest is mixed
+  # A float32 model is built as before: same config, so same fingerprints and saved models.
+  plain = build_model(spec, (8, 8, 1), 5)
+  assert plain.get_layer("logits").get_config()["dtype"] == "float32"
+  assert plain.output.dtype == tf.float32
+  assert precision.to_float32(model).get_config() == plain.get_config()

@@ -92,7 +92,7 @@ def test_plan_keeps_small_and_named_layers_dense():
   model = _mlp()
   plan = pruning.plan_layers(model, PruningConfig())
   assert plan == {"hidden": "prune", "bn": "no prunable weights",
-                  "logits": "kept dense: only 128 weights (< 512)"}
+                  "logits": "kept dense: only 128 weights (< 512, and < 25% of the model's 640)"}
   with pytest.raises(ConfigError, match="no layer of the student would be pruned"):
     pruning.plan_layers(model, PruningConfig(keep_dense=("Dense",)))  # by class name
   plan = pruning.plan_layers(model, PruningConfig(keep_dense=("logits",)))  # by layer name
@@ -288,3 +288,51 @@ def test_layers_whose_pruned_weight_is_not_called_kernel():
   assert report["layers"]["separable"]["sparsity"] == pytest.approx(0.5, abs=0.01)
   m_by_n = pruning.plan_layers(model, PruningConfig(structure="m_by_n", keep_dense=()))
   assert m_by_n["separable"] == "prune"  # 16 input channels: blocks of 4 fit
+
+
+@pytest.mark.parametrize("family,shape", [("mlp", (10,)), ("mlp", (8, 8, 1)), ("cnn", (28, 28, 1)),
+                                          ("cnn", (8, 8, 3)), ("resnet", (32, 32, 3)),
+                                          ("resnet", (8, 8, 1))])
+def test_kernel_layers_from_the_spec_match_the_built_model(family, shape):
+  """The student stage plans pruning from the spec, without TensorFlow: it must see what tfmot sees."""
+  from models import ModelSpec, build_model
+  from models.spec import kernel_layers
+  spec = ModelSpec(family, width=8, depth=2)
+  model = build_model(spec, shape, 5)
+  built = [(l.name, type(l).__name__, pruning._kernel_size(l), pruning._input_channels(l))
+           for l in model.layers if pruning._kernel_size(l)]
+  assert sorted(kernel_layers(spec, shape, 5)) == sorted(built)
+
+
+def _csv(path, features=10, classes=3, rows=400):
+  rng = np.random.default_rng(0)
+  lines = [",".join(["f%d" % i for i in range(features)] + ["label"])]
+  lines += [",".join(["%.4f" % v for v in rng.normal(size=features)] + [str(i % classes)])
+            for i in range(rows)]
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_a_small_tabular_mlp_student_prunes_its_big_layers(tmp_path):
+  """Every layer of a width-16 MLP on ten features is under 512 weights; ``auto`` must still prune
+  its big layers (issue 17, defect 11b), and the student stage's validate says so up front."""
+  import dataclasses
+
+  from models import ModelSpec, build_model
+  from pipelines.stages import student
+  from tests.conftest import tiny_student_config
+  base = tiny_student_config()
+  config = dataclasses.replace(
+      base, model=ModelSpec("mlp", width=16),
+      data=dataclasses.replace(base.data, dataset="csv:" + _csv(tmp_path / "t.csv"),
+                               target_column="label"))
+  student.validate(config)
+  plan = pruning.plan_layers(build_model(config.model, (10,), 3), config.pruning)
+  assert plan["dense_1"] == plan["dense_2"] == "prune"  # 160 and 256 of the 464 weights
+  assert plan["logits"].startswith("kept dense: only 48 weights")
+  # A student with nothing left to prune is refused by validate, before any teacher trains.
+  m_by_n = dataclasses.replace(config, model=ModelSpec("mlp", width=6, depth=1),
+                               pruning=dataclasses.replace(config.pruning, structure="m_by_n",
+                                                                   final_sparsity=None))
+  with pytest.raises(ConfigError, match="no layer of the student would be pruned"):
+    student.validate(m_by_n)

@@ -136,7 +136,9 @@ def _define_student_flags():
                       "a fraction of the planned training (--pruning_method=dynamic).")
   flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
                     "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
-                    "%d kernel weights." % configs.PruningConfig.MIN_PRUNABLE_WEIGHTS)
+                    "%d kernel weights that hold under %d%% of the student's prunable weights." % (
+                        configs.PruningConfig.MIN_PRUNABLE_WEIGHTS,
+                        round(100 * configs.PruningConfig.MIN_PRUNABLE_SHARE)))
 
 
 def _define_data_flags():

@@ -72,8 +72,11 @@ class PruningConfig:
       :mod:`pipelines.channels`).
     m_by_n: (m, n) for ``m_by_n``.
     keep_dense: layer names or class names left dense; ``auto`` keeps layers with
-      fewer than ``MIN_PRUNABLE_WEIGHTS`` kernel weights (pruning them saves
-      nothing and costs accuracy).
+      fewer than ``MIN_PRUNABLE_WEIGHTS`` kernel weights that also hold less than
+      ``MIN_PRUNABLE_SHARE`` of the student's prunable weights (pruning them saves
+      nothing and costs accuracy; in a small tabular MLP every layer is under 512
+      weights, and its big layers are still pruned: see
+      :func:`pipelines.prune.plan.auto_keeps`).
     layer_sparsity: ``((layer name, final sparsity), ...)``: layers that end at
       their own final sparsity instead of ``final_sparsity`` (same schedule
       shape and steps). Unstructured pruning only.
@@ -110,6 +113,7 @@ class PruningConfig:
   channel_fraction: float = 0.5
 
   MIN_PRUNABLE_WEIGHTS = 512
+  MIN_PRUNABLE_SHARE = 0.25
   LATER_FIELDS = ("layer_sparsity", "method", "mask_update_every", "drop_fraction",
                   "mask_update_end", "channel_fraction")  # see resolved()
 

@@ -139,6 +139,31 @@ class DatasetBundle:
         have += len(xs[-1])
     return np.concatenate(xs), np.concatenate(ys)
 
+  def sample(self, split: str, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` normalised examples of ``split`` drawn uniformly without replacement, seeded.
+
+    The indices are drawn from the split's known size (same ``seed``, same
+    examples), then one streaming pass keeps only those rows: memory holds the
+    sample, not the split, and a class-sorted file still gives every class
+    (:meth:`head` would give the first ``count``, one class). Returned in
+    storage order. Reads the split to its end, like :meth:`head`.
+    """
+    n = self.num_examples[split]
+    count = max(0, min(count, n))
+    wanted = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+    xs, ys, start = [], [], 0
+    for x, y in self.batches(split, 256):
+      size = int(x.shape[0])
+      lo, hi = np.searchsorted(wanted, [start, start + size])
+      if hi > lo:
+        rows = wanted[lo:hi] - start
+        xs.append(x.numpy()[rows])
+        ys.append(y.numpy()[rows])
+      start += size
+    if not xs:
+      raise ValueError("no %s examples to sample" % split)
+    return np.concatenate(xs), np.concatenate(ys)
+
   def steps_per_epoch(self, batch_size: int, split: str = "train",
                       drop_remainder: bool = False) -> int:
     n = self.num_examples[split]

@@ -425,9 +425,14 @@ def latency(data: bytes, example: np.ndarray, runs: int = 200, warmup: int = 20,
           "runs": int(runs), "threads": int(num_threads)}
 
 
-def representative(bundle, count: int):
-  """Batch-1 calibration inputs: the first ``count`` (normalized) training examples."""
-  xs, _ = bundle.head("train", count)
+def representative(bundle, count: int, seed: int = 0):
+  """Batch-1 calibration inputs: ``count`` (normalized) training examples sampled across the split.
+
+  Seeded (the stage passes the data seed): the same run calibrates on the same
+  examples. Not the first ``count`` in storage order, which for a class-sorted
+  file would be a single class and give the int8 model skewed activation ranges.
+  """
+  xs, _ = bundle.sample("train", count, seed)
 
   def gen():
     for i in range(len(xs)):

@@ -12,8 +12,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from models.compat import keras, tf
-from pipelines.config.errors import ConfigError, StageError
+from pipelines.config.errors import StageError
 from pipelines.config.pruning import PruningConfig
+from pipelines.prune import plan as plan_lib
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402
@@ -53,41 +54,12 @@ def _kernel_size(layer) -> int:
 
 
 def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
-  """Decides for each layer with weights whether it is pruned: name -> "prune" or why not."""
-  keep = set(config.keep_dense) - {"auto", ""}
-  plan = {}
-  for layer in model.layers:
-    if not layer.weights:
-      continue
-    size = _kernel_size(layer)
-    if size == 0:
-      plan[layer.name] = "no prunable weights"
-    elif layer.name in keep or type(layer).__name__ in keep:
-      plan[layer.name] = "kept dense by --pruning_keep_dense"
-    elif "auto" in config.keep_dense and size < config.MIN_PRUNABLE_WEIGHTS:
-      plan[layer.name] = "kept dense: only %d weights (< %d)" % (size, config.MIN_PRUNABLE_WEIGHTS)
-    elif config.structure == "m_by_n" and not _m_by_n_applicable(layer, config.m_by_n):
-      plan[layer.name] = "kept dense: input channels (%d) not a multiple of %d for %d:%d" % (
-          _input_channels(layer), config.m_by_n[1], *config.m_by_n)
-    else:
-      plan[layer.name] = "prune"
-  own = [name for name, _ in config.layer_sparsity]
-  missing = [name for name in own if name not in plan]
-  if missing:
-    raise ConfigError("--pruning_layer_sparsity names %s, which the student does not have "
-                      "(layers with weights: %s)" % (", ".join(missing), ", ".join(plan)))
-  dense = [name for name in own if plan[name] != "prune"]
-  if dense:
-    raise ConfigError("--pruning_layer_sparsity names %s, which is not pruned (%s)" % (
-        ", ".join(dense), "; ".join(plan[n] for n in dense)))
-  unknown = keep - {l.name for l in model.layers} - {type(l).__name__ for l in model.layers}
-  if unknown:
-    raise ConfigError("--pruning_keep_dense names %s, which the student does not have (layers: %s)"
-                      % (", ".join(sorted(unknown)), ", ".join(l.name for l in model.layers)))
-  if "prune" not in plan.values():
-    raise ConfigError("no layer of the student would be pruned (%s)" % "; ".join(
-        "%s: %s" % kv for kv in plan.items()))
-  return plan
+  """Decides for each layer with weights whether it is pruned: name -> "prune" or why not
+  (the rule is :func:`pipelines.prune.plan.plan`, on the layers' kernel sizes)."""
+  layers = [(l.name, type(l).__name__, _kernel_size(l), _input_channels(l))
+            for l in model.layers if l.weights]
+  return plan_lib.plan(layers, config,
+                       model_layers=[(l.name, type(l).__name__) for l in model.layers])
 
 
 def _input_channels(layer) -> int:
@@ -114,7 +86,11 @@ def apply_pruning(model, config: PruningConfig, steps: dict):
   def clone(layer):
     if plan.get(layer.name) == "prune":
       schedule = make_schedule(config, steps, config.target_for(layer.name))
-      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **params)
+      # The wrapper computes in its layer's dtype: a float32 ``logits`` layer of a mixed-precision
+      # model (models.compat.output_dtype) would otherwise be fed float16 weights by the wrapper's
+      # autocast and fail to mask them with its float32 mask.
+      return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule,
+                                                      dtype=layer.dtype_policy, **params)
     return layer
 
   # Unpruned layers are reused and pruned ones wrap the original layer, so the

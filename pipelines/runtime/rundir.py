@@ -24,6 +24,8 @@ import tempfile
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
+from pipelines.config.errors import ConfigError
+
 MANIFEST = "manifest.json"
 _VERSION = 1
 
@@ -133,6 +135,32 @@ def artifact_problem(path: str) -> Optional[str]:
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     return " ".join(str(e).split())[:160] or type(e).__name__
   return None
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises ``ConfigError`` (one line) unless ``workdir`` is a directory kdprune can create and write.
+
+  Creates nothing: an existing ``workdir`` gets a temporary file written and
+  removed; a missing one is checked through its nearest existing ancestor,
+  where a temporary directory is made and removed (``os.access`` is no test:
+  root passes it for ``/proc``, where nothing can be created).
+  """
+  flag = "--workdir=%s" % workdir
+  path = os.path.abspath(workdir)
+  probe_dir = path
+  while not os.path.exists(probe_dir):
+    probe_dir = os.path.dirname(probe_dir)
+  if not os.path.isdir(probe_dir):
+    raise ConfigError("%s: %s is not a directory" % (flag, probe_dir))
+  try:
+    if probe_dir == path:
+      with tempfile.TemporaryFile(dir=path, prefix=".kdprune-probe-"):
+        pass
+    else:
+      os.rmdir(tempfile.mkdtemp(dir=probe_dir, prefix=".kdprune-probe-"))
+  except OSError as e:
+    where = "written" if probe_dir == path else "created under %s" % probe_dir
+    raise ConfigError("%s cannot be %s (%s)" % (flag, where, e.strerror or e)) from None
 
 
 class RunDir:

@@ -123,7 +123,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
 
   test_batches = bundle.batches("test", config.eval_batch_size)
   example = bundle.head("test", 1)[0][0]
-  representative = tflite_tools.representative(bundle, config.representative_examples)
+  representative = tflite_tools.representative(bundle, config.representative_examples,
+                                                config.data.seed)
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()

@@ -18,7 +18,9 @@ import time
 from pipelines.config import STUDENT as NAME
 from pipelines.config import TEACHER, StudentConfig, check_name, tasks  # noqa: F401
 from pipelines.data import sources
+from models.spec import kernel_layers
 from pipelines.prune import channels  # no TensorFlow at import
+from pipelines.prune import plan as prune_plan  # no TensorFlow at import
 from pipelines.runtime import progress, rundir, upstream
 from pipelines.runtime.execute import StageResult
 
@@ -30,6 +32,11 @@ def validate(config: StudentConfig) -> None:
   can finish within the planned epochs on this data."""
   config.validate()
   sources.check_augment(config.data, config.train.augment, "--student_augment")
+  if config.pruning.structure != "channels":  # channels: the layers shrink before tfmot sees them
+    source = sources.resolve(config.data)
+    layers = kernel_layers(config.model, source.input_shape, source.num_classes)
+    if layers is not None:  # a built-in family: refuse "nothing would be pruned" before any work
+      prune_plan.plan(layers, config.pruning)
   sizes = sources.split_sizes(config.data)
   if sizes is not None:
     per_epoch = -(-sizes["train"] // config.train.batch_size)

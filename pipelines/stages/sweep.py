@@ -9,7 +9,8 @@ The teacher trains once (or is reused); every combination of sparsity,
 structure, student width and pruning method becomes a named student
 (``s0.900_unstructured_w16``; ``_dynamic`` appended for dynamic pruning)
 that runs through the pipeline's student, QAT and export stages with the
-other flags as given. Finished stages are skipped, like the pipeline. For
+other flags as given. Finished stages are skipped, like the pipeline;
+``--force`` reruns the teacher once and then every student's stages. For
 ``m_by_n`` the sparsity is m/n, so that structure adds one student per width.
 
 Writes ``<workdir>/sweep/``: ``sweep.json`` (one entry per student, measured
@@ -31,6 +32,9 @@ from pipelines.config import SWEEP as NAME
 from pipelines.export import pareto as pareto_lib
 from pipelines.runtime import distribute, rundir
 from pipelines.stages import pipeline
+
+# The stage kinds of one swept student (the teacher is shared).
+STUDENT_KINDS = ("student", "qat", "export")
 
 __all__ = ["NAME", "SweepConfig", "students", "pipeline_for", "validate", "run"]
 
@@ -95,8 +99,11 @@ def run(config: PipelineConfig, sweep: SweepConfig, workdir: str, force: bool = 
   metric, label, higher = tasks.headline(config.student.data.task)
   key = "test_" + metric
   entries, teacher = [], None
-  for name, spec, c in configs_:
-    pipeline.run(c, workdir, force=force, log=log)
+  for i, (name, spec, c) in enumerate(configs_):
+    # --force retrains the shared teacher once, with the first student; the later students are
+    # forced alone, so that every point of the front learnt from the same teacher run.
+    pipeline.run(c, workdir, force=force if i == 0 else (STUDENT_KINDS if force else False),
+                 log=log)
     with open(os.path.join(rundir.RunDir(workdir).stage_dir(stage_of(EXPORT, name)),
                            "report.json")) as f:
       report = json.load(f)
