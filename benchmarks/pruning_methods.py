@@ -45,7 +45,8 @@ def main(argv):
         "dynamic": {**{k: dyn[k] for k in ("student", "test_accuracy", "float_student_accuracy",
                                            "sparsity", "tflite_gzip_bytes")},
                     "mask_revisions": revisions.get("mask_revisions"),
-                    "regrown_total": revisions.get("regrown_total")},
+                    "regrown_total": revisions.get("regrown_total"),
+                    "regrown_surviving": revisions.get("regrown_surviving")},
         "int8_delta_points": round(100 * (dyn["test_accuracy"] - mag["test_accuracy"]), 3),
     })
   teacher = out.get("teacher") or {}

@@ -84,7 +84,7 @@ def test_sparsity_equals_the_schedule_after_every_revision():
                                  mask_update_end="60")
   steps = config.resolve_steps(10, 8)
   pruned, _ = pruning.apply_pruning(_tiny_pruned(), config, steps)
-  revision = dynamic.MaskRevision(pruned, steps["begin_step"], steps["mask_update_end"],
+  revision = dynamic.MaskRevision(pruned, steps["mask_update_begin"], steps["mask_update_end"],
                                   steps["mask_update_every"], config.drop_fraction)
   trainer = distill.DistillationTrainer(pruned, distill=False, mask_revision=revision)
   trainer.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=1)
@@ -105,7 +105,10 @@ def test_sparsity_equals_the_schedule_after_every_revision():
 
   updates = [t for t in range(1, 81) if bool(schedule(tf.constant(t, tf.int64))[0])]
   revised_at = [s for (s, r, _), (_, r0, _) in zip(seen[1:], seen) if r > r0]
-  assert revised_at == [t for t in range(6, 60, 4)]  # begin 2: steps 6, 10, ..., 58
+  # tfmot's schedule ends at step 38 (begin 2 + 6 x 6); revisions own the mask after it:
+  # steps 42, 46, ..., 58 (before issue 17's fix they ran from begin: 6, 10, ..., 58).
+  assert steps["mask_update_begin"] == steps["end_step"] == 38
+  assert revised_at == [t for t in range(42, 60, 4)]
   changed_by_revision = 0
   for (step, _, masks), (_, _, before) in zip(seen[1:], seen):
     last_update = max(t for t in updates if t <= step)
@@ -146,7 +149,8 @@ _MIRRORED = textwrap.dedent("""
       x = keras.layers.Dense(64, activation="relu", name="dense_1")(inputs)
       pruned, _ = pruning.apply_pruning(
           keras.Model(inputs, keras.layers.Dense(4, name="logits")(x)), config, steps)
-      revision = dynamic.MaskRevision(pruned, steps["begin_step"], steps["mask_update_end"], 4, 0.3)
+      revision = dynamic.MaskRevision(pruned, steps["mask_update_begin"], steps["mask_update_end"],
+                                      4, 0.3)
       trainer = distill.DistillationTrainer(pruned, distill=False, mask_revision=revision)
       trainer.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=1)
     rng = np.random.default_rng(1)
@@ -159,7 +163,9 @@ _MIRRORED = textwrap.dedent("""
       assert set(np.unique(replicas[0])) <= {0.0, 1.0}
       assert abs(1 - replicas[0].mean() - 0.8) < 0.005, replicas[0].mean()
     report = revision.report()
-    assert report["mask_revisions"] == 14 and report["regrown_total"] > 0, report
+    # Revisions at 42, 46, ..., 58: after tfmot's schedule ends at step 38.
+    assert report["mask_revisions"] == 5 and report["regrown_total"] > 0, report
+    assert 0 < report["regrown_surviving"] <= report["regrown_total"], report
     print("OK", report)
 """)
 
@@ -193,6 +199,24 @@ def test_revisions_that_could_never_run_are_refused():
     config.resolve_steps(100, 10)
   with pytest.raises(ConfigError, match="after the 1000 planned steps"):
     configs.PruningConfig(method="dynamic", mask_update_end="1500").resolve_steps(100, 10)
+  # Revisions begin where tfmot's schedule ends (step 750): the first is at 850, before the end.
+  with pytest.raises(ConfigError, match=r"leaves no mask revision after the pruning schedule "
+                                        r"reaches its final sparsity \(--pruning_end, step 750\)"):
+    configs.PruningConfig(method="dynamic", mask_update_end="850").resolve_steps(100, 10)
+  steps = configs.PruningConfig(method="dynamic", mask_update_end="851").resolve_steps(100, 10)
+  assert steps["mask_update_begin"] == steps["end_step"] == 750
+  assert configs.PruningConfig(method="dynamic").resolve_steps(100, 10)["mask_update_end"] == 900
+
+
+def test_revisions_refuse_a_schedule_that_still_updates_the_mask():
+  config = configs.PruningConfig(final_sparsity=0.8, begin="2", end="40", frequency=6,
+                                 keep_dense=(), method="dynamic", mask_update_every=4,
+                                 mask_update_end="60")
+  steps = config.resolve_steps(10, 8)
+  pruned, _ = pruning.apply_pruning(_tiny_pruned(), config, steps)
+  with pytest.raises(ValueError, match="updates its mask until step 38, after the mask revisions "
+                                       "begin \\(step 2\\)"):
+    dynamic.MaskRevision(pruned, steps["begin_step"], steps["mask_update_end"], 4, 0.3)
 
 
 def test_magnitude_runs_keep_their_fingerprint():
@@ -210,6 +234,8 @@ def test_dynamic_student_through_qat_and_export(finished_run):
   metrics = outcome.entry["metrics"]
   assert metrics["pruning_method"] == "dynamic"
   assert metrics["mask_revisions"] > 0 and metrics["regrown_total"] > 0
+  assert 0 < metrics["regrown_surviving"] <= metrics["regrown_total"]
+  assert sum(metrics["regrown_surviving_per_layer"].values()) == metrics["regrown_surviving"]
   assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
   from tensorboard.backend.event_processing import event_accumulator
   acc = event_accumulator.EventAccumulator(
@@ -229,3 +255,75 @@ def test_dynamic_student_through_qat_and_export(finished_run):
   pruned = json.loads((workdir / "student" / name / "metrics.json").read_text())
   zeros = sum(e["zeros"] for e in pruned["pruning"]["layers"].values())
   assert product["weight_zeros"] >= zeros and product["test_accuracy"] > 0.5
+
+
+def _train_recording(config, epochs=8, steps_per_epoch=10):
+  """Trains the tiny pruned model with revisions (as the student stage does) and records every
+  step: ``(steps, schedule, revision, seen)``, ``seen[i] = (step, revisions, {layer: mask})``,
+  ``seen[0]`` before the first step."""
+  steps = config.resolve_steps(steps_per_epoch, epochs)
+  pruned, _ = pruning.apply_pruning(_tiny_pruned(), config, steps)
+  revision = dynamic.MaskRevision(pruned, steps["mask_update_begin"], steps["mask_update_end"],
+                                  steps["mask_update_every"], config.drop_fraction)
+  trainer = distill.DistillationTrainer(pruned, distill=False, mask_revision=revision)
+  trainer.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=1)
+  layers = pruning.pruned_layers(pruned)
+  seen = []
+
+  class Record(keras.callbacks.Callback):
+    def record(self):
+      masks = {l.layer.name: l.pruning_vars[0][1].numpy().copy() for l in layers}
+      seen.append((max(0, pruning.pruning_step(pruned)), int(revision.revisions.numpy()), masks))
+
+    def on_train_begin(self, logs=None):
+      self.record()
+
+    def on_train_batch_end(self, batch, logs=None):
+      self.record()
+
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(64 * steps_per_epoch, 16)).astype(np.float32)
+  trainer.fit(x, x[:, :4].argmax(axis=1).astype(np.int64), batch_size=64, epochs=epochs,
+              verbose=0, callbacks=[tfmot_update_step(), Record()])
+  return steps, pruning.make_schedule(config, steps), revision, seen
+
+
+def test_regrown_weights_survive_the_following_magnitude_update():
+  """One owner of the mask at any step: a weight regrown by a revision is not pruned again by
+  tfmot's next magnitude update (regrown weights start at zero, so it would be), and
+  ``regrown_surviving`` counts the regrown weights still active at the end."""
+  config = configs.PruningConfig(final_sparsity=0.8, begin="2", end="40", frequency=6,
+                                 keep_dense=(), method="dynamic", mask_update_every=4,
+                                 mask_update_end="60")
+  steps, schedule, revision, seen = _train_recording(config)
+  updates = [t for t in range(1, 81) if bool(schedule(tf.constant(t, tf.int64))[0])]
+  by_step = {step: masks for step, _, masks in seen}
+  pruned_again, revised_at = [], []
+  grown = {name: np.zeros(m.shape, bool) for name, m in seen[0][2].items()}
+  for (step, count, masks), (_, count0, before) in zip(seen[1:], seen):
+    revised = count > count0
+    if revised:
+      revised_at.append(step)
+    for name, mask in masks.items():
+      new = (mask > 0) & (before[name] == 0)
+      if revised and step not in updates:  # the regrowth of this revision alone
+        later = [t for t in updates if t > step]
+        if later and new.any():
+          lost = int(np.sum(by_step[later[0]][name][new] == 0))
+          if lost:
+            pruned_again.append("%s: %d of %d regrown at step %d pruned by the magnitude update "
+                                "at step %d" % (name, lost, int(new.sum()), step, later[0]))
+      grown[name] = ((grown[name] | new) if revised else grown[name]) & (mask > 0)
+  assert revised_at, "no revision ran"
+  assert not pruned_again, "; ".join(pruned_again)
+  # One owner: tfmot's last mask update comes before the first revision.
+  assert max(updates) < min(revised_at), (updates, revised_at)
+  surviving = {name: int(g.sum()) for name, g in grown.items()}
+  report = revision.report()
+  assert report["regrown_surviving_per_layer"] == surviving
+  assert 0 < report["regrown_surviving"] == sum(surviving.values()) <= report["regrown_total"]
+  # The end is the target sparsity, the schedule's last value.
+  final = float(schedule(tf.constant(max(updates), tf.int64))[1])
+  assert final == pytest.approx(0.8)
+  for name, mask in seen[-1][2].items():
+    assert int(mask.sum()) == int(round(mask.size * 0.2)), name

@@ -23,7 +23,8 @@ CASES = [
     ("sgd_step", "sgd", 0, False), ("sgd_epoch", "sgd", 1, False),
     ("momentum_step", "momentum", 0, False), ("momentum_epoch", "momentum", 1, False),
     ("adam_step", "adam", 0, False), ("adam_epoch", "adam", 1, False),
-    ("dynamic_sgd", "sgd", 2, True),  # mask revisions at steps 2, 4, 6 (summed gradients)
+    # tfmot's schedule to step 4, then mask revisions at steps 6, 8, 10 (summed gradients).
+    ("dynamic_sgd", "sgd", 3, True),
 ]
 
 _CHILD = textwrap.dedent("""
@@ -62,11 +63,12 @@ _CHILD = textwrap.dedent("""
         if dyn:
           config = configs.PruningConfig(final_sparsity=0.5, begin="0", end="4", frequency=2,
                                          keep_dense=(), method="dynamic", mask_update_every=2,
-                                         mask_update_end="7", drop_fraction=0.3)
+                                         mask_update_end="11", drop_fraction=0.3)
           steps = config.resolve_steps(4, epochs)
           student, _ = pruning.apply_pruning(student, config, steps)
-          revision = dynamic.MaskRevision(student, steps["begin_step"], steps["mask_update_end"],
-                                          steps["mask_update_every"], config.drop_fraction)
+          revision = dynamic.MaskRevision(student, steps["mask_update_begin"],
+                                          steps["mask_update_end"], steps["mask_update_every"],
+                                          config.drop_fraction)
           callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
         optimizer = {"sgd": lambda: keras.optimizers.SGD(0.5),
                      "momentum": lambda: keras.optimizers.SGD(0.2, momentum=0.9),

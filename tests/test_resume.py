@@ -72,5 +72,5 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
     steps = json.loads(open(os.path.join(workdir, "student", "default", "metrics.json")).read())[
         "pruning"]["steps"]
     every = steps["mask_update_every"]
-    assert m["mask_revisions"] == len(range(steps["begin_step"] + every, steps["mask_update_end"],
-                                            every)) > 0
+    assert m["mask_revisions"] == len(range(steps["mask_update_begin"] + every,
+                                            steps["mask_update_end"], every)) > 0

@@ -124,8 +124,9 @@ def _define_student_flags():
                     "as layer:sparsity (e.g. logits:0.97); the others end at --final_sparsity. "
                     "Unstructured pruning only.")
   flags.DEFINE_enum("pruning_method", p.method, configs.PRUNING_METHODS, "magnitude: tfmot's "
-                    "pruning, a pruned weight stays pruned; dynamic: the same schedule, and the "
-                    "mask is revised every --mask_update_every steps (drop the smallest active "
+                    "pruning, a pruned weight stays pruned; dynamic: the same schedule up to "
+                    "--pruning_end, then, at the final sparsity, the mask is revised every "
+                    "--mask_update_every steps until --mask_update_end (drop the smallest active "
                     "weights, regrow as many where the gradient is largest; RigL).")
   flags.DEFINE_integer("mask_update_every", p.mask_update_every, "Steps between two mask "
                        "revisions (--pruning_method=dynamic).")
@@ -133,7 +134,8 @@ def _define_student_flags():
                      "the first mask revision; decays to 0 along a cosine "
                      "(--pruning_method=dynamic).")
   flags.DEFINE_string("mask_update_end", p.mask_update_end, "When mask revisions stop: a step or "
-                      "a fraction of the planned training (--pruning_method=dynamic).")
+                      "a fraction of the planned training, after --pruning_end (revisions start "
+                      "there; --pruning_method=dynamic).")
   flags.DEFINE_list("pruning_keep_dense", list(p.keep_dense), "Layers left dense, by name or "
                     "class name (e.g. logits,Conv2D); 'auto' also keeps layers with fewer than "
                     "%d kernel weights that hold under %d%% of the student's prunable weights." % (

@@ -81,15 +81,20 @@ class PruningConfig:
       their own final sparsity instead of ``final_sparsity`` (same schedule
       shape and steps). Unstructured pruning only.
     method: ``magnitude`` (tfmot: a pruned weight stays pruned) or ``dynamic``
-      (the same schedule, and every ``mask_update_every`` steps the smallest
-      active weights are dropped and as many pruned ones regrown where the loss
+      (the same schedule up to ``end``; then, at the final sparsity, every
+      ``mask_update_every`` steps until ``mask_update_end`` the smallest active
+      weights are dropped and as many pruned ones regrown where the loss
       gradient is largest, as in RigL, Evci et al. 2020; see
-      :mod:`pipelines.dynamic`). Unstructured pruning only.
+      :mod:`pipelines.prune.dynamic`). One owner of the mask at any step:
+      tfmot while the sparsity ramps up, the revisions after (a regrown weight
+      starts at zero, so a later magnitude update would prune it again).
+      Unstructured pruning only.
     mask_update_every: steps between two mask revisions (``dynamic``).
     drop_fraction: share of the active weights revised at the first revision;
       it decays to 0 along a cosine (RigL's alpha = 0.3).
-    mask_update_end: when revisions stop (RigL's T_end = 0.75 of training), a
-      step or a fraction of the planned training.
+    mask_update_end: when revisions stop, a step or a fraction of the planned
+      training; it must leave at least one revision after ``end`` (the default
+      0.9 gives the revisions 0.75 -> 0.9 with the default ``end``).
     channel_fraction: share of the units of each shrinkable layer removed by the
       end of the schedule (``channels``). With ``channels`` and a ``final_sparsity``
       above 0 the shrunk student is then pruned by tfmot (shrink, then sparsify).
@@ -109,7 +114,7 @@ class PruningConfig:
   method: str = "magnitude"
   mask_update_every: int = 100
   drop_fraction: float = 0.3
-  mask_update_end: str = "0.75"
+  mask_update_end: str = "0.9"
   channel_fraction: float = 0.5
 
   MIN_PRUNABLE_WEIGHTS = 512
@@ -197,10 +202,16 @@ class PruningConfig:
     that grid, and a schedule that does not finish within the planned
     ``epochs * steps_per_epoch`` steps is refused (tfmot #973, #975).
 
+    With ``method="dynamic"`` the mask revisions begin where tfmot's updates stop
+    (``mask_update_begin`` = ``end_step``: tfmot updates masks only at steps in
+    ``[begin, end]``), the first at ``end_step + mask_update_every``, and a
+    ``mask_update_end`` that leaves none after it is refused.
+
     Returns:
-      ``{"begin_step", "end_step", "frequency", "final_step", "planned_steps"}``;
-      ``final_step`` is the first step at which every pruned layer holds the
-      final sparsity.
+      ``{"begin_step", "end_step", "frequency", "final_step", "planned_steps"}``
+      (and ``"mask_update_begin", "mask_update_end", "mask_update_every"`` for
+      ``dynamic``); ``final_step`` is the first step at which every pruned layer
+      holds the final sparsity.
     """
     planned = steps_per_epoch * epochs
 
@@ -242,11 +253,13 @@ class PruningConfig:
         raise ConfigError("--mask_update_end=%s is step %d, after the %d planned steps (%d epochs x "
                           "%d steps)" % (self.mask_update_end, stop, planned, epochs,
                                          steps_per_epoch))
-      first = max(begin, 1)
-      if stop - first < self.mask_update_every:
+      if stop <= end + self.mask_update_every:
         raise ConfigError(
-            "--mask_update_end=%s (step %d) leaves no mask revision after --pruning_begin (step "
-            "%d) at --mask_update_every=%d; raise --mask_update_end or lower --mask_update_every"
-            % (self.mask_update_end, stop, begin, self.mask_update_every))
-      steps.update({"mask_update_every": self.mask_update_every, "mask_update_end": stop})
+            "--mask_update_end=%s (step %d) leaves no mask revision after the pruning schedule "
+            "reaches its final sparsity (--pruning_end, step %d) at --mask_update_every=%d "
+            "(revisions own the mask only once tfmot's updates stop); raise --mask_update_end or "
+            "lower --pruning_end/--mask_update_every" % (self.mask_update_end, stop, end,
+                                                        self.mask_update_every))
+      steps.update({"mask_update_begin": end, "mask_update_every": self.mask_update_every,
+                    "mask_update_end": stop})
     return steps

@@ -123,6 +123,8 @@ class StudentConfig:
     out["pruning"]["target"] = self.pruning.target
     if self.pruning.structure != "channels":  # unused: must not force reruns
       out["pruning"].pop("channel_fraction", None)
+    if self.pruning.method == "dynamic":  # revisions after the schedule, not during it (issue 17)
+      out["pruning"]["mask_revisions"] = "after_schedule"
     if self.distill.enabled:
       out["distill"]["teacher_outputs"] = self.distill.resolved_teacher_outputs(
         self.train.augment != "none")

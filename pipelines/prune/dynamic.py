@@ -1,14 +1,29 @@
 """Dynamic pruning: masks that are revised while the student learns (RigL, Evci et al. 2020).
 
 tfmot's magnitude pruning only ever removes weights. With
-``--pruning_method=dynamic`` the student keeps tfmot's wrappers and schedule
-(the masks still reach the scheduled sparsity at the scheduled steps), and in
-the training step, every ``mask_update_every`` steps from the start of the
-schedule until ``mask_update_end``, each pruned kernel's mask is revised:
+``--pruning_method=dynamic`` the student keeps tfmot's wrappers and schedule,
+and the mask has one owner at any step:
+
+* from ``--pruning_begin`` to ``--pruning_end`` tfmot owns it: its polynomial
+  (or constant) schedule raises the sparsity by magnitude, exactly as with
+  ``magnitude``. tfmot's schedules update masks only at steps in ``[begin,
+  end]`` (``PruningSchedule._should_prune_in_step``), so after ``end`` it never
+  touches them again (it still multiplies the weights by the mask every step);
+* after ``--pruning_end`` (the final sparsity is reached) until
+  ``mask_update_end`` the revisions own it: every ``mask_update_every`` steps
+  from the schedule's end, each pruned kernel's mask is revised.
+
+Revisions never overlap tfmot's updates because a regrown weight starts at
+zero: the next magnitude update, which keeps the largest ``|w|``, would prune
+it again (with both running over the same window most regrown weights were
+pruned at the next update; ``tests/test_dynamic.py``). :class:`MaskRevision`
+refuses a model whose schedules update masks after its first revision.
+
+A revision:
 
 * ``k = round(f(t) * active)`` active weights with the smallest magnitude are
   dropped, where ``f(t) = drop_fraction / 2 * (1 + cos(pi * (t - begin) /
-  (end - begin)))`` decays to 0 (RigL's cosine);
+  (end - begin)))`` decays to 0 over the revisions' window (RigL's cosine);
 * ``k`` pruned weights are regrown where the magnitude of the loss gradient
   (the dense gradient: tfmot's masked kernels still receive gradients at the
   pruned positions) is largest, among all weights not active after the drop
@@ -18,19 +33,23 @@ schedule until ``mask_update_end``, each pruned kernel's mask is revised:
   the function the student computes except through the dropped weights.
 
 The number of active weights is unchanged by a revision, so the sparsity after
-every revision equals the schedule's value at that step, and the stripped
-model has the sparsity asked for. Under a distribution strategy the gradients
-are summed across replicas before the revision (and the optimizer is told they
-are), and the new mask is computed once and written to every replica, as
-tfmot's own mask updates are.
+every revision is the schedule's final sparsity, and the stripped model has
+the sparsity asked for. Under a distribution strategy the gradients are summed
+across replicas before the revision (and the optimizer is told they are), and
+the new mask is computed once and written to every replica, as tfmot's own mask
+updates are.
 
 Counters (revisions, weights regrown at the last revision and in total, per
-layer) are variables read by :class:`RevisionSummaries` for TensorBoard and by
-the student stage for ``metrics.json``.
+layer) and, per kernel, which weights were regrown and are still active (so
+``regrown_surviving`` counts the regrown weights alive at the end, not
+revisions) are variables read by :class:`RevisionSummaries` for TensorBoard and
+by the student stage for ``metrics.json``.
 """
 
 import math
 from typing import Dict, List, Optional
+
+import numpy as np
 
 from models.compat import keras, tf
 
@@ -79,9 +98,14 @@ class MaskRevision(tf.Module):
   Args:
     model: the model with tfmot pruning wrappers.
     begin_step, end_step: revisions happen at steps ``begin_step + i * every`` with
-      ``begin_step < step < end_step``.
+      ``begin_step < step < end_step``. ``begin_step`` must not come before the last mask
+      update of any wrapper's schedule (its ``end_step``; ``mask_update_begin`` of
+      ``PruningConfig.resolve_steps``): one owner of the mask at any step.
     every: steps between revisions.
     drop_fraction: ``f`` at ``begin_step``.
+
+  Raises:
+    ValueError: no pruning wrappers, or a schedule that updates masks after ``begin_step``.
   """
 
   def __init__(self, model, begin_step: int, end_step: int, every: int, drop_fraction: float):
@@ -92,6 +116,14 @@ class MaskRevision(tf.Module):
     if not layers:
       raise ValueError("dynamic pruning needs a model with pruning wrappers")
     self.step = layers[0].pruning_step
+    for layer in layers:
+      last = int(getattr(layer.pruning_schedule, "end_step", -1))
+      if last < 0 or last > self.begin_step:
+        raise ValueError(
+            "tfmot's schedule of %s updates its mask until step %s, after the mask revisions "
+            "begin (step %d): a regrown weight would be pruned again by the next magnitude "
+            "update; begin the revisions at the schedule's end_step" % (
+                layer.layer.name, "the end of training" if last < 0 else last, self.begin_step))
     # (layer name, kernel, mask) for every pruned kernel.
     self.entries = [(layer.layer.name, weight, mask)
                     for layer in layers for weight, mask, _ in layer.pruning_vars]
@@ -105,6 +137,11 @@ class MaskRevision(tf.Module):
     self.last_fraction = counter("last_fraction", tf.float32)
     self.last_regrown = [counter("last_regrown_%d" % i) for i in range(len(self.entries))]
     self.total_regrown = [counter("total_regrown_%d" % i) for i in range(len(self.entries))]
+    # 1 where a weight was regrown by a revision and has stayed active since.
+    self.grown = [tf.Variable(tf.zeros(mask.shape, mask.dtype), trainable=False,
+                              name="grown_%d" % i,
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                  for i, (_, _, mask) in enumerate(self.entries)]
 
   @property
   def kernels(self) -> List:
@@ -134,28 +171,46 @@ class MaskRevision(tf.Module):
       ops = [assign(self.revisions, self.revisions.value() + 1), assign(self.last_step, step),
              assign(self.last_fraction, fraction)]
       for i, ((_, kernel, mask), grad) in enumerate(zip(self.entries, grads)):
-        new_mask, regrown = revise_mask(local(kernel.value()), local(mask.value()), local(grad),
-                                        fraction)
+        old_mask = local(mask.value())
+        new_mask, regrown = revise_mask(local(kernel.value()), old_mask, local(grad), fraction)
+        new_active = tf.cast(new_mask > 0, mask.dtype)
+        newly = new_active * tf.cast(old_mask <= 0, mask.dtype)
+        grown = tf.maximum(local(self.grown[i].value()), newly) * new_active
         ops += [assign(mask, new_mask), assign(self.last_regrown[i], regrown),
-                assign(self.total_regrown[i], self.total_regrown[i].value() + regrown)]
+                assign(self.total_regrown[i], self.total_regrown[i].value() + regrown),
+                assign(self.grown[i], grown)]
       with tf.control_dependencies(ops):
         return tf.constant(True)
 
     step = tf.cast(local(self.step.value()), tf.int64)
     return tf.cond(self.due(step), update, lambda: tf.constant(False))
 
+  def surviving(self) -> Dict[str, int]:
+    """Per layer: weights regrown by a revision that are active now (each counted once, however
+    often it was regrown)."""
+    per_layer: Dict[str, int] = {}
+    for (name, _, mask), grown in zip(self.entries, self.grown):
+      alive = np.sum((grown.numpy() > 0) & (mask.numpy() > 0))
+      per_layer[name] = per_layer.get(name, 0) + int(alive)
+    return per_layer
+
   def report(self) -> Dict:
-    """Counters for metrics.json: revisions, weights regrown per layer and in total."""
+    """Counters for metrics.json: revisions, weights regrown per layer and in total
+    (``regrown_*``: at each revision, summed), and the regrown weights still active
+    (``regrown_surviving*``)."""
     per_layer: Dict[str, int] = {}
     for (name, _, _), total in zip(self.entries, self.total_regrown):
       per_layer[name] = per_layer.get(name, 0) + int(total.numpy())
+    surviving = self.surviving()
     return {"mask_revisions": int(self.revisions.numpy()),
-            "regrown_total": int(sum(per_layer.values())), "regrown_per_layer": per_layer}
+            "regrown_total": int(sum(per_layer.values())), "regrown_per_layer": per_layer,
+            "regrown_surviving": int(sum(surviving.values())),
+            "regrown_surviving_per_layer": surviving}
 
 
 class RevisionSummaries(keras.callbacks.Callback):
   """Writes each revision to TensorBoard (weights regrown per layer, drop fraction) at its
-  step, and adds ``mask_revisions``/``regrown_total`` to the epoch logs.
+  step, and adds ``mask_revisions``/``regrown_total``/``regrown_surviving`` to the epoch logs.
 
   Place it before the callbacks that read the epoch logs. With ``steps_per_execution``
   larger than ``every``, revisions inside one execution show as the last of them plus
@@ -198,6 +253,7 @@ class RevisionSummaries(keras.callbacks.Callback):
       report = self.revision.report()
       logs["mask_revisions"] = report["mask_revisions"]
       logs["regrown_total"] = report["regrown_total"]
+      logs["regrown_surviving"] = report["regrown_surviving"]
 
   def on_train_end(self, logs=None):
     if self.writer is not None:

@@ -101,7 +101,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
     revision = None
     if config.pruning.method == "dynamic":
-      revision = dynamic.MaskRevision(pruned, steps["begin_step"], steps["mask_update_end"],
+      # The revisions own the mask after tfmot's schedule has reached its final sparsity.
+      revision = dynamic.MaskRevision(pruned, steps["mask_update_begin"], steps["mask_update_end"],
                                       steps["mask_update_every"], config.pruning.drop_fraction)
     trainer = distill.DistillationTrainer(
         pruned, teacher=teacher if mode == "online" else None,
@@ -150,9 +151,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
             steps["begin_step"], steps["end_step"], steps["frequency"], steps["planned_steps"],
             mode))
   if revision is not None:
-    progress.say("[%s] dynamic pruning: masks revised every %d steps until step %d (drop fraction %.2f "
-          "decaying to 0)" % (config.stage, steps["mask_update_every"], steps["mask_update_end"],
-                              config.pruning.drop_fraction))
+    progress.say("[%s] dynamic pruning: at the final sparsity, masks revised every %d steps from "
+          "step %d until step %d (drop fraction %.2f decaying to 0)" % (
+              config.stage, steps["mask_update_every"], steps["mask_update_begin"],
+              steps["mask_update_end"], config.pruning.drop_fraction))
   for layer, why in plan.items():
     if why != "prune" and why != "no prunable weights":
       progress.say("[%s] %s: %s" % (config.stage, layer, why))
