@@ -172,7 +172,7 @@ def test_npz_regression_targets(tmp_path):
     (dict(dataset="digits", task="regression"), "--task=regression needs tabular data"),
     (dict(dataset="csv:/x.csv"), "needs --target_column"),
     (dict(dataset="digits", target_column="y"), "--target_column is for --dataset=csv:"),
-    (dict(dataset="digits", test_fraction=0.3), "--test_fraction is for csv:, images: (one folder of classes) and synthetic"),
+    (dict(dataset="digits", test_fraction=0.3), "--test_fraction is for csv:, images: (one folder"),
     (dict(dataset="digits", normalization="maxabs"), "--normalization=maxabs is for arrays"),
     (dict(dataset="synthetic_regression:n_samples=ten", task="regression"), "n_samples=ten is not"),
     (dict(dataset="synthetic_regression:depth=3", task="regression"), "'depth=3' must be one of"),
