@@ -52,6 +52,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     getattr(run_fn, "validate", type(config).validate)(config)
   else:
     validate()
+  rundir.backup_interval_seconds()  # a bad KDPRUNE_BACKUP_SECONDS is refused before any work
   rundir.check_workdir(workdir)  # after the flags: a bad invocation leaves no trace
   run = rundir.RunDir(workdir)
   fp = rundir.fingerprint(fingerprint_inputs)
