@@ -190,7 +190,9 @@ def _define_data_flags():
                        "(default: largest label + 1).")
   flags.DEFINE_integer("train_examples", d.train_examples, "Use only the first N training "
                        "examples (0: all). For smoke runs.", lower_bound=0)
-  flags.DEFINE_bool("cache", d.cache, "Cache decoded examples in memory.")
+  flags.DEFINE_flag(_cache_flag())
+  flags.DEFINE_integer("cache_budget_mb", d.cache_budget_mb, "Memory budget of --cache=auto in "
+                       "MiB (0: min(2 GiB, RAM / 4)).", lower_bound=0)
   flags.DEFINE_integer("batch_size", 64, "Global batch size of every training stage.")
   flags.DEFINE_bool("mixed_precision", False, "Train the teacher and the student with Keras' "
                     "mixed_float16 policy (for GPUs with float16 units; slow on CPUs). Pruning "
@@ -287,6 +289,37 @@ def parse_splits(items):
   return tuple(out)
 
 
+class _CacheParser(flags.ArgumentParser):
+  """``--cache=auto|memory|disk|none``; the old boolean spellings still parse: ``--cache``
+  (``true``) is ``auto`` and ``--nocache`` (``false``) is ``none``."""
+
+  syntactic_help = "one of auto|memory|disk|none"
+
+  def parse(self, argument):
+    text = str(argument).strip().lower()
+    if text in ("true", "1", "t", "yes"):
+      return "auto"
+    if text in ("false", "0", "f", "no"):
+      return "none"
+    if text not in configs.CACHE_MODES:
+      raise ValueError("must be one of auto, memory, disk, none")
+    return text
+
+  def flag_type(self):
+    return "string enum"
+
+
+def _cache_flag():
+  """A flag that takes a value (``--cache=disk``) and also parses bare, as the boolean it was
+  (``--cache``, ``--nocache``: absl only allows both for a flag marked boolean)."""
+  flag = flags.Flag(_CacheParser(), flags.ArgumentSerializer(), "cache", "auto",
+                    "Where decoded examples are kept between epochs: auto (memory when the "
+                    "decoded splits fit --cache_budget_mb, else a file cache under the run "
+                    "directory), memory, disk or none. --cache is auto, --nocache is none.")
+  flag.boolean = True  # bare --cache and --nocache parse; --cache=MODE takes the value
+  return flag
+
+
 def data_config_from_flags() -> configs.DataConfig:
   return configs.DataConfig(
       dataset=FLAGS.dataset,
@@ -297,7 +330,9 @@ def data_config_from_flags() -> configs.DataConfig:
       image_size=parse_image_size(FLAGS.image_size),
       num_classes=FLAGS.num_classes,
       train_examples=FLAGS.train_examples,
-      cache=FLAGS.cache,
+      cache=FLAGS.cache != "none",
+      cache_mode="auto" if FLAGS.cache == "none" else FLAGS.cache,
+      cache_budget_mb=FLAGS.cache_budget_mb,
       task=FLAGS.task,
       regression_loss=FLAGS.regression_loss,
       target_column=FLAGS.target_column,

@@ -23,7 +23,7 @@ import numpy as np
 
 from models.compat import tf
 from pipelines.config import DEFAULT_DATASET, NORMALIZATIONS, DataConfig  # noqa: F401
-from pipelines.data import sources, tfrecords
+from pipelines.data import caching, sources, tfrecords
 from pipelines.data.sources import carve_indices  # noqa: F401  (re-exported)
 
 _MAX_SHUFFLE_BUFFER = 65536
@@ -58,6 +58,9 @@ class DatasetBundle:
   feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in order
   image_size: Optional[Tuple[int, int]] = None  # --image_size: raw images are resized to it
   file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
+  # Each split before its cache (:mod:`pipelines.data.caching`): what :meth:`head` reads.
+  uncached: Dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict)
+  cache_note: str = ""  # the cache mode chosen and why
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -126,17 +129,20 @@ class DatasetBundle:
   def head(self, split: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
     """The first ``count`` normalised examples of ``split`` as arrays ``(x, y)``.
 
-    Reads the split to its end: a partial read of an in-memory ``cache()``
-    (``take(k)``, ``next(iter(...))``) can race with the next reader, which then
-    finds the cache completed with only the examples read so far (seen as "Input
-    dataset was expected to contain 359 elements but contained only 1").
+    Reads only those examples (``take(count)``), from the split before its cache: a partial
+    read of a cache that is still being filled could leave it completed with only the examples
+    read so far (seen as "Input dataset was expected to contain 359 elements but contained only
+    1"), and reading the split to its end would cost a pass over the whole split.
     """
-    xs, ys, have = [], [], 0
-    for x, y in self.batches(split, 256):
-      if have < count:
-        xs.append(x.numpy()[:count - have])
-        ys.append(y.numpy()[:count - have])
-        have += len(xs[-1])
+    if split not in self.raw:
+      raise ValueError("unknown split %r" % split)
+    ds = self.uncached.get(split, self.raw[split]).take(max(0, int(count)))
+    xs, ys = [], []
+    for x, y in ds.batch(256).map(self.normalize):
+      xs.append(x.numpy())
+      ys.append(y.numpy())
+    if not xs:
+      raise ValueError("no %s examples" % split)
     return np.concatenate(xs), np.concatenate(ys)
 
   def sample(self, split: str, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -146,13 +152,16 @@ class DatasetBundle:
     examples), then one streaming pass keeps only those rows: memory holds the
     sample, not the split, and a class-sorted file still gives every class
     (:meth:`head` would give the first ``count``, one class). Returned in
-    storage order. Reads the split to its end, like :meth:`head`.
+    storage order. Reads the split a batch at a time up to the last wanted row, from the
+    split before its cache (see :meth:`head`).
     """
     n = self.num_examples[split]
     count = max(0, min(count, n))
     wanted = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
     xs, ys, start = [], [], 0
-    for x, y in self.batches(split, 256):
+    last = int(wanted[-1]) + 1 if count else 0
+    ds = self.uncached.get(split, self.raw[split]).take(last)  # as head(): not the cache
+    for x, y in ds.batch(256).map(self.normalize):
       size = int(x.shape[0])
       lo, hi = np.searchsorted(wanted, [start, start + size])
       if hi > lo:
@@ -259,10 +268,8 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
     stats = _moments_numpy(x_train)
   elif mode == "maxabs":
     stats = _max_abs_numpy(x_train)
-  splits = {}
-  for name, (x, y) in raw.items():
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    splits[name] = ds.cache() if config.cache else ds
+  uncached = {name: tf.data.Dataset.from_tensor_slices((x, y)) for name, (x, y) in raw.items()}
+  splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in raw.items()})
   spec = normalization_spec(mode, x_train.dtype, stats)
   return DatasetBundle(
       name=config.dataset, source=source.kind, raw=splits,
@@ -271,7 +278,7 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples={k: int(len(v[0])) for k, v in raw.items()},
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
-      feature_names=source.feature_names)
+      feature_names=source.feature_names, uncached=uncached, cache_note=note)
 
 
 def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -301,12 +308,12 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       image = tf.ensure_shape(tf.cast(image, tf.uint8), [height, width, channels])
     return image, label
 
-  splits = {}
+  uncached = {}
   for name, (paths, labels) in files.items():
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
                                              tf.constant(labels, tf.int32)))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    splits[name] = ds.cache() if config.cache else ds
+    uncached[name] = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in files.items()})
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
   spec = normalization_spec(config.normalization, np.dtype(np.uint8), stats)
   return DatasetBundle(
@@ -315,7 +322,7 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples={k: len(v[0]) for k, v in files.items()},
       validation_source=validation_source, normalization=spec, input_dtype="uint8",
       class_names=source.class_names, image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size))
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note)
 
 
 def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -366,9 +373,9 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
   if config.train_examples:
     train = train.take(config.train_examples)
     counts["train"] = min(counts["train"], config.train_examples)
-  splits = {"train": train, "validation": validation, "test": read(files["test"])}
-  if config.cache:
-    splits = {k: v.cache() for k, v in splits.items()}
+  uncached = {"train": train, "validation": validation, "test": read(files["test"])}
+  splits, note = caching.cache_splits(config, uncached, counts,
+                                      carved="validation" not in files)
   mode = config.normalization
   stats = None
   if mode == "standardize":
@@ -381,7 +388,8 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(source.input_dtype).name,
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
-      file_shards={"train": len(files["train"])} if "validation" in files else {})
+      file_shards={"train": len(files["train"])} if "validation" in files else {},
+      uncached=uncached, cache_note=note)
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -427,8 +435,8 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       return tf.cast(x, dtype), y
     splits = {k: v.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for k, v in splits.items()}
 
-  if config.cache:  # cache the compact decoded form; normalising is cheap
-    splits = {k: v.cache() for k, v in splits.items()}
+  uncached = splits  # the compact decoded form is cached; normalising is cheap
+  splits, note = caching.cache_splits(config, uncached, counts, carved="validation" not in roles)
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
   spec = normalization_spec(config.normalization, source.input_dtype, stats)
   return DatasetBundle(
@@ -439,7 +447,7 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       validation_source=validation_source, normalization=spec,
       input_dtype=np.dtype(source.input_dtype).name, class_names=source.class_names,
       image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size))
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note)
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
