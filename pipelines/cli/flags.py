@@ -98,8 +98,12 @@ def _define_student_flags():
                      "T^2 * KL(teacher || student) + alpha * cross-entropy; for regression "
                      "alpha * loss(labels) + (1 - alpha) * loss(teacher predictions).")
   flags.DEFINE_enum("teacher_outputs", d.teacher_outputs, configs.TEACHER_OUTPUTS, "cached: the "
-                    "teacher runs once over the training set and its logits travel with the "
-                    "batches; online: it runs in every step (inference mode); auto: cached.")
+                    "teacher runs once over the training set, its logits are written to "
+                    "<workdir>/teacher/logits/ (float16) and streamed with the batches; online: "
+                    "it runs in every step (inference mode); auto: cached.")
+  flags.DEFINE_integer("teacher_topk", d.teacher_topk, "Cached teacher outputs keep the K largest "
+                       "logits and the rest as one bucket (for many classes; 0: all of them).",
+                       lower_bound=0)
   flags.DEFINE_enum("pruning_schedule", p.schedule, configs.PRUNING_SCHEDULES, "polynomial_decay: "
                     "S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent; constant: S_f from "
                     "--pruning_begin on.")
@@ -386,7 +390,8 @@ def parse_m_by_n(value):
 
 def distill_config_from_flags() -> configs.DistillConfig:
   return configs.DistillConfig(enabled=FLAGS.distill, temperature=FLAGS.temperature,
-                               alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs)
+                               alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs,
+                               teacher_topk=FLAGS.teacher_topk)
 
 
 def student_config_from_flags() -> configs.StudentConfig:

@@ -96,16 +96,21 @@ class DatasetBundle:
 
     Reshuffled each epoch when ``shuffle``; ``augment`` (see :func:`augmenter`)
     transforms each normalised batch afresh every epoch. ``extras`` (an array
-    with one row per example, in the split's order, e.g. teacher logits) is
-    zipped with the examples *before* shuffling, so each example keeps its own
-    row; batches are then ``(x, (y, extra))``.
+    with one row per example, in the split's order, e.g. teacher logits, or a
+    ``tf.data.Dataset`` of such rows with its count known, e.g. a teacher-output
+    store streamed from disk) is zipped with the examples *before* shuffling,
+    so each example keeps its own row; batches are then ``(x, (y, extra))``.
     """
     ds = self._raw(split)
     if extras is not None:
-      if len(extras) != self.num_examples[split]:
+      if isinstance(extras, tf.data.Dataset):  # streamed rows (a teacher-output store)
+        rows = int(extras.cardinality())
+      else:
+        rows, extras = len(extras), tf.data.Dataset.from_tensor_slices(extras)
+      if rows != self.num_examples[split]:
         raise ValueError("%d extra rows for %d %s examples" % (
-            len(extras), self.num_examples[split], split))
-      ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(extras)))
+            rows, self.num_examples[split], split))
+      ds = tf.data.Dataset.zip((ds, extras))
     if shuffle:
       buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
