@@ -247,43 +247,69 @@ def _carved(config: DataConfig) -> str:
 
 
 def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  """Array sources (npz, CSV, synthetic). The arrays are never copied whole: each split is a
+  list of row indices, and the pipeline reads the rows a block at a time (:func:`_rows`), so a
+  memory-mapped ``.npz`` (:func:`pipelines.data.arrays.mapped_npz`) stays on disk."""
   arrays = source.arrays
   x_train, y_train = arrays["x_train"], arrays["y_train"]
+  rows = {"test": (arrays["x_test"], arrays["y_test"], None)}
   if "x_val" in arrays:
-    x_val, y_val = arrays["x_val"], arrays["y_val"]
+    rows["validation"] = (arrays["x_val"], arrays["y_val"], None)
+    train_idx = np.arange(len(x_train))
     validation_source = "x_val/y_val"
   else:
-    tr, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
-    x_val, y_val = x_train[va], y_train[va]
-    x_train, y_train = x_train[tr], y_train[tr]
+    train_idx, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
+    rows["validation"] = (x_train, y_train, va)
     validation_source = _carved(config)
   if config.train_examples:
-    x_train, y_train = x_train[:config.train_examples], y_train[:config.train_examples]
+    train_idx = train_idx[:config.train_examples]
+  rows["train"] = (x_train, y_train, train_idx)
+  rows = {k: rows[k] for k in ("train", "validation", "test")}
+  counts = {k: int(len(x) if idx is None else len(idx)) for k, (x, _, idx) in rows.items()}
 
-  raw = {
-      "train": (x_train, y_train),
-      "validation": (x_val, y_val),
-      "test": (arrays["x_test"], arrays["y_test"]),
-  }
   mode = config.normalization
   if mode == "auto" and source.kind == "csv":
     mode = "standardize"  # tabular columns come in arbitrary units
   stats = None
   if mode == "standardize":
-    stats = _moments_numpy(x_train)
+    stats = _moments_numpy(x_train, train_idx)
   elif mode == "maxabs":
-    stats = _max_abs_numpy(x_train)
-  uncached = {name: tf.data.Dataset.from_tensor_slices((x, y)) for name, (x, y) in raw.items()}
-  splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in raw.items()})
+    stats = _max_abs_numpy(x_train, train_idx)
+  uncached = {name: _rows(x, y, idx) for name, (x, y, idx) in rows.items()}
+  splits, note = caching.cache_splits(config, uncached, counts)
   spec = normalization_spec(mode, x_train.dtype, stats)
   return DatasetBundle(
       name=config.dataset, source=source.kind, raw=splits,
       normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples={k: int(len(v[0])) for k, v in raw.items()},
+      num_examples=counts,
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
       feature_names=source.feature_names, uncached=uncached, cache_note=note)
+
+
+_BYTES_PER_READ = 1 << 20
+
+
+def _rows(x: np.ndarray, y: np.ndarray, index: Optional[np.ndarray] = None) -> tf.data.Dataset:
+  """The examples ``(x[i], y[i])`` for ``i`` in ``index`` (all rows when None), in order, read
+  from the arrays about ``_BYTES_PER_READ`` at a time: a memory-mapped array is read page by page
+  and never copied whole (``from_tensor_slices`` would copy it into one tensor)."""
+  index = np.arange(len(x), dtype=np.int64) if index is None else np.asarray(index, np.int64)
+  row_shape, target_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
+
+  def read(i):
+    if len(i) and i[-1] - i[0] == len(i) - 1:  # a contiguous block: a slice, no gather
+      return np.ascontiguousarray(x[i[0]:i[-1] + 1]), np.ascontiguousarray(y[i[0]:i[-1] + 1])
+    return np.asarray(x[i]), np.asarray(y[i])
+
+  def load(i):
+    xs, ys = tf.numpy_function(read, [i], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)],
+                               stateful=False)
+    return tf.ensure_shape(xs, (None,) + row_shape), tf.ensure_shape(ys, (None,) + target_shape)
+  per_read = max(1, min(4096, _BYTES_PER_READ // max(1, x.itemsize * int(np.prod(row_shape)))))
+  ds = tf.data.Dataset.from_tensor_slices(index).batch(per_read)
+  return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -570,15 +596,37 @@ def normalizer(spec: dict) -> Callable:
   return lambda x, y: (tf.cast(x, tf.float32), y)
 
 
-def _moments_numpy(x: np.ndarray):
-  flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
-  mean, std = flat.mean(axis=0), flat.std(axis=0)
+def _blocks(x: np.ndarray, index: Optional[np.ndarray], rows: int = 4096):
+  """``x[index]`` (all of ``x`` when None) as float64 blocks of ``[rows x features]``."""
+  index = np.arange(len(x)) if index is None else index
+  for start in range(0, len(index), rows):
+    block = np.asarray(x[index[start:start + rows]], np.float64)
+    yield block.reshape(-1, x.shape[-1])
+
+
+def _moments_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
+  """Per-last-axis mean/std of ``x[index]``; a mapped or large array a block at a time (it is not
+  copied), an in-memory one in one float64 pass as before (the same numbers to the last bit)."""
+  if not isinstance(x, np.memmap) and x.size <= (1 << 25):
+    flat = (x if index is None else x[index]).reshape(-1, x.shape[-1]).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+  n, total, squares = 0, 0.0, 0.0
+  shift = np.asarray(x[index[:1] if index is not None else slice(0, 1)], np.float64).reshape(
+      -1, x.shape[-1]).mean(axis=0)  # shifted sums: no cancellation for large means
+  for block in _blocks(x, index):
+    d = block - shift
+    n, total, squares = n + len(d), total + d.sum(axis=0), squares + (d * d).sum(axis=0)
+  mean_d = total / n
+  mean, std = shift + mean_d, np.sqrt(np.maximum(squares / n - mean_d ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
-def _max_abs_numpy(x: np.ndarray):
-  """Per-feature largest absolute value (1 where a feature is all zero)."""
-  top = np.abs(x.reshape(-1, x.shape[-1]).astype(np.float64)).max(axis=0)
+def _max_abs_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
+  """Per-feature largest absolute value (1 where a feature is all zero), a block at a time."""
+  top = np.zeros(x.shape[-1], np.float64)
+  for block in _blocks(x, index):
+    top = np.maximum(top, np.abs(block).max(axis=0))
   return np.where(top > 0, top, 1.0).astype(np.float32)
 
 
