@@ -119,3 +119,14 @@ def test_cache_flag_keeps_its_boolean_spellings():
   # The pre-modes fingerprints hold: the new fields drop out of resolved() at their defaults.
   from pipelines.config import resolved
   assert "cache_mode" not in resolved(data.DataConfig(cache=False))
+
+
+def test_the_shuffle_buffer_is_bounded_by_the_memory_budget():
+  small = data.load(data.DataConfig(cache_budget_mb=1))
+  spec = small.raw["train"].element_spec
+  per = caching.example_bytes(spec)
+  assert small.shuffle_buffer(spec) == (1 << 20) // (8 * per) < small.num_examples["train"]
+  # The default (256 MiB of examples) keeps the old 65536 cap for MNIST- and CIFAR-size images.
+  default = data.load(data.DataConfig())
+  assert default.shuffle_buffer(spec) == 65536
+  assert default.shuffle_buffer(tf.TensorSpec([32, 32, 3], tf.uint8)) == 65536

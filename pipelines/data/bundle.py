@@ -61,6 +61,8 @@ class DatasetBundle:
   # Each split before its cache (:mod:`pipelines.data.caching`): what :meth:`head` reads.
   uncached: Dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict)
   cache_note: str = ""  # the cache mode chosen and why
+  # The memory budget (--cache_budget_mb): the shuffle buffer holds at most an eighth of it.
+  memory_budget: int = dataclasses.field(default_factory=caching.default_budget_bytes)
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -112,7 +114,7 @@ class DatasetBundle:
             rows, self.num_examples[split], split))
       ds = tf.data.Dataset.zip((ds, extras))
     if shuffle:
-      buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
+      buffer = max(1, min(self.num_examples[split], self.shuffle_buffer(ds.element_spec)))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if extras is not None:  # ((x, y), extra) -> (x, (y, extra)), once per batch
@@ -130,6 +132,13 @@ class DatasetBundle:
       policy = tf.data.experimental.AutoShardPolicy.FILE
     options.experimental_distribute.auto_shard_policy = policy
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+  def shuffle_buffer(self, element_spec) -> int:
+    """Examples the training shuffle holds: at most 65536 and at most ``memory_budget / 8``
+    bytes of them (256 MiB by default: all of MNIST or CIFAR-10, a window of larger data)."""
+    per = caching.example_bytes(element_spec)
+    cap = _MAX_SHUFFLE_BUFFER if not per else self.memory_budget // (8 * per)
+    return max(1, min(_MAX_SHUFFLE_BUFFER, cap))
 
   def head(self, split: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
     """The first ``count`` normalised examples of ``split`` as arrays ``(x, y)``.
@@ -285,7 +294,8 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples=counts,
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
-      feature_names=source.feature_names, uncached=uncached, cache_note=note)
+      feature_names=source.feature_names, uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 _BYTES_PER_READ = 1 << 20
@@ -353,7 +363,8 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples={k: len(v[0]) for k, v in files.items()},
       validation_source=validation_source, normalization=spec, input_dtype="uint8",
       class_names=source.class_names, image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size), uncached=uncached, cache_note=note)
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -420,7 +431,8 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
       input_dtype=np.dtype(source.input_dtype).name,
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
       file_shards={"train": len(files["train"])} if "validation" in files else {},
-      uncached=uncached, cache_note=note)
+      uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -478,7 +490,8 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       validation_source=validation_source, normalization=spec,
       input_dtype=np.dtype(source.input_dtype).name, class_names=source.class_names,
       image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size), uncached=uncached, cache_note=note)
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
