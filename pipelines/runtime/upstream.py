@@ -104,8 +104,11 @@ def teacher_logits_path(workdir: str, data: DataConfig) -> str:
   its order); the teacher stage clears the folder when it trains again.
   """
   entry = teacher_entry(workdir)
+  examples = config_base.resolved(data)
+  for field in ("cache", "cache_mode", "cache_budget_mb"):  # how examples are cached, not which
+    examples.pop(field, None)
   key = rundir.fingerprint({"teacher": entry.get("fingerprint"), "finished": entry.get("finished"),
-                            "data": config_base.resolved(data)})[:16]
+                            "data": examples})[:16]
   return os.path.join(rundir.RunDir(workdir).stage_dir(TEACHER), LOGITS_DIR, key)
 
 
