@@ -1,8 +1,9 @@
 """Datasets: TFDS by name, the embedded ``digits`` default, the user's ``.npz`` or CSV, or the
 synthetic regression dataset.
 
-Every source ends in the same :class:`DatasetBundle`: unbatched, cached
-train / validation / test ``tf.data`` pipelines of ``(x float32, y int32)``
+Every source ends in the same :class:`DatasetBundle`: unbatched train / validation / test
+``tf.data`` pipelines of ``(x float32, y int32)``, cached as ``--cache`` says
+(:mod:`pipelines.data.caching`)
 (``y float32 [targets]`` for regression),
 plus the input shape, the number of classes and the number of examples per
 split. When the source has no validation split one is carved from train,
