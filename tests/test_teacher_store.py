@@ -151,3 +151,15 @@ def test_teacher_topk_errors_are_one_line(kwargs, call, message):
     else:
       config.check_augment("shift", "--student_augment")
   assert "teacher_topk" not in resolved(DistillConfig())  # old fingerprints hold
+
+
+def test_a_truncated_store_is_written_again(bundle, teacher, tmp_path):
+  path = str(tmp_path / "store")
+  store = teacher_store.open_or_write(path, teacher, bundle, 128, 0, T)
+  before, values = store.arrays(), store.files("values")[0]
+  with open(values, "r+b") as f:
+    f.truncate(100)
+  assert teacher_store.open_store(path, bundle.num_examples["train"], bundle.num_classes, 0,
+                                  T) is None
+  again = teacher_store.open_or_write(path, teacher, bundle, 128, 0, T)
+  np.testing.assert_array_equal(again.arrays(), before)

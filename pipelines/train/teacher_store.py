@@ -110,8 +110,13 @@ def open_store(path: str, num_examples: int, classes: int, topk: int,
   if topk and meta.get("temperature") != float(temperature):
     return None
   store = TeacherStore(path, meta)
-  if not all(os.path.exists(f) for f in store.files("values")):
-    return None
+  widths = {"values": (int(meta["width"]), np.dtype(meta["dtype"]).itemsize)}
+  if topk:
+    widths["classes"] = (int(topk), np.dtype(meta["class_dtype"]).itemsize)
+  for kind, (width, itemsize) in widths.items():  # every shard whole (a truncated one: rewrite)
+    for shard, name in zip(meta["shards"], store.files(kind)):
+      if not os.path.exists(name) or os.path.getsize(name) != shard["count"] * width * itemsize:
+        return None
   return store
 
 
