@@ -66,9 +66,10 @@ def tiny_qat_config(name="default", epochs=1, scheme="prune_preserve", distill=T
 
 
 def tiny_export_config(name="default") -> export.ExportConfig:
-  """Export with few latency runs and a small calibration set."""
+  """Export with few latency runs and a small calibration set, and every baseline."""
   return export.ExportConfig(data=data.DataConfig(dataset="digits"), name=name, latency_runs=5,
-                             latency_warmup=1, representative_examples=32)
+                             latency_warmup=1, representative_examples=32,
+                             baselines=configs.BASELINES)
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +108,7 @@ def regression_run(tmp_path_factory):
                                                            learning_rate=1e-4, patience=0),
                         progress="none"),
       export=export.ExportConfig(data=d, latency_runs=3, latency_warmup=1,
-                                 representative_examples=16))
+                                 representative_examples=16, baselines=configs.BASELINES))
   outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
   return workdir, outcomes, config
 

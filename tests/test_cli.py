@@ -1,5 +1,6 @@
 """Entry points as a user runs them: help, one-line errors, exit codes, nothing written."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -115,9 +116,28 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   assert "| student_qat_int8 |" in result.stdout and "smaller gzipped" in result.stdout
   assert (workdir / "export" / "default" / "report.md").is_file()
   assert (workdir / "export" / "default" / "student_qat_int8.tflite").is_file()
+  # By default the export measures the float teacher beside the product, no student baselines.
+  report = json.loads((workdir / "export" / "default" / "report.json").read_text())
+  assert [m["name"] for m in report["models"]] == ["teacher_float", "student_qat_int8"]
+  assert not (workdir / "export" / "default" / "student_float.tflite").exists()
   assert result.stderr.strip() == "", result.stderr
+  # Where the time went: each stage's phases in metrics.json and the manifest, the table printed.
+  manifest = json.loads((workdir / "manifest.json").read_text())
+  for stage in ("teacher", "student/default", "qat/default", "export/default"):
+    phases = manifest["stages"][stage]["phases"]
+    assert phases == json.loads((workdir / stage / "metrics.json").read_text())["phases"]
+    assert phases["total"] == pytest.approx(
+        sum(v for k, v in phases.items() if k != "total"), abs=0.01)
+    assert phases["total"] <= manifest["stages"][stage]["wall_seconds"] + 0.01
+    assert phases["other"] < 0.25 * phases["total"] + 0.5, (stage, phases)
+  assert manifest["stages"]["teacher"]["phases"]["training"] > 0
+  assert manifest["stages"]["export/default"]["phases"]["conversion"] > 0
+  table = result.stdout.split("Wall time by phase")[1]
+  assert "training" in table.splitlines()[2] and "conversion" in table.splitlines()[2]
+  assert "export/default" in table and "all stages" in table
   again = _run(*args, module="pipelines.cli.pipeline")
   assert again.returncode == 0 and "skipped" in again.stdout
+  assert "teacher            skipped" in again.stdout.split("Wall time by phase")[1]
 
 
 @pytest.mark.skipif(shutil.which("kdprune-teacher") is None,
@@ -146,6 +166,8 @@ def _snapshot(root):
 @pytest.mark.parametrize("module,args,fragment", [
     # ranges
     ("pipelines.cli.student", ["--final_sparsity=1.5"], "--final_sparsity=1.5 must be in [0, 1)"),
+    ("pipelines.cli.export", ["--export_baselines=student_fp32"],
+     "--export_baselines: unknown student_fp32"),
     ("pipelines.cli.student", ["--alpha=2"], "--alpha=2.0 must be in [0, 1]"),
     ("pipelines.cli.student", ["--temperature=0"], "--temperature=0.0 must be > 0"),
     ("pipelines.cli.student", ["--pruning_begin=0.8", "--pruning_end=0.2"], "must come after"),

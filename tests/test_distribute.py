@@ -17,8 +17,8 @@ TWO_WORKERS = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
 
 
 @pytest.mark.parametrize("name,gpus,environ,expected", [
-    ("auto", 0, {}, "one_device"),
-    ("auto", 1, {}, "one_device"),
+    ("auto", 0, {}, "default"),
+    ("auto", 1, {}, "default"),
     ("auto", 4, {}, "mirrored"),
     ("auto", 0, {"TF_CONFIG": TWO_WORKERS}, "multi_worker"),
     ("mirrored", 0, {}, "mirrored"),

@@ -120,3 +120,5 @@ def test_fields_added_later_leave_old_fingerprints_alone():
   assert configs.resolved(configs.TrainConfig(mixed_precision=True))["mixed_precision"] is True
   assert "layer_sparsity" not in configs.resolved(configs.PruningConfig())
   assert configs.resolved(configs.PruningConfig(layer_sparsity=(("a", 0.5),)))["layer_sparsity"]
+  assert "baselines" not in configs.ExportConfig().resolved()
+  assert configs.ExportConfig(baselines=()).resolved()["baselines"] == ()

@@ -11,6 +11,7 @@ from absl import flags
 from models.spec import ModelSpec, describe_families
 from pipelines import config as configs
 from pipelines.config.errors import ConfigError
+from pipelines.runtime import distribute
 
 FLAGS = flags.FLAGS
 PROGRESS = ("auto", "bar", "epoch", "none")
@@ -39,9 +40,10 @@ def define_flags() -> None:
                     "epoch (one line per epoch), none, or auto (bar on a terminal, else epoch).")
   flags.DEFINE_enum("until", "export", ("teacher", "student", "qat", "export"), "kdprune-pipeline "
                     "stops after this stage (teacher -> student -> qat -> export).")
-  flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker"),
+  flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES,
                     "tf.distribute strategy of every training stage: auto (multi_worker when "
-                    "TF_CONFIG names a cluster, mirrored with several GPUs, else one_device). "
+                    "TF_CONFIG names a cluster, mirrored with several GPUs, else default: "
+                    "TensorFlow's default strategy on one device); one_device: OneDeviceStrategy. "
                     "--batch_size is global.")
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
@@ -81,6 +83,11 @@ def _define_qat_export_flags():
   flags.DEFINE_integer("latency_warmup", e.latency_warmup, "Untimed invokes before timing.")
   flags.DEFINE_integer("representative_examples", e.representative_examples, "Training examples "
                        "that calibrate the post-training full-integer baseline.")
+  flags.DEFINE_list("export_baselines", list(e.baselines), "Reference .tflite files converted and "
+                    "measured beside the product: any of %s, or all, or none. The float teacher "
+                    "gives the report's comparison; the student's float and post-training "
+                    "quantized files show what QAT bought (each costs a conversion and a "
+                    "test-set pass)." % ", ".join(configs.BASELINES))
   flags.DEFINE_bool("int8_io", e.int8_io, "Give the int8 .tflite models int8 inputs and outputs "
                     "(for integer-only accelerators); by default they take and return float32.")
 
@@ -431,7 +438,19 @@ def export_config_from_flags() -> configs.ExportConfig:
       latency_runs=FLAGS.latency_runs,
       latency_warmup=FLAGS.latency_warmup,
       representative_examples=FLAGS.representative_examples,
-      int8_io=FLAGS.int8_io)
+      int8_io=FLAGS.int8_io,
+      baselines=_baselines(FLAGS.export_baselines))
+
+
+def _baselines(names) -> tuple:
+  """``--export_baselines``: ``all``, ``none`` or names, in the report's order."""
+  names = [n.strip() for n in names if n.strip()]
+  if names == ["all"]:
+    return configs.BASELINES
+  if names == ["none"]:
+    return ()
+  known = [b for b in configs.BASELINES if b in names]
+  return tuple(known + [n for n in names if n not in configs.BASELINES])  # unknown: validate()
 
 
 def teacher_config_from_flags() -> configs.TeacherConfig:

@@ -34,6 +34,7 @@ from pipelines.config.stages import (  # noqa: F401
     PREPROCESSING_FILE,
     PREPROCESSING_METADATA,
     PRODUCT,
+    BASELINES,
     QAT,
     QAT_SCHEMES,
     STAGES,

@@ -31,6 +31,8 @@ SWEEP = "sweep"
 STAGES = (TEACHER, STUDENT, QAT, EXPORT)  # the pipeline's order
 LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
 PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
+# The reference files the export can convert beside the product (--export_baselines).
+BASELINES = ("teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8")
 PREPROCESSING_FILE = "preprocessing.json"  # beside the exported models: what they expect
 PREPROCESSING_METADATA = "kdprune_preprocessing"  # the same record, as .tflite metadata
 QAT_SCHEMES = ("prune_preserve", "default")
@@ -185,6 +187,9 @@ class ExportConfig:
   representative_examples: int = 256
   int8_io: bool = False
   eval_batch_size: int = 256
+  # The reference files converted and measured beside the product (BASELINES); the float
+  # teacher by default (the report's comparison), the student's float and PTQ files on request.
+  baselines: Tuple[str, ...] = ("teacher_float",)
 
   @property
   def stage(self) -> str:
@@ -200,9 +205,15 @@ class ExportConfig:
     if self.representative_examples < 1:
       raise ConfigError("--representative_examples=%d must be >= 1" %
                         self.representative_examples)
+    unknown = [b for b in self.baselines if b not in BASELINES]
+    if unknown:
+      raise ConfigError("--export_baselines: unknown %s (choose from %s, or all, or none)" % (
+          ", ".join(unknown), ", ".join(BASELINES)))
+
+  LATER_FIELDS = ("baselines",)  # an export made before --export_baselines is not redone
 
   def resolved(self) -> dict:
-    out = dataclasses.asdict(self)
+    out = resolved(self)
     out["data"] = resolved(self.data)  # later data fields stay out at their default
     return out
 

@@ -12,7 +12,7 @@ from typing import List
 
 from pipelines import config as configs
 from pipelines.config import EXPORT, stage_of
-from pipelines.runtime import rundir
+from pipelines.runtime import rundir, timing
 
 COLUMNS = (("model", "model"), ("test_accuracy", "test acc"), ("tflite_bytes", "size"),
            ("tflite_gzip_bytes", "gzip"), ("latency_ms", "latency (ms)"),
@@ -194,6 +194,9 @@ def pipeline_summary(workdir: str, outcomes, seconds: float) -> str:
     if text:
       lines += ["", "Exported (%s), measured on the files:" % os.path.join(
           run_dir.workdir, EXPORT, name), ""] + [("  " + l) if l else "" for l in text.splitlines()]
+  lines += ["", "Wall time by phase (seconds; skipped stages cost nothing this run):", ""]
+  lines += ["  " + l for l in timing.table(
+      [(o.name, o.entry.get("phases") if o.ran else None) for o in outcomes]).splitlines()]
   lines += ["", "  manifest:    %s" % run_dir.manifest_path,
             "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
   return "\n".join(lines)

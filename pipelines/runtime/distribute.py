@@ -3,8 +3,12 @@
 ``--strategy``:
 
 * ``auto``: ``multi_worker`` when ``TF_CONFIG`` names a cluster of more than
-  one task, ``mirrored`` with more than one GPU, otherwise ``one_device``;
-* ``one_device``: the first GPU, else the CPU;
+  one task, ``mirrored`` with more than one GPU, otherwise ``default``;
+* ``default``: TensorFlow's default strategy (no distribution: the first GPU, else
+  the CPU, with no per-epoch distributed-iterator set-up; on 2 CPU cores
+  ``OneDeviceStrategy`` cost 0.12 s per epoch and per evaluation, 8.6 s of a
+  47 s teacher run on the embedded data);
+* ``one_device``: ``OneDeviceStrategy`` on the first GPU, else the CPU;
 * ``mirrored``: every local GPU (synchronous data parallelism);
 * ``multi_worker``: ``MultiWorkerMirroredStrategy`` across the machines of
   ``TF_CONFIG`` (each runs the same command).
@@ -33,7 +37,7 @@ from typing import Optional
 
 from pipelines.config.errors import ConfigError
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 _STATE = {"strategy": None, "name": None, "tmp": None}
 
@@ -64,7 +68,7 @@ def resolve_name(name: str, num_gpus: Optional[int] = None, environ=os.environ) 
   if num_gpus is None:
     from models.compat import tf  # pylint: disable=g-import-not-at-top
     num_gpus = len(tf.config.list_physical_devices("GPU"))
-  return "mirrored" if num_gpus > 1 else "one_device"
+  return "mirrored" if num_gpus > 1 else "default"
 
 
 def init(name: str = "auto"):
@@ -79,6 +83,8 @@ def init(name: str = "auto"):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   elif resolved == "mirrored":
     strategy = tf.distribute.MirroredStrategy()
+  elif resolved == "default":
+    strategy = tf.distribute.get_strategy()
   else:
     gpus = tf.config.list_physical_devices("GPU")
     strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

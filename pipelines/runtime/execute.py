@@ -7,6 +7,7 @@ step with the chief.
 """
 
 import dataclasses
+import json
 import os
 import time
 import traceback
@@ -14,7 +15,7 @@ from typing import Callable, Dict, Optional
 
 from pipelines.config.errors import ConfigError, StageError
 from pipelines.data import caching
-from pipelines.runtime import distribute, progress, rundir
+from pipelines.runtime import distribute, progress, rundir, timing
 
 DATA_CACHE = os.path.join("cache", "data")  # --cache=disk (and auto) file caches, per run
 
@@ -78,6 +79,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
   distribute.barrier()
   log("[%s] running -> %s" % (name, run.stage_dir(name)))
   start = time.time()
+  timer = timing.start()
   try:
     result = run_fn(config, workdir)
   except BaseException as e:
@@ -98,9 +100,23 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
       distribute.barrier()
     raise
   artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
-  entry = run.mark_done(name, artifacts, result.metrics, time.time() - start)
+  phases = timer.summary()
+  _record_phases(run.stage_dir(name), phases)
+  entry = run.mark_done(name, artifacts, result.metrics, time.time() - start, phases)
   distribute.barrier()  # the other workers read the manifest after this
   return StageOutcome(name, True, entry)
+
+
+def _record_phases(stage_dir: str, phases: dict) -> None:
+  """Adds the stage's wall time per phase to its ``metrics.json`` (written by the stage)."""
+  path = os.path.join(stage_dir, "metrics.json")
+  try:
+    with open(path) as f:
+      metrics = json.load(f)
+  except (OSError, ValueError):
+    return  # a stage without metrics.json (the sweep): the manifest has the phases
+  metrics["phases"] = phases
+  rundir.write_json(path, metrics)
 
 
 def _execute_as_worker(name, run_fn, config, workdir, run, fp, force) -> StageOutcome:

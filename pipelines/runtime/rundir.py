@@ -228,12 +228,14 @@ class RunDir:
 
   def mark_running(self, stage: str, fp: str, config: dict) -> None:
     self._update(stage, status="running", fingerprint=fp, config=config, started=now(),
-                 finished=None, wall_seconds=None, error=None, artifacts={}, metrics={})
+                 finished=None, wall_seconds=None, phases=None, error=None, artifacts={},
+                 metrics={})
 
   def mark_done(self, stage: str, artifacts: Dict[str, str], metrics: dict,
-                wall_seconds: float) -> dict:
+                wall_seconds: float, phases: Optional[Dict[str, float]] = None) -> dict:
     return self._update(stage, status="done", artifacts=artifacts, metrics=metrics,
-                        finished=now(), wall_seconds=round(wall_seconds, 3), error=None)
+                        finished=now(), wall_seconds=round(wall_seconds, 3), phases=phases,
+                        error=None)
 
   def mark_failed(self, stage: str, error: str) -> None:
     self._update(stage, status="failed", finished=now(), error=error)

@@ -8,7 +8,8 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
 * ``student_qat_int8.tflite``: the product, int8 weights and activations
   converted from the QAT model; ``saved_model/``: the QAT student as a
   SavedModel (``serving_default`` signature);
-* baselines: ``teacher_float.tflite`` (the float teacher),
+* baselines (``--export_baselines``): ``teacher_float.tflite`` (the float
+  teacher, the default: the report's comparison), and on request
   ``student_float.tflite`` (the float pruned student),
   ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
   (post-training dynamic-range and full-integer quantization of it);
@@ -36,6 +37,7 @@ import time
 
 from pipelines.config import EXPORT as NAME
 from pipelines.config import (
+  BASELINES,
   PREPROCESSING_FILE,
   PREPROCESSING_METADATA,
   PRODUCT,
@@ -46,7 +48,7 @@ from pipelines.config import (
 )
 from pipelines.config.errors import StageError
 from pipelines.data import sources
-from pipelines.runtime import progress, rundir, upstream
+from pipelines.runtime import progress, rundir, timing, upstream
 from pipelines.runtime.execute import StageResult
 
 __all__ = ["NAME", "PRODUCT", "ExportConfig", "validate", "fingerprint_inputs", "run"]
@@ -80,9 +82,11 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   from pipelines.train import distill, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
+  timing.lap("startup")
   run_dir = rundir.RunDir(workdir)
   up = upstream.export_inputs(workdir, config.name)
   bundle = data_lib.load(config.data)
+  timing.lap("data")
   stage_dir = run_dir.stage_dir(config.stage)
   tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
   preprocessing = dict(bundle.preprocessing(), model={
@@ -97,21 +101,22 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
     student_metrics = json.load(f)
   pruned_layers = student_metrics["pruning"]["layers"]  # {layer: {"weights", "zeros", ...}}
-  student = distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
+  student = (distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
+             if any(b.startswith("student") for b in config.baselines) else None)
   files = upstream.qat_files(workdir, config.name)
   qmodel = qat.rebuild(distill.load_keras_model(files["student_model"]), files["scheme"],
                        files["weights"], "kdprune-qat --workdir=%s" % workdir)
   sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
                q_entry["metrics"][key])]
-  if "teacher" in up:
+  if "teacher" in up and "teacher_float" in config.baselines:
     teacher = distill.load_teacher(workdir, bundle, config.data.dataset)
     sources_.append(("teacher_float", teacher, "float", "the float teacher (reference)",
                      up["teacher"]["metrics"][key]))
-  else:
+  elif "teacher_float" in config.baselines:
     progress.say("[%s] no finished teacher in %s: the report has no teacher reference" % (
         config.stage, run_dir.workdir))
   student_acc = s_entry["metrics"][key]
-  sources_ += [
+  sources_ += [source for source in [
       ("student_float", student, "float", "the float pruned student", student_acc),
       ("student_ptq_dynamic", student, "dynamic",
        "post-training dynamic-range quantization of the pruned student (int8 weights, float "
@@ -119,17 +124,20 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       ("student_ptq_int8", student, "int8",
        "post-training full-integer quantization of the pruned student (%d calibration "
        "examples)" % config.representative_examples, student_acc),
-  ]
+  ] if source[0] in config.baselines]
 
+  timing.lap("build")
   test_batches = bundle.batches("test", config.eval_batch_size)
   example = bundle.head("test", 1)[0][0]
   representative = tflite_tools.representative(bundle, config.representative_examples,
                                                 config.data.seed)
+  timing.lap("data")
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()
-    data = tflite_tools.convert(model, mode, representative=representative,
-                                int8_io=config.int8_io)
+    with timing.phase("conversion"):
+      data = tflite_tools.convert(model, mode, representative=representative,
+                                  int8_io=config.int8_io)
     # Every file takes the same raw inputs: each carries the record (kdprune-predict reads it
     # when preprocessing.json is not beside the file).
     data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
@@ -154,14 +162,17 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
                          "sparsity" % (path, ", ".join(
                              "%s (%d zero weights in the file, %d in the pruned student)" % x
                              for x in lost)))
-    if regression:
-      measured = tflite_tools.evaluate_regression(data, test_batches, config.data.regression_loss)
-      scores = {"test_mse": measured["mse"], "test_mae": measured["mae"]}
-    else:
-      measured = tflite_tools.evaluate(data, test_batches)
-      scores = {"test_accuracy": measured["accuracy"]}
-    lat = tflite_tools.latency(data, example, runs=config.latency_runs,
-                               warmup=config.latency_warmup)
+    with timing.phase("evaluation"):
+      if regression:
+        measured = tflite_tools.evaluate_regression(data, test_batches,
+                                                    config.data.regression_loss)
+        scores = {"test_mse": measured["mse"], "test_mae": measured["mae"]}
+      else:
+        measured = tflite_tools.evaluate(data, test_batches)
+        scores = {"test_accuracy": measured["accuracy"]}
+    with timing.phase("latency"):
+      lat = tflite_tools.latency(data, example, runs=config.latency_runs,
+                                 warmup=config.latency_warmup)
     entry = {
         "name": name, "description": description, "file": run_dir.relpath(path),
         **scores, "test_loss": round(measured["loss"], 6),
@@ -179,13 +190,15 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         config.stage, name, "mse" if regression else "acc", entry[key], entry["tflite_bytes"],
         entry["tflite_gzip_bytes"], entry["latency_ms"], entry["sparsity"]))
   # Order for the tables: teacher, then the student from float to the product.
-  order = ["teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8", PRODUCT]
+  order = BASELINES + (PRODUCT,)
   models.sort(key=lambda m: order.index(m["name"]))
   by_name = {m["name"]: m for m in models}
+  timing.lap("conversion")  # the checks and file writes between the timed blocks
 
   saved_path = os.path.join(stage_dir, "saved_model")
   with rundir.atomic_path(saved_path) as tmp:
     tf.saved_model.save(qmodel, tmp)
+  timing.lap("saving")
   serving = tf.saved_model.load(saved_path).signatures["serving_default"]
   correct = total = 0
   sq_error = 0.0
@@ -200,6 +213,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       total += int(y.shape[0])
   saved = {"path": run_dir.relpath(saved_path),
            key: (sq_error if regression else correct) / max(1, total)}
+  timing.lap("evaluation")
 
   product = by_name[PRODUCT]
   story = []
@@ -264,9 +278,13 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     metrics.update({k: out["comparison"][k] for k in ("mse_ratio", "accuracy_delta_points",
                                                      "gzip_ratio", "latency_ratio")
                     if k in out["comparison"]})
+  metrics_path = os.path.join(stage_dir, "metrics.json")
+  rundir.write_json(metrics_path, metrics)
   progress.say("[%s] report -> %s" % (config.stage, report_md))
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": os.path.join(stage_dir, PRODUCT + ".tflite"), "report": report_json,
+                 "metrics": metrics_path,
                  "report_md": report_md, "plot": plot_path, "saved_model": saved_path,
                  "preprocessing": preprocessing_json},
       metrics=metrics)

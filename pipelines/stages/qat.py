@@ -32,7 +32,7 @@ from pipelines.config import QAT as NAME
 from pipelines.config import STUDENT, TEACHER, QatConfig, tasks  # noqa: F401
 from pipelines.config.errors import ConfigError
 from pipelines.data import sources
-from pipelines.runtime import progress, rundir, upstream
+from pipelines.runtime import progress, rundir, timing, upstream
 from pipelines.runtime.execute import StageResult
 
 __all__ = ["NAME", "QatConfig", "validate", "fingerprint_inputs", "run", "load_model"]
@@ -67,6 +67,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   from pipelines.train import backup, callbacks, distill, evaluation, optimizers, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
+  timing.lap("startup")
   seed = config.train.seed_or(config.data.seed)
   keras.utils.set_random_seed(seed)
   run_dir = rundir.RunDir(workdir)
@@ -82,6 +83,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
             if student_config["pruning"]["structure"] == "m_by_n" else None)
 
   bundle = data_lib.load(config.data)
+  timing.lap("data")
   student = distill.load_keras_model(student_path)
   if tuple(student.input_shape[1:]) != bundle.input_shape or \
       tuple(student.output_shape[1:]) != (bundle.num_classes,):
@@ -92,10 +94,12 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
+  timing.lap("build")
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, seed,
       cache_path=(upstream.teacher_logits_path(workdir, config.data)
                   if teacher is not None else None))
+  timing.lap("teacher_outputs")
   pruned_layers = [n for n, why in plan.items() if why == "prune"]
   masks = qat.zero_masks(student, pruned_layers)
   with distribute.strategy().scope():
@@ -107,6 +111,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
         regression_loss=config.data.regression_loss)
     trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
                     steps_per_execution=cfg.steps_per_execution)
+  timing.lap("build")
 
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(run_dir.stage_dir(config.stage))
@@ -132,6 +137,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                         verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
   epochs_run = done + len(history.history.get("loss", []))
+  timing.lap("training")
 
   # Measured before re-masking (afterwards every zero is back): how far QAT moved the zeros.
   before = qat.drift_report(qmodel, student, masks)
@@ -147,6 +153,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   report = pruning.sparsity_report(view, plan, m_by_n, targets=targets)
   val = evaluation.evaluate(qmodel, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(qmodel, bundle.batches("test", 256), config.data)
+  timing.lap("evaluation")
   headline = "test_" + tasks.headline(config.data.task)[0]
   metrics = {
       **tasks.split_metrics(val=val, test=test),
@@ -190,6 +197,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                             metrics["student_" + headline], metrics["sparsity"],
                             metrics["remasked_weights"], train_seconds, weights_path))
   saver.discard()
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": weights_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)

@@ -21,7 +21,7 @@ from pipelines.data import sources
 from models.spec import kernel_layers
 from pipelines.prune import channels  # no TensorFlow at import
 from pipelines.prune import plan as prune_plan  # no TensorFlow at import
-from pipelines.runtime import progress, rundir, upstream
+from pipelines.runtime import progress, rundir, timing, upstream
 from pipelines.runtime.execute import StageResult
 
 __all__ = ["NAME", "StudentConfig", "validate", "fingerprint_inputs", "run"]
@@ -70,17 +70,21 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                precision, summaries)
   # pylint: enable=g-import-not-at-top
   validate(config)
+  timing.lap("startup")
   seed = config.train.seed_or(config.data.seed)
   keras.utils.set_random_seed(seed)
   bundle = data_lib.load(config.data)
+  timing.lap("data")
 
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
   teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
+  timing.lap("build")
   train_ds, mode, cache_seconds = distill.training_batches(
       bundle, teacher, config.distill, cfg, seed,
       cache_path=upstream.teacher_logits_path(workdir, config.data) if teacher is not None else None)
+  timing.lap("teacher_outputs")
   shrunk = None  # whole units removed first: pipelines/train/channel_loop.py
   if config.pruning.structure == "channels":
     if not config.pruning.final_sparsity:
@@ -111,6 +115,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
         regression_loss=config.data.regression_loss)
     trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
                     steps_per_execution=cfg.steps_per_execution)
+  timing.lap("build")
 
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
@@ -164,6 +169,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                         verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - fit_start
   epochs_run = done + len(history.history.get("loss", []))
+  timing.lap("training")
 
   stripped = precision.to_float32(pruning.strip(pruned))  # what is measured is what is saved
   report = pruning.sparsity_report(
@@ -171,6 +177,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       targets=targets)
   val = evaluation.evaluate(stripped, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(stripped, bundle.batches("test", 256), config.data)
+  timing.lap("evaluation")
   metrics = {
       **tasks.split_metrics(val=val, test=test),
       "sparsity": report["sparsity"], "target_sparsity": report["target"],
@@ -209,6 +216,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                metrics["nonzero_params"], metrics["params"], metrics["best_epoch"],
                                epochs_run, train_seconds, model_path))
   saver.discard()
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
@@ -248,6 +256,7 @@ def _run_channels(config: StudentConfig, workdir: str, bundle, teacher, train_ds
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
   tb_dir, jsonl = rundir.fresh_stage_logs(stage_dir)
   phase = channel_loop.shrink_phase(config, bundle, teacher, train_ds, mode, tb_dir, jsonl)
+  timing.lap("training")
   student, chains, kept, original = (phase[k] for k in ("model", "chains", "kept", "original"))
   params_before, best_epoch, epochs_run = (phase[k] for k in ("params_before", "best_epoch",
                                                              "epochs_run"))
@@ -260,6 +269,7 @@ def _run_channels(config: StudentConfig, workdir: str, bundle, teacher, train_ds
   report = pruning.sparsity_report(final, not_pruned)
   val = evaluation.evaluate(final, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(final, bundle.batches("test", 256), config.data)
+  timing.lap("evaluation")
   metrics = {
       **tasks.split_metrics(val=val, test=test),
       "sparsity": report["sparsity"], "target_sparsity": 0.0,
@@ -282,6 +292,7 @@ def _run_channels(config: StudentConfig, workdir: str, bundle, teacher, train_ds
   progress.say("[%s] %s with %d parameters (%d before removing units; best epoch %s of "
         "%d, %.1f s) -> %s" % (config.stage, tasks.describe_result(metrics), metrics["params"],
                                params_before, best_epoch, epochs_run, train_seconds, model_path))
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)

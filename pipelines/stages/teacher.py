@@ -18,7 +18,7 @@ import time
 from pipelines.config import IMPORT_RECORD, LOGITS_DIR, TeacherConfig, tasks
 from pipelines.config import TEACHER as NAME
 from pipelines.data import sources
-from pipelines.runtime import progress, rundir
+from pipelines.runtime import progress, rundir, timing
 from pipelines.runtime.execute import StageResult
 
 __all__ = ["NAME", "TeacherConfig", "validate", "fingerprint_inputs", "run"]
@@ -67,11 +67,13 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   from pipelines.train import backup, callbacks, evaluation, optimizers, precision, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
+  timing.lap("startup")
   if config.path is not None:
     return _import(config, workdir)
   seed = config.train.seed_or(config.data.seed)
   keras.utils.set_random_seed(seed)
   bundle = data_lib.load(config.data)
+  timing.lap("data")
   cfg = config.train
   steps = bundle.steps_per_epoch(cfg.batch_size)
   with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
@@ -80,6 +82,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
     model.compile(
         optimizer=optimizers.make_optimizer(cfg, steps),
         steps_per_execution=cfg.steps_per_execution, **evaluation.compile_args(config.data))
+  timing.lap("build")
 
   # Non-chief workers of a multi-worker run write to a private directory.
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
@@ -113,11 +116,13 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
       verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
+  timing.lap("training")
 
   # Early stopping has restored the best epoch; measure what is saved.
   saved = precision.to_float32(model)  # what is measured is what is saved
   val = evaluation.evaluate(saved, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(saved, bundle.batches("test", 256), config.data)
+  timing.lap("evaluation")
   epochs_run = done + len(history.history.get("loss", []))
   metrics = {
       **tasks.split_metrics(val=val, test=test),
@@ -146,6 +151,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       tasks.describe_result(metrics), metrics["best_epoch"], epochs_run, train_seconds,
       model_path))
   saver.discard()
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": model_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
@@ -162,9 +168,11 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
   start = time.time()
   bundle = data_lib.load(config.data)
   sample = bundle.head("validation", 64)[0]
+  timing.lap("data")
   teacher, probabilities = teacher_import.load(
       config.path, bundle.input_shape, bundle.num_classes, config.data.regression,
       config.outputs_are, sample)
+  timing.lap("build")
   if probabilities:
     progress.say("[teacher] %s outputs probabilities (rows are non-negative and sum to 1): "
                  "distilling from their logarithm as logits%s" % (
@@ -175,6 +183,7 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
   shutil.rmtree(os.path.join(stage_dir, LOGITS_DIR), ignore_errors=True)
   val = evaluation.evaluate(teacher, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(teacher, bundle.batches("test", 256), config.data)
+  timing.lap("evaluation")
   metrics = {
       **tasks.split_metrics(val=val, test=test),
       "imported": True, "teacher_path": os.path.abspath(config.path),
@@ -204,6 +213,7 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
       metrics=summaries.final_metrics(metrics, extra=("test_loss",)))
   progress.say("[teacher] imported %s (%s, %.1f s) -> %s" % (
       config.path, tasks.describe_result(metrics), time.time() - start, record_path))
+  timing.lap("saving")
   return StageResult(
       artifacts={"model": record_path, "metrics": metrics_path, "config": config_path},
       metrics=metrics)
