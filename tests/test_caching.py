@@ -26,6 +26,15 @@ def records(tmp_path):
   return root
 
 
+@pytest.fixture(autouse=True)
+def no_cache_root():
+  """A stage run earlier in this process leaves its run directory as the root: start without."""
+  previous = caching.root()
+  caching.set_root(None)
+  yield
+  caching.set_root(previous)
+
+
 @pytest.fixture
 def cache_root(tmp_path):
   caching.set_root(str(tmp_path / "cache"))

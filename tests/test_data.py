@@ -337,8 +337,10 @@ def _rss_anon_mb():
   pytest.skip("no RssAnon in /proc/self/status")
 
 
-def test_npz_is_memory_mapped_and_streamed_without_a_copy(tmp_path):
+def test_npz_is_memory_mapped_and_streamed_without_a_copy(tmp_path, monkeypatch):
   from pipelines.data import arrays as array_lib
+  from pipelines.data import caching
+  monkeypatch.setattr(caching, "_STATE", {"root": None})  # no run directory: no file cache
   n = 36000  # 36000 x 64 x 64 uint8: 141 MiB of training images
   x = np.empty((n, 64, 64, 1), np.uint8)
   x[:] = (np.arange(n, dtype=np.int64) % 251).astype(np.uint8)[:, None, None, None]
