@@ -65,11 +65,12 @@ def tiny_qat_config(name="default", epochs=1, scheme="prune_preserve", distill=T
       distill=configs.DistillConfig(enabled=distill), scheme=scheme, name=name, progress="none")
 
 
-def tiny_export_config(name="default") -> export.ExportConfig:
-  """Export with few latency runs and a small calibration set, and every baseline."""
+def tiny_export_config(name="default", baselines=export.ExportConfig.baselines
+                       ) -> export.ExportConfig:
+  """Export with few latency runs and a small calibration set (``baselines``: the default, the
+  float teacher only; ``configs.BASELINES`` for every reference file)."""
   return export.ExportConfig(data=data.DataConfig(dataset="digits"), name=name, latency_runs=5,
-                             latency_warmup=1, representative_examples=32,
-                             baselines=configs.BASELINES)
+                             latency_warmup=1, representative_examples=32, baselines=baselines)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +81,7 @@ def finished_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = pipeline.PipelineConfig(
       teacher=tiny_teacher_config(epochs=3), student=tiny_student_config(epochs=4),
-      qat=tiny_qat_config(), export=tiny_export_config())
+      qat=tiny_qat_config(), export=tiny_export_config(baselines=configs.BASELINES))
   outcomes = pipeline.run(config, str(workdir), log=lambda *_: None)
   return workdir, config, outcomes
 

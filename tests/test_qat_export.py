@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from models.compat import keras
+from models.compat import keras, tf
 from pipelines.config.errors import ConfigError, StageError
 from pipelines.export import tflite as tflite_tools
 from pipelines.quantize import qat as qat_lib
@@ -123,6 +123,23 @@ def test_tflite_accuracy_equals_keras_accuracy():
     assert np.mean(lite_logits.argmax(-1) == q_logits.argmax(-1)) >= 0.98
     lite_acc = tflite_tools.evaluate(data, batches)["accuracy"]
     assert abs(lite_acc - keras_acc) <= 2 / len(y)
+
+
+def test_the_serving_savedmodel_converts_to_what_the_keras_model_converts_to(tmp_path):
+  # The export converts its product from the SavedModel it writes (one trace, not two).
+  qmodel = qat_lib.quantize(_sparse_cnn(sparsity=0.5), "prune_preserve")
+  x, y = _data(64)
+  _train(qmodel, x, y, lr=0.01, epochs=1)
+  path = str(tmp_path / "saved_model")
+  tflite_tools.save_serving(qmodel, path)
+  signature = tf.saved_model.load(path).signatures["serving_default"]
+  served = list(signature(tf.constant(x)).values())[0].numpy()
+  np.testing.assert_allclose(served, qmodel.predict(x, verbose=0), atol=1e-5)
+  for int8_io in (False, True):
+    direct = tflite_tools.convert(qmodel, "qat", int8_io=int8_io)
+    via = tflite_tools.convert_saved_model(path, "qat", int8_io=int8_io)
+    assert tflite_tools.inspect_ops(via)["by_op"] == tflite_tools.inspect_ops(direct)["by_op"]
+    np.testing.assert_array_equal(tflite_tools.Runner(via)(x), tflite_tools.Runner(direct)(x))
 
 
 def test_latency_is_measured_at_batch_one():
@@ -281,9 +298,8 @@ def test_export_refuses_a_product_with_a_float_op(finished_run, tmp_path, monkey
   workdir = tmp_path / "copy"
   shutil.copytree(finished_run[0], workdir)
   crafted = _qat_model_with_a_float_op()
-  convert = tflite_tools.convert
-  monkeypatch.setattr(tflite_tools, "convert", lambda model, mode, **kw: (
-      crafted if mode == "qat" else convert(model, mode, **kw)))
+  # The product is converted from the export's SavedModel: that conversion yields the crafted file.
+  monkeypatch.setattr(tflite_tools, "convert_saved_model", lambda path, mode, **kw: crafted)
   config = tiny_export_config()
   with pytest.raises(StageError, match=r"student_qat_int8.tflite is not integer-only: .*"
                                        r"#3 SIN \(float32 -> float32\)"):

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+# Every epoch backed up (by default a single process waits 30 s between backups).
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KDPRUNE_BACKUP_SECONDS="0")
 
 
 def _start(args):
@@ -74,3 +75,28 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
     every = steps["mask_update_every"]
     assert m["mask_revisions"] == len(range(steps["mask_update_begin"] + every,
                                             steps["mask_update_end"], every)) > 0
+
+
+def test_backups_wait_for_the_interval(tmp_path, monkeypatch):
+  from models.compat import keras
+  from pipelines.config.errors import ConfigError
+  from pipelines.runtime import rundir
+  from pipelines.train import backup, callbacks
+  monkeypatch.setenv("KDPRUNE_BACKUP_SECONDS", "1000")
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+  model.compile(optimizer="sgd", loss="mse")
+  early = callbacks.PruningAwareEarlyStopping(model, final_step=0, monitor="loss", patience=0,
+                                              step_fn=lambda: 0, stage="t")
+  saver = backup.StageBackup(str(tmp_path / "b"), "fp", model, model.optimizer,
+                             model.trainable_variables, early)
+  x = [[0.0, 1.0]] * 8
+  model.fit(x, [0.0] * 8, epochs=3, verbose=0, callbacks=[early, saver])
+  assert saver.latest() is None  # three quick epochs, none 1000 s after the start
+  monkeypatch.setenv("KDPRUNE_BACKUP_SECONDS", "0")
+  saver = backup.StageBackup(str(tmp_path / "b"), "fp", model, model.optimizer,
+                             model.trainable_variables, early)
+  model.fit(x, [0.0] * 8, epochs=2, verbose=0, callbacks=[early, saver])
+  assert saver.latest()["epoch"] == 2
+  monkeypatch.setenv("KDPRUNE_BACKUP_SECONDS", "soon")
+  with pytest.raises(ConfigError, match="KDPRUNE_BACKUP_SECONDS=soon is not a number"):
+    rundir.backup_interval_seconds()

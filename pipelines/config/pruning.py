@@ -94,7 +94,7 @@ class PruningConfig:
       it decays to 0 along a cosine (RigL's alpha = 0.3).
     mask_update_end: when revisions stop, a step or a fraction of the planned
       training; it must leave at least one revision after ``end`` (the default
-      0.9 gives the revisions 0.75 -> 0.9 with the default ``end``).
+      0.9 gives the revisions 0.6 -> 0.9 with the default ``end``).
     channel_fraction: share of the units of each shrinkable layer removed by the
       end of the schedule (``channels``). With ``channels`` and a ``final_sparsity``
       above 0 the shrunk student is then pruned by tfmot (shrink, then sparsify).
@@ -106,7 +106,7 @@ class PruningConfig:
   exponent: float = 3.0
   frequency: int = 0
   begin: str = "0.1"
-  end: str = "0.75"
+  end: str = "0.6"
   structure: str = "unstructured"
   m_by_n: Tuple[int, int] = (2, 4)
   keep_dense: Tuple[str, ...] = ("auto",)

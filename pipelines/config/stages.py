@@ -63,7 +63,7 @@ class TeacherConfig:
 
   data: DataConfig = DataConfig()
   model: ModelSpec = ModelSpec("cnn", width=32, depth=2)
-  train: TrainConfig = TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
+  train: TrainConfig = TrainConfig(epochs=10, learning_rate=3e-3, patience=6)
   progress: str = "auto"  # presentation only: not part of the fingerprint
   path: Optional[str] = None  # --teacher_path: import this trained teacher instead of training
   outputs_are: str = "auto"  # --teacher_outputs_are: logits, probabilities or auto (detected)
@@ -98,7 +98,7 @@ class StudentConfig:
 
   data: DataConfig = DataConfig()
   model: ModelSpec = ModelSpec("cnn", width=16, depth=2)
-  train: TrainConfig = TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
+  train: TrainConfig = TrainConfig(epochs=15, learning_rate=3e-3, patience=5)
   distill: DistillConfig = DistillConfig()
   pruning: PruningConfig = PruningConfig()
   name: str = "default"
@@ -140,7 +140,7 @@ class QatConfig:
   """Everything that decides the QAT fine-tuning of one student."""
 
   data: DataConfig = DataConfig()
-  train: TrainConfig = TrainConfig(epochs=4, learning_rate=1e-4, patience=2)
+  train: TrainConfig = TrainConfig(epochs=2, learning_rate=1e-4, patience=2)
   distill: DistillConfig = DistillConfig()
   scheme: str = "prune_preserve"
   name: str = "default"  # the student's name (--student_name)

@@ -81,9 +81,39 @@ def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] =
   ``int8``/``qat``), as integer-only accelerators want; by default they stay
   float32 and the model quantizes at its edges.
   """
+  return _convert(tf.lite.TFLiteConverter.from_keras_model(model), mode, representative, int8_io)
+
+
+def save_serving(model, path: str) -> None:
+  """Saves ``model`` as a SavedModel whose only function is ``serving_default`` (batch of float32
+  inputs -> ``{output name: outputs}``).
+
+  One traced function, not the per-layer traces ``tf.saved_model.save(model)`` writes for Keras;
+  :func:`convert_saved_model` converts it to the same ops and the same outputs as
+  :func:`convert` gives for the model (``tests/test_qat_export.py``).
+  """
+  name = model.inputs[0].name.split(":")[0]
+  spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32, name=name)
+  module = tf.Module()
+  module.model = model
+
+  @tf.function(input_signature=[spec])
+  def serve(x):
+    return {model.output_names[0]: model(x, training=False)}
+
+  tf.saved_model.save(module, path, signatures={"serving_default": serve})
+
+
+def convert_saved_model(path: str, mode: str,
+                        representative: Optional[Callable[[], Iterable]] = None,
+                        int8_io: bool = False) -> bytes:
+  """:func:`convert` for a SavedModel directory (its serving signature)."""
+  return _convert(tf.lite.TFLiteConverter.from_saved_model(path), mode, representative, int8_io)
+
+
+def _convert(converter, mode, representative, int8_io) -> bytes:
   if mode not in MODES:
     raise ValueError("unknown conversion mode %r (one of %s)" % (mode, ", ".join(MODES)))
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
   if mode != "float":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "int8":

@@ -55,6 +55,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     getattr(run_fn, "validate", type(config).validate)(config)
   else:
     validate()
+  rundir.backup_interval_seconds()  # a bad KDPRUNE_BACKUP_SECONDS is refused before any work
   rundir.check_workdir(workdir)  # after the flags: a bad invocation leaves no trace
   run = rundir.RunDir(workdir)
   caching.set_root(distribute.output_dir(os.path.join(run.workdir, DATA_CACHE)))

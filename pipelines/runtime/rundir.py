@@ -137,6 +137,22 @@ def artifact_problem(path: str) -> Optional[str]:
   return None
 
 
+DEFAULT_BACKUP_SECONDS = 30.0
+
+
+def backup_interval_seconds(environ=os.environ) -> float:
+  """The least time between two in-stage backups of a single process: ``KDPRUNE_BACKUP_SECONDS``
+  (default 30; 0: every epoch). See :mod:`pipelines.train.backup`."""
+  text = environ.get("KDPRUNE_BACKUP_SECONDS", "")
+  try:
+    value = float(text) if text else DEFAULT_BACKUP_SECONDS
+  except ValueError:
+    raise ConfigError("KDPRUNE_BACKUP_SECONDS=%s is not a number of seconds" % text) from None
+  if not value >= 0:
+    raise ConfigError("KDPRUNE_BACKUP_SECONDS=%s must be >= 0" % text)
+  return value
+
+
 def check_workdir(workdir: str) -> None:
   """Raises ``ConfigError`` (one line) unless ``workdir`` is a directory kdprune can create and write.
 

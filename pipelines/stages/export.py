@@ -132,12 +132,21 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   representative = tflite_tools.representative(bundle, config.representative_examples,
                                                 config.data.seed)
   timing.lap("data")
+  # The SavedModel first: the product is converted from it (one trace of the QAT model, not two).
+  saved_path = os.path.join(stage_dir, "saved_model")
+  with timing.phase("saving"):
+    with rundir.atomic_path(saved_path) as tmp:
+      tflite_tools.save_serving(qmodel, tmp)
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()
     with timing.phase("conversion"):
-      data = tflite_tools.convert(model, mode, representative=representative,
-                                  int8_io=config.int8_io)
+      if name == PRODUCT:
+        data = tflite_tools.convert_saved_model(saved_path, mode, representative=representative,
+                                                int8_io=config.int8_io)
+      else:
+        data = tflite_tools.convert(model, mode, representative=representative,
+                                    int8_io=config.int8_io)
     # Every file takes the same raw inputs: each carries the record (kdprune-predict reads it
     # when preprocessing.json is not beside the file).
     data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
@@ -195,10 +204,6 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   by_name = {m["name"]: m for m in models}
   timing.lap("conversion")  # the checks and file writes between the timed blocks
 
-  saved_path = os.path.join(stage_dir, "saved_model")
-  with rundir.atomic_path(saved_path) as tmp:
-    tf.saved_model.save(qmodel, tmp)
-  timing.lap("saving")
   serving = tf.saved_model.load(saved_path).signatures["serving_default"]
   correct = total = 0
   sq_error = 0.0

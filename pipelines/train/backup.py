@@ -1,6 +1,6 @@
 """Resume inside a stage: an epoch-end backup of everything training needs to go on.
 
-A training stage backs up, at the end of every epoch, under
+A training stage backs up, at the end of an epoch, under
 ``<workdir>/<stage>/backup/``:
 
 * a TensorFlow checkpoint of the trained model (for a student: the pruning
@@ -13,6 +13,13 @@ A training stage backs up, at the end of every epoch, under
   names a complete backup, the previous one stays in force, so a ``kill -9``
   at any moment leaves either the old or the new backup, never half of one.
 
+A single process backs up at the end of the first epoch that ends at least
+``KDPRUNE_BACKUP_SECONDS`` (default 30) after the previous backup: a kill loses
+at most that much training, and short epochs do not pay a checkpoint each (on
+the embedded data a backup cost 0.1 s of a 0.8 s epoch). ``0`` backs up every
+epoch. The workers of a multi-worker run back up every epoch (writing a
+checkpoint is collective, so every worker must decide alike).
+
 A rerun of the same command calls :meth:`StageBackup.restore` before
 ``fit``: it loads the latest backup and returns the epoch to continue from
 (``fit(initial_epoch=...)``). The backup is deleted when the stage finishes.
@@ -24,12 +31,13 @@ import glob
 import json
 import os
 import shutil
+import time
 from typing import Optional
 
 import numpy as np
 
 from models.compat import keras, tf
-from pipelines.runtime import rundir
+from pipelines.runtime import distribute, rundir
 
 LATEST = "latest.json"
 
@@ -88,6 +96,8 @@ class StageBackup(keras.callbacks.Callback):
     self.resumed_from: Optional[int] = None
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                           **({"extra": extra} if extra is not None else {}))
+    self.interval = 0.0 if distribute.name() == "multi_worker" else rundir.backup_interval_seconds()
+    self._last = time.monotonic()
 
   # -- restore -------------------------------------------------------------
 
@@ -116,7 +126,13 @@ class StageBackup(keras.callbacks.Callback):
   # -- save ----------------------------------------------------------------
 
   def on_epoch_end(self, epoch, logs=None):
-    done = epoch + 1
+    if time.monotonic() - self._last < self.interval:
+      return
+    self.write(epoch + 1)
+    self._last = time.monotonic()
+
+  def write(self, done: int) -> None:
+    """Commits the backup of the state after ``done`` epochs."""
     directory = self.write_directory
     os.makedirs(directory, exist_ok=True)
     prefix = "ckpt-%d" % done
