@@ -128,6 +128,9 @@ def test_cache_flag_keeps_its_boolean_spellings():
   # The pre-modes fingerprints hold: the new fields drop out of resolved() at their defaults.
   from pipelines.config import resolved
   assert "cache_mode" not in resolved(data.DataConfig(cache=False))
+  # How examples are cached is no part of any fingerprint; the budget (it bounds the shuffle) is.
+  assert "cache_mode" not in resolved(data.DataConfig(cache_mode="disk"))
+  assert resolved(data.DataConfig(cache_budget_mb=64))["cache_budget_mb"] == 64
 
 
 def test_the_shuffle_buffer_is_bounded_by_the_memory_budget():

@@ -47,8 +47,11 @@ class DataConfig:
     cache_mode: ``auto`` (memory when the decoded splits fit ``cache_budget_mb``, else a file
       cache under the run directory), ``memory``, ``disk`` or ``none``
       (:mod:`pipelines.data.caching`). Kept apart from ``cache`` so that the fingerprints of runs
-      made before the modes existed do not change. How examples are cached never changes them.
-    cache_budget_mb: the memory budget of ``auto`` in MiB (0: ``min(2 GiB, RAM / 4)``).
+      made before the modes existed do not change; how examples are cached never changes them,
+      so it is no part of any fingerprint (``--cache=disk`` on a finished run reruns nothing).
+    cache_budget_mb: the memory budget of ``auto`` in MiB (0: ``min(2 GiB, RAM / 4)``); it also
+      bounds the training shuffle buffer (an eighth of it), so it is part of the fingerprint
+      when set.
     task: ``classification`` (integer labels, logits out) or ``regression``
       (real-valued targets, one output per target).
     regression_loss: ``mse`` or ``mae``: the loss every stage trains on and
@@ -84,7 +87,8 @@ class DataConfig:
 
   LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction", "splits",
                   "tfrecord_image_key", "tfrecord_label_key",
-                  "tfrecord_features_key", "cache_mode", "cache_budget_mb")  # see resolved()
+                  "tfrecord_features_key", "cache_budget_mb")  # see resolved()
+  RUNTIME_FIELDS = ("cache_mode",)  # examples are the same however they are cached
 
   @property
   def npz_path(self) -> Optional[str]:
