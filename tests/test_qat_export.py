@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -200,12 +201,16 @@ def test_qat_metrics_and_artifacts(finished_run):
   assert metrics["sparsity"] >= metrics["target_sparsity"] - 0.005
   assert (d / "model.weights.h5").is_file() and list((d / "tb").rglob("events.out.tfevents.*"))
   # The teacher ran over the training set once: QAT read the logits the student stage saved.
-  saved = list((workdir / "teacher" / "logits").glob("*.npy"))
-  assert len(saved) == 1 and np.load(saved[0]).shape == (1294, 10)
+  from pipelines.train import teacher_store
+  saved = list((workdir / "teacher" / "logits").glob("*/meta.json"))
+  assert len(saved) == 1
+  store = teacher_store.TeacherStore(str(saved[0].parent), json.loads(saved[0].read_text()))
+  assert store.arrays().shape == (1294, 10) and store.nbytes() == 1294 * 10 * 2  # float16
   import datetime
   qat_started = datetime.datetime.fromisoformat(
       rundir.RunDir(str(workdir)).entry("qat/default")["started"]).timestamp()
-  assert saved[0].stat().st_mtime < qat_started  # written by the student stage, only read by QAT
+  for path in [saved[0]] + [saved[0].parent / f for f in os.listdir(saved[0].parent)]:
+    assert path.stat().st_mtime < qat_started  # written by the student stage, only read by QAT
   rebuilt = qat.load_model(str(workdir))
   assert any("Quantize" in type(l).__name__ for l in rebuilt.layers)
 

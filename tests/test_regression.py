@@ -260,9 +260,13 @@ def test_regression_through_all_four_stages(regression_run):
     assert "test_accuracy" not in m and m["val_loss"] == pytest.approx(m["val_mse"])
     assert 0 < m["test_mse"] < 0.5 and 0 < m["test_mae"] < 1  # targets lie in [-1, 1]
   assert s["sparsity"] >= 0.745 and s["teacher_outputs"] == "cached"
-  # The teacher's cached outputs are its predictions, one per training example.
-  cached = list((workdir / "teacher" / "logits").glob("*.npy"))
-  assert len(cached) == 1 and np.load(cached[0]).shape == (288, 1)
+  # The teacher's cached outputs are its predictions, one per training example, in float32 (a
+  # prediction may exceed float16's range), in one store reused by QAT.
+  from pipelines.train import teacher_store
+  cached = list((workdir / "teacher" / "logits").glob("*/meta.json"))
+  assert len(cached) == 1
+  store = teacher_store.TeacherStore(str(cached[0].parent), json.loads(cached[0].read_text()))
+  assert store.meta["dtype"] == "float32" and store.arrays().shape == (288, 1)
   report = json.loads((workdir / "export" / "default" / "report.json").read_text())
   assert report["task"] == "regression" and report["test_examples"] == 80
   models = {m["name"]: m for m in report["models"]}

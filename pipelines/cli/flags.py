@@ -105,8 +105,12 @@ def _define_student_flags():
                      "T^2 * KL(teacher || student) + alpha * cross-entropy; for regression "
                      "alpha * loss(labels) + (1 - alpha) * loss(teacher predictions).")
   flags.DEFINE_enum("teacher_outputs", d.teacher_outputs, configs.TEACHER_OUTPUTS, "cached: the "
-                    "teacher runs once over the training set and its logits travel with the "
-                    "batches; online: it runs in every step (inference mode); auto: cached.")
+                    "teacher runs once over the training set, its logits are written to "
+                    "<workdir>/teacher/logits/ (float16) and streamed with the batches; online: "
+                    "it runs in every step (inference mode); auto: cached.")
+  flags.DEFINE_integer("teacher_topk", d.teacher_topk, "Cached teacher outputs keep the K largest "
+                       "logits and the rest as one bucket (for many classes; 0: all of them).",
+                       lower_bound=0)
   flags.DEFINE_enum("pruning_schedule", p.schedule, configs.PRUNING_SCHEDULES, "polynomial_decay: "
                     "S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent; constant: S_f from "
                     "--pruning_begin on.")
@@ -197,7 +201,9 @@ def _define_data_flags():
                        "(default: largest label + 1).")
   flags.DEFINE_integer("train_examples", d.train_examples, "Use only the first N training "
                        "examples (0: all). For smoke runs.", lower_bound=0)
-  flags.DEFINE_bool("cache", d.cache, "Cache decoded examples in memory.")
+  flags.DEFINE_flag(_cache_flag())
+  flags.DEFINE_integer("cache_budget_mb", d.cache_budget_mb, "Memory budget of --cache=auto in "
+                       "MiB (0: min(2 GiB, RAM / 4)).", lower_bound=0)
   flags.DEFINE_integer("batch_size", 64, "Global batch size of every training stage.")
   flags.DEFINE_bool("mixed_precision", False, "Train the teacher and the student with Keras' "
                     "mixed_float16 policy (for GPUs with float16 units; slow on CPUs). Pruning "
@@ -294,6 +300,37 @@ def parse_splits(items):
   return tuple(out)
 
 
+class _CacheParser(flags.ArgumentParser):
+  """``--cache=auto|memory|disk|none``; the old boolean spellings still parse: ``--cache``
+  (``true``) is ``auto`` and ``--nocache`` (``false``) is ``none``."""
+
+  syntactic_help = "one of auto|memory|disk|none"
+
+  def parse(self, argument):
+    text = str(argument).strip().lower()
+    if text in ("true", "1", "t", "yes"):
+      return "auto"
+    if text in ("false", "0", "f", "no"):
+      return "none"
+    if text not in configs.CACHE_MODES:
+      raise ValueError("must be one of auto, memory, disk, none")
+    return text
+
+  def flag_type(self):
+    return "string enum"
+
+
+def _cache_flag():
+  """A flag that takes a value (``--cache=disk``) and also parses bare, as the boolean it was
+  (``--cache``, ``--nocache``: absl only allows both for a flag marked boolean)."""
+  flag = flags.Flag(_CacheParser(), flags.ArgumentSerializer(), "cache", "auto",
+                    "Where decoded examples are kept between epochs: auto (memory when the "
+                    "decoded splits fit --cache_budget_mb, else a file cache under the run "
+                    "directory), memory, disk or none. --cache is auto, --nocache is none.")
+  flag.boolean = True  # bare --cache and --nocache parse; --cache=MODE takes the value
+  return flag
+
+
 def data_config_from_flags() -> configs.DataConfig:
   return configs.DataConfig(
       dataset=FLAGS.dataset,
@@ -304,7 +341,9 @@ def data_config_from_flags() -> configs.DataConfig:
       image_size=parse_image_size(FLAGS.image_size),
       num_classes=FLAGS.num_classes,
       train_examples=FLAGS.train_examples,
-      cache=FLAGS.cache,
+      cache=FLAGS.cache != "none",
+      cache_mode="auto" if FLAGS.cache == "none" else FLAGS.cache,
+      cache_budget_mb=FLAGS.cache_budget_mb,
       task=FLAGS.task,
       regression_loss=FLAGS.regression_loss,
       target_column=FLAGS.target_column,
@@ -358,7 +397,8 @@ def parse_m_by_n(value):
 
 def distill_config_from_flags() -> configs.DistillConfig:
   return configs.DistillConfig(enabled=FLAGS.distill, temperature=FLAGS.temperature,
-                               alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs)
+                               alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs,
+                               teacher_topk=FLAGS.teacher_topk)
 
 
 def student_config_from_flags() -> configs.StudentConfig:

@@ -7,6 +7,7 @@ pipelines.config import DataConfig, StudentConfig, ...`` reaches all of them.
 
 from pipelines.config.base import SEED_RANGE, is_seed, resolved  # noqa: F401
 from pipelines.config.data import (  # noqa: F401
+    CACHE_MODES,
     CSV_PREFIX,
     DEFAULT_DATASET,
     NORMALIZATIONS,

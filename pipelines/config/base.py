@@ -19,8 +19,12 @@ def resolved(config) -> dict:
 
   Fields added in a later kdprune version must not change the fingerprint of a
   run that does not use them, or upgrading would retrain every finished stage.
+  Fields in ``RUNTIME_FIELDS`` (how, not what, is computed: e.g. where decoded
+  examples are cached) are always left out.
   """
   out = dataclasses.asdict(config)
+  for field in getattr(config, "RUNTIME_FIELDS", ()):
+    out.pop(field, None)
   for field in getattr(config, "LATER_FIELDS", ()):
     default = type(config).__dataclass_fields__[field].default
     if getattr(config, field) == default:

@@ -17,6 +17,7 @@ NORMALIZATIONS = ("auto", "none", "standardize", "maxabs")
 TASKS = ("classification", "regression")
 REGRESSION_LOSSES = ("mse", "mae")
 SPLIT_ROLES = ("train", "validation", "test")
+CACHE_MODES = ("auto", "memory", "disk", "none")  # pipelines/data/caching.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,16 @@ class DataConfig:
       datasets whose images vary in size; ``None`` keeps the stored size.
     num_classes: for ``.npz`` sources, the number of classes (``None``: max label + 1).
     train_examples: use only the first N training examples (0: all); for smoke runs.
-    cache: keep decoded examples in memory after the first epoch.
+    cache: ``False`` (``--nocache``, ``--cache=none``): no example cache at all; ``True``:
+      cache as ``cache_mode`` says.
+    cache_mode: ``auto`` (memory when the decoded splits fit ``cache_budget_mb``, else a file
+      cache under the run directory), ``memory``, ``disk`` or ``none``
+      (:mod:`pipelines.data.caching`). Kept apart from ``cache`` so that the fingerprints of runs
+      made before the modes existed do not change; how examples are cached never changes them,
+      so it is no part of any fingerprint (``--cache=disk`` on a finished run reruns nothing).
+    cache_budget_mb: the memory budget of ``auto`` in MiB (0: ``min(2 GiB, RAM / 4)``); it also
+      bounds the training shuffle buffer (an eighth of it), so it is part of the fingerprint
+      when set.
     task: ``classification`` (integer labels, logits out) or ``regression``
       (real-valued targets, one output per target).
     regression_loss: ``mse`` or ``mae``: the loss every stage trains on and
@@ -64,6 +74,8 @@ class DataConfig:
   num_classes: Optional[int] = None
   train_examples: int = 0
   cache: bool = True
+  cache_mode: str = "auto"
+  cache_budget_mb: int = 0
   task: str = "classification"
   regression_loss: str = "mse"
   target_column: Optional[str] = None
@@ -75,7 +87,8 @@ class DataConfig:
 
   LATER_FIELDS = ("task", "regression_loss", "target_column", "test_fraction", "splits",
                   "tfrecord_image_key", "tfrecord_label_key",
-                  "tfrecord_features_key")  # see resolved()
+                  "tfrecord_features_key", "cache_budget_mb")  # see resolved()
+  RUNTIME_FIELDS = ("cache_mode",)  # examples are the same however they are cached
 
   @property
   def npz_path(self) -> Optional[str]:
@@ -93,6 +106,11 @@ class DataConfig:
   def tfrecord_path(self) -> Optional[str]:
     return (self.dataset[len(TFRECORD_PREFIX):] if self.dataset.startswith(TFRECORD_PREFIX)
             else None)
+
+  @property
+  def cache_policy(self) -> str:
+    """The cache mode in force: ``none`` when ``cache`` is off, else ``cache_mode``."""
+    return self.cache_mode if self.cache else "none"
 
   @property
   def is_synthetic(self) -> bool:
@@ -171,6 +189,11 @@ class DataConfig:
           self.images_path is not None or self.tfrecord_path is not None):
         raise ConfigError("--splits is for TFDS datasets; --dataset=%s has its own splits" % (
             self.dataset,))
+    if self.cache_mode not in CACHE_MODES:
+      raise ConfigError("--cache=%s is not one of %s" % (self.cache_mode, ", ".join(CACHE_MODES)))
+    if self.cache_budget_mb < 0:
+      raise ConfigError("--cache_budget_mb=%s must be >= 0 (0: min(2 GiB, RAM / 4))" % (
+          self.cache_budget_mb,))
     if self.train_examples < 0:
       raise ConfigError("--train_examples=%s must be >= 0 (0 means all)" % self.train_examples)
 

@@ -1,6 +1,8 @@
 """User arrays: ``.npz`` files and the checks every array source passes. Imports no TensorFlow."""
 
 import os
+import struct
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -39,8 +41,7 @@ def load_npz_arrays(path: str, num_classes: Optional[int] = None,
   if not os.path.exists(path):
     raise ConfigError("%s: no such file" % flag)
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {k: npz[k] for k in npz.files}
+    arrays = mapped_npz(path)
   except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError...
     raise ConfigError("%s: not a readable .npz file (%s)" % (flag, first_line(e))) from None
 
@@ -52,6 +53,51 @@ def load_npz_arrays(path: str, num_classes: Optional[int] = None,
   if ("x_val" in arrays) != ("y_val" in arrays):
     raise ConfigError("%s: x_val and y_val must be given together" % flag)
   return check_arrays(flag, arrays, num_classes, task)
+
+
+def mapped_npz(path: str) -> dict:
+  """The arrays of an ``.npz``, memory-mapped where the file allows it, never copied whole.
+
+  ``np.load(path, mmap_mode="r")`` ignores ``mmap_mode`` for ``.npz`` files (their members are
+  zip entries), so each member saved uncompressed (``np.savez``: the zip entry is *stored*) is
+  mapped here at its offset in the file: a ``np.memmap`` whose pages are read when used and
+  can be dropped by the OS, so memory does not grow with the file. A compressed member
+  (``np.savez_compressed``) cannot be mapped: it is decompressed into memory, once; save large
+  data with ``np.savez`` (or as TFRecords) to keep it on disk.
+  """
+  arrays = {}
+  with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+    for info in zf.infolist():
+      if not info.filename.endswith(".npy"):
+        continue
+      key = info.filename[:-len(".npy")]
+      if info.compress_type != zipfile.ZIP_STORED:
+        with zf.open(info) as member:
+          arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+        continue
+      f.seek(info.header_offset)
+      local = f.read(30)  # the local file header: its name and extra field lengths at 26
+      if local[:4] != b"PK\x03\x04":
+        raise ValueError("member %s has no local header" % info.filename)
+      name_len, extra_len = struct.unpack("<HH", local[26:30])
+      f.seek(info.header_offset + 30 + name_len + extra_len)
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                     np.lib.format.read_array_header_2_0)
+      shape, fortran, dtype = read_header(f)
+      if dtype.hasobject:
+        raise ValueError("member %s holds Python objects (pickled), not numbers" % info.filename)
+      if int(np.prod(shape)) == 0:
+        arrays[key] = np.zeros(shape, dtype)
+        continue
+      arrays[key] = np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                              order="F" if fortran else "C")
+  return arrays
+
+
+def all_finite(x: np.ndarray, rows: int = 4096) -> bool:
+  """``np.all(np.isfinite(x))``, a block of rows at a time (no copy of a mapped array)."""
+  return all(bool(np.all(np.isfinite(x[i:i + rows]))) for i in range(0, len(x), rows))
 
 
 def check_arrays(flag: str, arrays: dict, num_classes: Optional[int] = None,
@@ -94,7 +140,7 @@ def check_arrays(flag: str, arrays: dict, num_classes: Optional[int] = None,
     elif x.shape[1:] != feature_shape:
       raise ConfigError("%s: x_%s examples have shape %s but x_train's have %s" % (
           flag, s, x.shape[1:], feature_shape))
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+    if x.dtype.kind == "f" and not all_finite(x):
       raise ConfigError("%s: x_%s contains NaN or infinite values" % (flag, s))
     if regression:
       if y.dtype.kind not in "biuf":

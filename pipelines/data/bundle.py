@@ -1,8 +1,9 @@
 """Datasets: TFDS by name, the embedded ``digits`` default, the user's ``.npz`` or CSV, or the
 synthetic regression dataset.
 
-Every source ends in the same :class:`DatasetBundle`: unbatched, cached
-train / validation / test ``tf.data`` pipelines of ``(x float32, y int32)``
+Every source ends in the same :class:`DatasetBundle`: unbatched train / validation / test
+``tf.data`` pipelines of ``(x float32, y int32)``, cached as ``--cache`` says
+(:mod:`pipelines.data.caching`)
 (``y float32 [targets]`` for regression),
 plus the input shape, the number of classes and the number of examples per
 split. When the source has no validation split one is carved from train,
@@ -23,7 +24,7 @@ import numpy as np
 
 from models.compat import tf
 from pipelines.config import DEFAULT_DATASET, NORMALIZATIONS, DataConfig  # noqa: F401
-from pipelines.data import sources, tfrecords
+from pipelines.data import caching, sources, tfrecords
 from pipelines.data.sources import carve_indices  # noqa: F401  (re-exported)
 
 _MAX_SHUFFLE_BUFFER = 65536
@@ -58,6 +59,11 @@ class DatasetBundle:
   feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in order
   image_size: Optional[Tuple[int, int]] = None  # --image_size: raw images are resized to it
   file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
+  # Each split before its cache (:mod:`pipelines.data.caching`): what :meth:`head` reads.
+  uncached: Dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict)
+  cache_note: str = ""  # the cache mode chosen and why
+  # The memory budget (--cache_budget_mb): the shuffle buffer holds at most an eighth of it.
+  memory_budget: int = dataclasses.field(default_factory=caching.default_budget_bytes)
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -93,18 +99,23 @@ class DatasetBundle:
 
     Reshuffled each epoch when ``shuffle``; ``augment`` (see :func:`augmenter`)
     transforms each normalised batch afresh every epoch. ``extras`` (an array
-    with one row per example, in the split's order, e.g. teacher logits) is
-    zipped with the examples *before* shuffling, so each example keeps its own
-    row; batches are then ``(x, (y, extra))``.
+    with one row per example, in the split's order, e.g. teacher logits, or a
+    ``tf.data.Dataset`` of such rows with its count known, e.g. a teacher-output
+    store streamed from disk) is zipped with the examples *before* shuffling,
+    so each example keeps its own row; batches are then ``(x, (y, extra))``.
     """
     ds = self._raw(split)
     if extras is not None:
-      if len(extras) != self.num_examples[split]:
+      if isinstance(extras, tf.data.Dataset):  # streamed rows (a teacher-output store)
+        rows = int(extras.cardinality())
+      else:
+        rows, extras = len(extras), tf.data.Dataset.from_tensor_slices(extras)
+      if rows != self.num_examples[split]:
         raise ValueError("%d extra rows for %d %s examples" % (
-            len(extras), self.num_examples[split], split))
-      ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(extras)))
+            rows, self.num_examples[split], split))
+      ds = tf.data.Dataset.zip((ds, extras))
     if shuffle:
-      buffer = max(1, min(self.num_examples[split], _MAX_SHUFFLE_BUFFER))
+      buffer = max(1, min(self.num_examples[split], self.shuffle_buffer(ds.element_spec)))
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if extras is not None:  # ((x, y), extra) -> (x, (y, extra)), once per batch
@@ -123,20 +134,30 @@ class DatasetBundle:
     options.experimental_distribute.auto_shard_policy = policy
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
+  def shuffle_buffer(self, element_spec) -> int:
+    """Examples the training shuffle holds: at most 65536 and at most ``memory_budget / 8``
+    bytes of them (256 MiB by default: all of MNIST or CIFAR-10, a window of larger data)."""
+    per = caching.example_bytes(element_spec)
+    cap = _MAX_SHUFFLE_BUFFER if not per else self.memory_budget // (8 * per)
+    return max(1, min(_MAX_SHUFFLE_BUFFER, cap))
+
   def head(self, split: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
     """The first ``count`` normalised examples of ``split`` as arrays ``(x, y)``.
 
-    Reads the split to its end: a partial read of an in-memory ``cache()``
-    (``take(k)``, ``next(iter(...))``) can race with the next reader, which then
-    finds the cache completed with only the examples read so far (seen as "Input
-    dataset was expected to contain 359 elements but contained only 1").
+    Reads only those examples (``take(count)``), from the split before its cache: a partial
+    read of a cache that is still being filled could leave it completed with only the examples
+    read so far (seen as "Input dataset was expected to contain 359 elements but contained only
+    1"), and reading the split to its end would cost a pass over the whole split.
     """
-    xs, ys, have = [], [], 0
-    for x, y in self.batches(split, 256):
-      if have < count:
-        xs.append(x.numpy()[:count - have])
-        ys.append(y.numpy()[:count - have])
-        have += len(xs[-1])
+    if split not in self.raw:
+      raise ValueError("unknown split %r" % split)
+    ds = self.uncached.get(split, self.raw[split]).take(max(0, int(count)))
+    xs, ys = [], []
+    for x, y in ds.batch(256).map(self.normalize):
+      xs.append(x.numpy())
+      ys.append(y.numpy())
+    if not xs:
+      raise ValueError("no %s examples" % split)
     return np.concatenate(xs), np.concatenate(ys)
 
   def sample(self, split: str, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -146,13 +167,16 @@ class DatasetBundle:
     examples), then one streaming pass keeps only those rows: memory holds the
     sample, not the split, and a class-sorted file still gives every class
     (:meth:`head` would give the first ``count``, one class). Returned in
-    storage order. Reads the split to its end, like :meth:`head`.
+    storage order. Reads the split a batch at a time up to the last wanted row, from the
+    split before its cache (see :meth:`head`).
     """
     n = self.num_examples[split]
     count = max(0, min(count, n))
     wanted = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
     xs, ys, start = [], [], 0
-    for x, y in self.batches(split, 256):
+    last = int(wanted[-1]) + 1 if count else 0
+    ds = self.uncached.get(split, self.raw[split]).take(last)  # as head(): not the cache
+    for x, y in ds.batch(256).map(self.normalize):
       size = int(x.shape[0])
       lo, hi = np.searchsorted(wanted, [start, start + size])
       if hi > lo:
@@ -233,45 +257,70 @@ def _carved(config: DataConfig) -> str:
 
 
 def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
+  """Array sources (npz, CSV, synthetic). The arrays are never copied whole: each split is a
+  list of row indices, and the pipeline reads the rows a block at a time (:func:`_rows`), so a
+  memory-mapped ``.npz`` (:func:`pipelines.data.arrays.mapped_npz`) stays on disk."""
   arrays = source.arrays
   x_train, y_train = arrays["x_train"], arrays["y_train"]
+  rows = {"test": (arrays["x_test"], arrays["y_test"], None)}
   if "x_val" in arrays:
-    x_val, y_val = arrays["x_val"], arrays["y_val"]
+    rows["validation"] = (arrays["x_val"], arrays["y_val"], None)
+    train_idx = np.arange(len(x_train))
     validation_source = "x_val/y_val"
   else:
-    tr, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
-    x_val, y_val = x_train[va], y_train[va]
-    x_train, y_train = x_train[tr], y_train[tr]
+    train_idx, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
+    rows["validation"] = (x_train, y_train, va)
     validation_source = _carved(config)
   if config.train_examples:
-    x_train, y_train = x_train[:config.train_examples], y_train[:config.train_examples]
+    train_idx = train_idx[:config.train_examples]
+  rows["train"] = (x_train, y_train, train_idx)
+  rows = {k: rows[k] for k in ("train", "validation", "test")}
+  counts = {k: int(len(x) if idx is None else len(idx)) for k, (x, _, idx) in rows.items()}
 
-  raw = {
-      "train": (x_train, y_train),
-      "validation": (x_val, y_val),
-      "test": (arrays["x_test"], arrays["y_test"]),
-  }
   mode = config.normalization
   if mode == "auto" and source.kind == "csv":
     mode = "standardize"  # tabular columns come in arbitrary units
   stats = None
   if mode == "standardize":
-    stats = _moments_numpy(x_train)
+    stats = _moments_numpy(x_train, train_idx)
   elif mode == "maxabs":
-    stats = _max_abs_numpy(x_train)
-  splits = {}
-  for name, (x, y) in raw.items():
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    splits[name] = ds.cache() if config.cache else ds
+    stats = _max_abs_numpy(x_train, train_idx)
+  uncached = {name: _rows(x, y, idx) for name, (x, y, idx) in rows.items()}
+  splits, note = caching.cache_splits(config, uncached, counts)
   spec = normalization_spec(mode, x_train.dtype, stats)
   return DatasetBundle(
       name=config.dataset, source=source.kind, raw=splits,
       normalize=normalizer(spec),
       input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples={k: int(len(v[0])) for k, v in raw.items()},
+      num_examples=counts,
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
-      feature_names=source.feature_names)
+      feature_names=source.feature_names, uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
+
+
+_BYTES_PER_READ = 1 << 20
+
+
+def _rows(x: np.ndarray, y: np.ndarray, index: Optional[np.ndarray] = None) -> tf.data.Dataset:
+  """The examples ``(x[i], y[i])`` for ``i`` in ``index`` (all rows when None), in order, read
+  from the arrays about ``_BYTES_PER_READ`` at a time: a memory-mapped array is read page by page
+  and never copied whole (``from_tensor_slices`` would copy it into one tensor)."""
+  index = np.arange(len(x), dtype=np.int64) if index is None else np.asarray(index, np.int64)
+  row_shape, target_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
+
+  def read(i):
+    if len(i) and i[-1] - i[0] == len(i) - 1:  # a contiguous block: a slice, no gather
+      return np.ascontiguousarray(x[i[0]:i[-1] + 1]), np.ascontiguousarray(y[i[0]:i[-1] + 1])
+    return np.asarray(x[i]), np.asarray(y[i])
+
+  def load(i):
+    xs, ys = tf.numpy_function(read, [i], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)],
+                               stateful=False)
+    return tf.ensure_shape(xs, (None,) + row_shape), tf.ensure_shape(ys, (None,) + target_shape)
+  per_read = max(1, min(4096, _BYTES_PER_READ // max(1, x.itemsize * int(np.prod(row_shape)))))
+  ds = tf.data.Dataset.from_tensor_slices(index).batch(per_read)
+  return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -301,12 +350,12 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       image = tf.ensure_shape(tf.cast(image, tf.uint8), [height, width, channels])
     return image, label
 
-  splits = {}
+  uncached = {}
   for name, (paths, labels) in files.items():
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
                                              tf.constant(labels, tf.int32)))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    splits[name] = ds.cache() if config.cache else ds
+    uncached[name] = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in files.items()})
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
   spec = normalization_spec(config.normalization, np.dtype(np.uint8), stats)
   return DatasetBundle(
@@ -315,7 +364,8 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
       num_examples={k: len(v[0]) for k, v in files.items()},
       validation_source=validation_source, normalization=spec, input_dtype="uint8",
       class_names=source.class_names, image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size))
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -366,9 +416,9 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
   if config.train_examples:
     train = train.take(config.train_examples)
     counts["train"] = min(counts["train"], config.train_examples)
-  splits = {"train": train, "validation": validation, "test": read(files["test"])}
-  if config.cache:
-    splits = {k: v.cache() for k, v in splits.items()}
+  uncached = {"train": train, "validation": validation, "test": read(files["test"])}
+  splits, note = caching.cache_splits(config, uncached, counts,
+                                      carved="validation" not in files)
   mode = config.normalization
   stats = None
   if mode == "standardize":
@@ -381,7 +431,9 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(source.input_dtype).name,
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
-      file_shards={"train": len(files["train"])} if "validation" in files else {})
+      file_shards={"train": len(files["train"])} if "validation" in files else {},
+      uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -427,8 +479,8 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       return tf.cast(x, dtype), y
     splits = {k: v.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for k, v in splits.items()}
 
-  if config.cache:  # cache the compact decoded form; normalising is cheap
-    splits = {k: v.cache() for k, v in splits.items()}
+  uncached = splits  # the compact decoded form is cached; normalising is cheap
+  splits, note = caching.cache_splits(config, uncached, counts, carved="validation" not in roles)
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
   spec = normalization_spec(config.normalization, source.input_dtype, stats)
   return DatasetBundle(
@@ -439,7 +491,8 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       validation_source=validation_source, normalization=spec,
       input_dtype=np.dtype(source.input_dtype).name, class_names=source.class_names,
       image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size))
+          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb))
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
@@ -557,15 +610,37 @@ def normalizer(spec: dict) -> Callable:
   return lambda x, y: (tf.cast(x, tf.float32), y)
 
 
-def _moments_numpy(x: np.ndarray):
-  flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
-  mean, std = flat.mean(axis=0), flat.std(axis=0)
+def _blocks(x: np.ndarray, index: Optional[np.ndarray], rows: int = 4096):
+  """``x[index]`` (all of ``x`` when None) as float64 blocks of ``[rows x features]``."""
+  index = np.arange(len(x)) if index is None else index
+  for start in range(0, len(index), rows):
+    block = np.asarray(x[index[start:start + rows]], np.float64)
+    yield block.reshape(-1, x.shape[-1])
+
+
+def _moments_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
+  """Per-last-axis mean/std of ``x[index]``; a mapped or large array a block at a time (it is not
+  copied), an in-memory one in one float64 pass as before (the same numbers to the last bit)."""
+  if not isinstance(x, np.memmap) and x.size <= (1 << 25):
+    flat = (x if index is None else x[index]).reshape(-1, x.shape[-1]).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+  n, total, squares = 0, 0.0, 0.0
+  shift = np.asarray(x[index[:1] if index is not None else slice(0, 1)], np.float64).reshape(
+      -1, x.shape[-1]).mean(axis=0)  # shifted sums: no cancellation for large means
+  for block in _blocks(x, index):
+    d = block - shift
+    n, total, squares = n + len(d), total + d.sum(axis=0), squares + (d * d).sum(axis=0)
+  mean_d = total / n
+  mean, std = shift + mean_d, np.sqrt(np.maximum(squares / n - mean_d ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
-def _max_abs_numpy(x: np.ndarray):
-  """Per-feature largest absolute value (1 where a feature is all zero)."""
-  top = np.abs(x.reshape(-1, x.shape[-1]).astype(np.float64)).max(axis=0)
+def _max_abs_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
+  """Per-feature largest absolute value (1 where a feature is all zero), a block at a time."""
+  top = np.zeros(x.shape[-1], np.float64)
+  for block in _blocks(x, index):
+    top = np.maximum(top, np.abs(block).max(axis=0))
   return np.where(top > 0, top, 1.0).astype(np.float32)
 
 

@@ -130,6 +130,20 @@ def is_chief() -> bool:
   return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def worker_index_and_count():
+  """``(index, count)`` of this process among the chief and workers of a multi-worker run (the
+  chief first, then the workers in order); ``(0, 1)`` otherwise."""
+  s = _STATE["strategy"]
+  resolver = getattr(s, "cluster_resolver", None) if s is not None else None
+  if resolver is None or not getattr(resolver, "task_type", None):
+    return 0, 1
+  cluster = resolver.cluster_spec().as_dict()
+  tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))] + [
+      ("worker", i) for i in range(len(cluster.get("worker", [])))]
+  me = (resolver.task_type, resolver.task_id)
+  return (tasks.index(me), len(tasks)) if me in tasks else (0, 1)
+
+
 def output_dir(path: str) -> str:
   """Where this process writes what the chief writes at ``path`` (a private temp dir if not chief)."""
   if is_chief():

@@ -14,7 +14,10 @@ import traceback
 from typing import Callable, Dict, Optional
 
 from pipelines.config.errors import ConfigError, StageError
+from pipelines.data import caching
 from pipelines.runtime import distribute, progress, rundir, timing
+
+DATA_CACHE = os.path.join("cache", "data")  # --cache=disk (and auto) file caches, per run
 
 
 @dataclasses.dataclass
@@ -55,6 +58,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
   rundir.backup_interval_seconds()  # a bad KDPRUNE_BACKUP_SECONDS is refused before any work
   rundir.check_workdir(workdir)  # after the flags: a bad invocation leaves no trace
   run = rundir.RunDir(workdir)
+  caching.set_root(distribute.output_dir(os.path.join(run.workdir, DATA_CACHE)))
   fp = rundir.fingerprint(fingerprint_inputs)
   if not distribute.is_chief():
     return _execute_as_worker(name, run_fn, config, workdir, run, fp, force)

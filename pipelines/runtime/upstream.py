@@ -97,15 +97,19 @@ def check_data_matches(workdir: str, stage: str, data: DataConfig, program: str)
 
 
 def teacher_logits_path(workdir: str, data: DataConfig) -> str:
-  """Where the finished teacher's logits over ``data``'s training split are kept between stages.
+  """Where the finished teacher's logits over ``data``'s training split are kept between stages:
+  a store folder (:mod:`pipelines.train.teacher_store`).
 
   Keyed by the teacher run and the data config (which decides the split and
   its order); the teacher stage clears the folder when it trains again.
   """
   entry = teacher_entry(workdir)
+  examples = config_base.resolved(data)
+  for field in ("cache", "cache_mode", "cache_budget_mb"):  # how examples are cached, not which
+    examples.pop(field, None)
   key = rundir.fingerprint({"teacher": entry.get("fingerprint"), "finished": entry.get("finished"),
-                            "data": config_base.resolved(data)})[:16]
-  return os.path.join(rundir.RunDir(workdir).stage_dir(TEACHER), LOGITS_DIR, key + ".npy")
+                            "data": examples})[:16]
+  return os.path.join(rundir.RunDir(workdir).stage_dir(TEACHER), LOGITS_DIR, key)
 
 
 def qat_files(workdir: str, name: str) -> dict:

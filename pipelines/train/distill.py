@@ -7,8 +7,9 @@ inference mode and never trained or saved with it. The student is called
 exactly once per training step, so tfmot's ``pruning_step`` advances once per
 step. Batches are either ``(x, labels)`` (online: the teacher runs in the
 step, or no teacher for the hard-label ablation) or ``(x, (labels,
-teacher_logits))`` (cached: :func:`with_teacher_logits`). For regression the
-"logits" are the teacher's predictions; the cache holds them the same way.
+teacher_logits))`` (cached: :func:`training_batches`; ``teacher_logits`` is ``[B, C]``, or a
+``(values, classes)`` pair in the top-k form of :mod:`pipelines.train.teacher_store`). For
+regression the "logits" are the teacher's predictions; the store holds them the same way.
 """
 
 import contextlib
@@ -22,8 +23,8 @@ import numpy as np
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
-from pipelines.runtime import distribute, rundir, upstream
-from pipelines.train import losses, teacher_import
+from pipelines.runtime import distribute, upstream
+from pipelines.train import losses, teacher_import, teacher_store
 from pipelines.train import optimizers  # noqa: F401  (registers the schedules saved models name)
 
 
@@ -182,9 +183,12 @@ def training_batches(bundle, teacher, distill_config, train_config, seed: int,
 
   Returns ``(dataset, mode, cache_seconds)``: ``mode`` is ``cached`` (the
   teacher's logits travel with the batches), ``online`` (the trainer runs the
-  teacher in each step) or ``none``. Cached logits are read from
-  ``cache_path`` when an earlier stage left them there (the student's logits
-  serve QAT), else the teacher runs once here and the chief saves them.
+  teacher in each step) or ``none``. Cached logits live in a store on disk at
+  ``cache_path`` (:mod:`pipelines.train.teacher_store`: float16, sharded, top-k
+  with ``--teacher_topk``), written by the first stage that needs them (each
+  worker its own shard) and streamed from there with their examples through the
+  shuffle, so memory does not grow with the data; the student's store serves QAT.
+  Without a ``cache_path`` the logits are computed into memory (:func:`teacher_logits`).
   """
   if not distill_config.enabled:
     mode = "none"
@@ -195,17 +199,16 @@ def training_batches(bundle, teacher, distill_config, train_config, seed: int,
     ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
                         augment=train_config.augment)
     return ds, mode, time.time() - start
-  logits = None
-  if cache_path and os.path.exists(cache_path):
-    logits = np.load(cache_path)
-    if logits.shape[0] != bundle.num_examples["train"]:
-      logits = None
-  if logits is None:
+  if not cache_path:
     logits = teacher_logits(teacher, bundle, max(train_config.batch_size, 256))
-    if cache_path and distribute.is_chief():
-      with rundir.atomic_path(cache_path) as tmp:
-        np.save(tmp, logits)
-  ds = with_teacher_logits(bundle, logits, train_config.batch_size, seed)
+    return with_teacher_logits(bundle, logits, train_config.batch_size, seed), mode, \
+        time.time() - start
+  topk = teacher_store.topk_for(getattr(distill_config, "teacher_topk", 0), bundle.num_classes)
+  store = teacher_store.open_or_write(
+      teacher_store.store_path(cache_path, topk, distill_config.temperature), teacher, bundle,
+      max(train_config.batch_size, 256), topk, distill_config.temperature)
+  ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
+                      extras=store.dataset())
   return ds, mode, time.time() - start
 
 

@@ -7,6 +7,18 @@ regression of predictions (:func:`regression_distillation_loss`: no temperature)
 The T^2 factor keeps the soft term's gradients on the same scale as the hard
 term's when T changes. All functions return per-batch means.
 
+The teacher's side may also come as its top-k logits and a *rest bucket*
+(``--teacher_topk``, :mod:`pipelines.train.teacher_store`): ``values = [z_K, r]`` with
+``r = T * logsumexp(z_rest / T)`` and ``classes = K``. Then p is the teacher's distribution over
+the k + 1 outcomes "class k_1", ..., "class k_k", "any other class", ``p = softmax(values / T)``
+(exact: the top-k probabilities and the rest's total mass at T), q is the student's
+distribution over the same outcomes, ``log q_i = s_i / T - logsumexp(s / T)`` for i in K and
+``log q_rest = logsumexp(s_rest / T) - logsumexp(s / T)``, and the soft term is
+``T^2 * KL(p || q)`` over those k + 1 outcomes. With k = C - 1 (the rest is one class) it is the
+full KL exactly; with fewer classes it is the KL of the coarsened distributions, at most the
+full KL (the data-processing inequality): the student is pulled towards the teacher's top-k
+probabilities and the total it leaves to the rest, not towards how the rest is spread.
+
 Example:
   >>> import numpy as np
   >>> s = np.array([[2.0, 0.0]], np.float32); t = np.array([[0.0, 2.0]], np.float32)
@@ -27,6 +39,24 @@ def soft_kl(student_logits, teacher_logits, temperature: float):
   return tf.reduce_mean(kl)
 
 
+def soft_kl_topk(student_logits, teacher_values, teacher_classes, temperature: float):
+  """Mean over the batch of the KL over the teacher's top-k classes and one rest bucket, without
+  the T^2 (see the module docstring): ``teacher_values`` ``[B, k + 1]`` (the top-k logits, then
+  the rest bucket), ``teacher_classes`` ``[B, k]`` (their class ids)."""
+  t = tf.cast(temperature, tf.float32)
+  s = tf.cast(student_logits, tf.float32) / t
+  classes = tf.cast(teacher_classes, tf.int32)
+  lse = tf.reduce_logsumexp(s, axis=-1, keepdims=True)
+  log_q_top = tf.gather(s, classes, batch_dims=1) - lse
+  picked = tf.reduce_sum(tf.one_hot(classes, tf.shape(s)[-1], dtype=tf.float32), axis=1) > 0
+  log_q_rest = tf.reduce_logsumexp(tf.where(picked, tf.constant(-float("inf")), s), axis=-1,
+                                   keepdims=True) - lse
+  log_q = tf.concat([log_q_top, log_q_rest], axis=-1)
+  log_p = tf.nn.log_softmax(tf.cast(teacher_values, tf.float32) / t, axis=-1)
+  kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+  return tf.reduce_mean(kl)
+
+
 def hard_cross_entropy(labels, student_logits):
   """Mean sparse categorical cross-entropy of integer ``labels`` under ``student_logits``."""
   labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
@@ -40,9 +70,14 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
   Returns:
     ``{"total", "distill", "hard"}``: ``distill`` is ``T^2 * KL`` (before the
     ``1 - alpha`` weight), ``hard`` the cross-entropy with the labels (before
-    ``alpha``), and ``total = (1 - alpha) * distill + alpha * hard``.
+    ``alpha``), and ``total = (1 - alpha) * distill + alpha * hard``. ``teacher_logits`` is
+    ``[B, C]`` logits, or a ``(values, classes)`` pair in the top-k form (module docstring).
   """
-  distill = (temperature ** 2) * soft_kl(student_logits, teacher_logits, temperature)
+  if isinstance(teacher_logits, (tuple, list)):
+    kl = soft_kl_topk(student_logits, teacher_logits[0], teacher_logits[1], temperature)
+  else:
+    kl = soft_kl(student_logits, teacher_logits, temperature)
+  distill = (temperature ** 2) * kl
   hard = hard_cross_entropy(labels, student_logits)
   total = (1.0 - alpha) * distill + alpha * hard
   return {"total": total, "distill": distill, "hard": hard}
