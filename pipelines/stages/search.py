@@ -132,9 +132,12 @@ def validate(config: PipelineConfig, search: SearchConfig) -> None:
       pipeline.validate(_candidate(config, structure, width, value)[2])
 
 
-def fingerprint(config: PipelineConfig, search: SearchConfig) -> str:
-  """What decides every chain's result: the space and every stage's resolved config."""
+def fingerprint(config: PipelineConfig, search: SearchConfig, workdir: str) -> str:
+  """What decides every chain's result: the space, every stage's resolved config and the teacher
+  run the students learn from (a retrained teacher invalidates the finished chains)."""
+  teacher = rundir.RunDir(workdir).entry(TEACHER) or {}
   return rundir.fingerprint({"space": search.space(), "teacher": config.teacher.resolved(),
+                             "teacher_run": [teacher.get("fingerprint"), teacher.get("finished")],
                              "student": config.student.resolved(),
                              "qat": config.qat.resolved(), "export": config.export.resolved()})
 
@@ -298,7 +301,7 @@ def run(config: PipelineConfig, search: SearchConfig, workdir: str, log=None,
   rundir.check_workdir(workdir)
   ensure_teacher(config, search, workdir, log=log)
   judge = _Judge(config, search, workdir)
-  fp = fingerprint(config, search)
+  fp = fingerprint(config, search, workdir)
   for structure, width in search.my_chains():
     run_chain(judge, structure, width, fp, log)
   missing = _missing(config, search, workdir, fp)
@@ -326,7 +329,7 @@ def collect(config: PipelineConfig, search: SearchConfig, workdir: str, log=None
   ``pareto.png``, ``best/``) and returns ``search.json``'s content."""
   log = log or progress.say
   search.validate(config.student.data.task)
-  fp = fingerprint(config, search)
+  fp = fingerprint(config, search, workdir)
   missing = _missing(config, search, workdir, fp)
   if missing:
     raise ConfigError("--collect: chain(s) %s of this search are not finished in %s" % (
