@@ -260,3 +260,21 @@ def test_slurm_and_kubernetes_task_commands_run_index_by_index(searched, tmp_pat
   assert collect.returncode == 0, collect.stderr[-3000:]
   assert _ran(collect.stdout + collect.stderr) == []
   assert _result(run)["best"]["name"] == _result(workdir)["best"]["name"]
+
+
+@pytest.mark.parametrize("task,teacher_val,max_drop,inside,outside", [
+    ("classification", 0.95, 0.5, 0.945, 0.9449),  # points of accuracy
+    ("regression", 2.0, 0.1, 2.2, 2.21),  # MSE at most 1.1x the teacher's
+])
+def test_the_budget_is_points_for_classification_and_an_mse_ratio_for_regression(
+    tmp_path, task, teacher_val, max_drop, inside, outside):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from pipelines.config import DataConfig, PipelineConfig, StudentConfig  # pylint: disable=g-import-not-at-top
+  metric = "mse" if task == "regression" else "accuracy"
+  (tmp_path / "manifest.json").write_text(json.dumps(
+      {"stages": {"teacher": {"status": "done", "metrics": {"val_" + metric: teacher_val}}}}))
+  student = dataclasses.replace(StudentConfig(), data=DataConfig(task=task))
+  judge = search._Judge(PipelineConfig(student=student), SearchConfig(max_drop=max_drop),
+                        str(tmp_path))
+  assert judge.within(inside) and not judge.within(outside)
+  assert judge.budget()["teacher_val_" + metric] == teacher_val
