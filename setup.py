@@ -33,6 +33,7 @@ STAGES = {
     "kdprune-qat": "pipelines.cli.qat:entry_point",
     "kdprune-export": "pipelines.cli.export:entry_point",
     "kdprune-sweep": "pipelines.cli.sweep:entry_point",
+    "kdprune-search": "pipelines.cli.search:entry_point",
     "kdprune-predict": "pipelines.cli.predict:entry_point",
 }
 

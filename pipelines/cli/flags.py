@@ -65,12 +65,45 @@ def define_flags() -> None:
                     "sparsities of the unstructured students.")
   flags.DEFINE_list("structures", ["unstructured"], "kdprune-sweep: pruning structures to sweep "
                     "(unstructured, m_by_n, channels; m_by_n adds one student per width at --m_by_n, "
-                    "channels one per width at --channel_fraction).")
-  flags.DEFINE_list("student_widths", [], "kdprune-sweep: student widths to sweep (default: "
-                    "--student_width alone).")
+                    "channels one per width at --channel_fraction). kdprune-search: the structures "
+                    "searched (default there: all three).")
+  flags.DEFINE_list("student_widths", [], "kdprune-sweep, kdprune-search: student widths to "
+                    "sweep or search (default: --student_width alone).")
   flags.DEFINE_list("pruning_methods", [], "kdprune-sweep: pruning methods to sweep (magnitude, "
                     "dynamic; default: --pruning_method alone). Dynamic students get a _dynamic "
                     "suffix; m_by_n students are magnitude-pruned only.")
+  _define_search_flags()
+
+
+def _define_search_flags():
+  s = configs.SearchConfig()
+  flags.DEFINE_float("max_drop", s.max_drop, "kdprune-search: the budget against the float "
+                     "teacher on the validation split: accuracy points (classification), or how "
+                     "much the MSE may exceed the teacher's, as a ratio minus 1 (regression: 0.1 "
+                     "allows 1.1x). Must be > 0: an int8 student never matches the teacher "
+                     "exactly.")
+  flags.DEFINE_enum("objective", s.objective, configs.SEARCH_OBJECTIVES, "kdprune-search: what "
+                    "the chosen student minimises among those within budget: size (gzipped "
+                    ".tflite) or latency (batch-1, one thread).")
+  flags.DEFINE_list("search_sparsity_range", [str(v) for v in s.sparsity_range],
+                    "kdprune-search: lo,hi of the final sparsity bisected for unstructured "
+                    "students.")
+  flags.DEFINE_list("search_channel_range", [str(v) for v in s.channel_range],
+                    "kdprune-search: lo,hi of the channel fraction bisected for channels "
+                    "students.")
+  flags.DEFINE_float("search_tolerance", s.tolerance, "kdprune-search: a chain's bisection stops "
+                     "when its bracket is narrower than this.")
+  flags.DEFINE_integer("task_index", s.task_index, "kdprune-search: this task's index; it runs "
+                       "chains j with j %% --num_tasks == --task_index (a SLURM array's "
+                       "SLURM_ARRAY_TASK_ID, a Kubernetes Indexed Job's JOB_COMPLETION_INDEX).")
+  flags.DEFINE_integer("num_tasks", s.num_tasks, "kdprune-search: how many tasks share the "
+                       "search's chains.")
+  flags.DEFINE_integer("parallel", 1, "kdprune-search: run this many local processes (one task "
+                       "index each), then collect.")
+  flags.DEFINE_bool("collect", False, "kdprune-search: only pick the best of the finished chains "
+                    "(every chain must be done) and write search/.")
+  flags.DEFINE_bool("search_auto_collect", True, "kdprune-search: the task that finds every chain "
+                    "done collects (the --parallel children are started without it).")
 
 
 def _define_qat_export_flags():
@@ -481,3 +514,24 @@ def sweep_config_from_flags() -> configs.SweepConfig:
   return configs.SweepConfig(sparsities=floats(FLAGS.sparsities, "sparsities"),
                              structures=tuple(FLAGS.structures), widths=widths,
                              methods=tuple(FLAGS.pruning_methods) or (None,))
+
+
+def search_config_from_flags() -> configs.SearchConfig:
+  def pair(flag):
+    values = FLAGS[flag].value
+    try:
+      lo, hi = (float(v) for v in values)
+    except ValueError:
+      raise ConfigError("--%s=%s must be lo,hi (two numbers)" % (flag, ",".join(values))) from None
+    return (lo, hi)
+  try:
+    widths = tuple(int(w) for w in FLAGS.student_widths) or (None,)
+  except ValueError:
+    raise ConfigError("--student_widths=%s must be integers" % ",".join(FLAGS.student_widths)
+                      ) from None
+  structures = (tuple(FLAGS.structures) if FLAGS["structures"].present
+                else configs.SearchConfig.structures)
+  return configs.SearchConfig(
+      max_drop=FLAGS.max_drop, objective=FLAGS.objective, structures=structures, widths=widths,
+      sparsity_range=pair("search_sparsity_range"), channel_range=pair("search_channel_range"),
+      tolerance=FLAGS.search_tolerance, task_index=FLAGS.task_index, num_tasks=FLAGS.num_tasks)

@@ -28,6 +28,8 @@ STUDENT = "student"
 QAT = "qat"
 EXPORT = "export"
 SWEEP = "sweep"
+SEARCH = "search"
+SEARCH_OBJECTIVES = ("size", "latency")  # what kdprune-search minimises
 STAGES = (TEACHER, STUDENT, QAT, EXPORT)  # the pipeline's order
 LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the student and QAT stages
 PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
@@ -273,3 +275,75 @@ class SweepConfig:
             m, ", ".join(PRUNING_METHODS)))
     if len(set(self.methods)) != len(self.methods):
       raise ConfigError("--pruning_methods lists a method twice")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """``kdprune-search``: the budget, the space and this process's share of it.
+
+  A *chain* is one (structure, width): its students differ in one continuous value, bisected
+  (``unstructured``: the final sparsity within ``sparsity_range``; ``channels``: the channel
+  fraction within ``channel_range``; ``m_by_n``: one student, at m/n). Chain ``j`` belongs to task
+  ``j % num_tasks``.
+  """
+
+  max_drop: float = 0.5  # classification: accuracy points; regression: allowed MSE ratio - 1
+  objective: str = "size"
+  structures: Tuple[str, ...] = PRUNING_STRUCTURES
+  widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+  sparsity_range: Tuple[float, float] = (0.5, 0.98)
+  channel_range: Tuple[float, float] = (0.25, 0.75)
+  tolerance: float = 0.05  # bisection stops when the bracket is this narrow
+  task_index: int = 0
+  num_tasks: int = 1
+
+  # What decides the chains' results (the task split does not).
+  SPACE_FIELDS = ("max_drop", "objective", "structures", "widths", "sparsity_range",
+                  "channel_range", "tolerance")
+
+  def validate(self, task: str = "classification") -> None:
+    if not self.max_drop >= 0:
+      raise ConfigError("--max_drop=%s must be >= 0 (%s)" % (
+          self.max_drop, "an MSE ratio above the teacher's, minus 1" if task == "regression"
+          else "accuracy points below the teacher"))
+    if self.max_drop == 0:
+      raise ConfigError("--max_drop=0 admits no student: an int8 .tflite never matches its float "
+                        "teacher exactly; give a budget above 0")
+    if self.objective not in SEARCH_OBJECTIVES:
+      raise ConfigError("--objective=%s is not one of %s" % (
+          self.objective, ", ".join(SEARCH_OBJECTIVES)))
+    if not self.structures:
+      raise ConfigError("--structures is empty")
+    for s in self.structures:
+      if s not in PRUNING_STRUCTURES:
+        raise ConfigError("--structures=%s: each must be one of %s" % (
+            s, ", ".join(PRUNING_STRUCTURES)))
+    if len(set(self.structures)) != len(self.structures):
+      raise ConfigError("--structures lists a structure twice")
+    for w in self.widths:
+      if w is not None and w < 1:
+        raise ConfigError("--student_widths=%s: each must be >= 1" % w)
+    if len(set(self.widths)) != len(self.widths):
+      raise ConfigError("--student_widths lists a width twice")
+    for flag, (lo, hi), low_ok in (("--search_sparsity_range", self.sparsity_range, True),
+                                   ("--search_channel_range", self.channel_range, False)):
+      if not ((0.0 <= lo if low_ok else 0.0 < lo) and lo <= hi < 1.0):
+        raise ConfigError("%s=%s,%s must be lo,hi with %s lo <= hi < 1" % (
+            flag, lo, hi, "0 <=" if low_ok else "0 <"))
+    if not self.tolerance > 0:
+      raise ConfigError("--search_tolerance=%s must be > 0" % self.tolerance)
+    if self.num_tasks < 1:
+      raise ConfigError("--num_tasks=%d must be >= 1" % self.num_tasks)
+    if not 0 <= self.task_index < self.num_tasks:
+      raise ConfigError("--task_index=%d must be in [0, --num_tasks=%d)" % (
+          self.task_index, self.num_tasks))
+
+  def chains(self) -> Tuple[Tuple[str, Optional[int]], ...]:
+    """Every (structure, width) of the space, in a fixed order."""
+    return tuple((s, w) for w in self.widths for s in self.structures)
+
+  def my_chains(self) -> Tuple[Tuple[str, Optional[int]], ...]:
+    return tuple(c for j, c in enumerate(self.chains()) if j % self.num_tasks == self.task_index)
+
+  def space(self) -> dict:
+    return {k: getattr(self, k) for k in self.SPACE_FIELDS}

@@ -25,7 +25,7 @@ def pareto(points: List[dict], key: str = "test_accuracy", higher: bool = True) 
 def _score(out: dict):
   """``(key, label, format)`` of the sweep's headline: accuracy, or MSE for regression."""
   score = out.get("score") or {"key": "test_accuracy", "label": "accuracy"}
-  if score["key"] == "test_accuracy":
+  if score["key"].endswith("_accuracy"):  # test_accuracy; the search ranks on val_accuracy
     return score["key"], "acc", lambda v: "%.2f%%" % (100 * v)
   return score["key"], score["label"], lambda v: "%.5g" % v
 
@@ -56,7 +56,9 @@ def plot(out: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   key, label, _ = _score(out)
-  scale = 100 if key == "test_accuracy" else 1
+  scale = 100 if key.endswith("_accuracy") else 1
+  split = "validation" if key.startswith("val_") else "test"
+  program = out.get("program", "kdprune sweep")
   pts = out["students"]
   ax.scatter([p["tflite_gzip_bytes"] for p in pts], [scale * p[key] for p in pts],
              color="tab:blue", zorder=3, label="int8 students")
@@ -74,8 +76,8 @@ def plot(out: dict, path: str) -> None:
   ax.set_xscale("log")
   ax.margins(x=0.25, y=0.12)
   ax.set_xlabel("gzipped int8 .tflite size (bytes, log scale)")
-  ax.set_ylabel("test %s (TFLite interpreter)" % ("accuracy, %" if scale == 100 else label))
-  ax.set_title("kdprune sweep: %s vs size" % ("accuracy" if scale == 100 else label))
+  ax.set_ylabel("%s %s (TFLite interpreter)" % (split, "accuracy, %" if scale == 100 else label))
+  ax.set_title("%s: %s vs size" % (program, "accuracy" if scale == 100 else label))
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=7, loc="lower right")
   fig.tight_layout()

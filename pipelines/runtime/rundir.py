@@ -11,11 +11,15 @@
 
 Every file kdprune writes here goes through :func:`atomic_write` (write aside,
 then rename), so a killed run never leaves a half-written manifest or
-artifact behind a "done" status.
+artifact behind a "done" status. Several processes may share one run directory (the
+search's parallel tasks): every read-modify-write of the manifest holds an exclusive
+``fcntl.flock`` on ``manifest.lock`` beside it, so no process's entry is lost; readers need no
+lock, since the manifest is only ever replaced whole.
 """
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 from pipelines.config.errors import ConfigError
 
 MANIFEST = "manifest.json"
+LOCK = "manifest.lock"  # beside the manifest: held around every read-modify-write
 _VERSION = 1
 
 
@@ -216,13 +221,26 @@ class RunDir:
   def entry(self, stage: str) -> Optional[dict]:
     return self.load()["stages"].get(stage)
 
+  @contextlib.contextmanager
+  def locked(self, name: str = LOCK):
+    """Holds the run directory's exclusive lock ``name`` (default: the manifest's), blocking until
+    other processes let go."""
+    os.makedirs(self.workdir, exist_ok=True)
+    with open(os.path.join(self.workdir, name), "a") as f:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
   def _update(self, stage: str, **fields) -> dict:
-    manifest = self.load()
-    entry = manifest["stages"].setdefault(stage, {})
-    entry.update(fields)
-    manifest["version"] = _VERSION
-    manifest["workdir"] = self.workdir
-    write_json(self.manifest_path, manifest)
+    with self.locked():  # another process's update between load and write would be lost
+      manifest = self.load()
+      entry = manifest["stages"].setdefault(stage, {})
+      entry.update(fields)
+      manifest["version"] = _VERSION
+      manifest["workdir"] = self.workdir
+      write_json(self.manifest_path, manifest)
     return entry
 
   def is_done(self, stage: str, fp: str) -> bool:

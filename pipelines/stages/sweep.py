@@ -36,7 +36,7 @@ from pipelines.stages import pipeline
 # The stage kinds of one swept student (the teacher is shared).
 STUDENT_KINDS = ("student", "qat", "export")
 
-__all__ = ["NAME", "SweepConfig", "students", "pipeline_for", "validate", "run"]
+__all__ = ["NAME", "SweepConfig", "students", "student_name", "pipeline_for", "validate", "run"]
 
 
 def students(base, sweep: SweepConfig) -> List[Tuple[str, dict]]:
@@ -52,18 +52,24 @@ def students(base, sweep: SweepConfig) -> List[Tuple[str, dict]]:
           effective = method or base.pruning.method
           if structure != "unstructured" and effective == "dynamic":
             continue
-          if structure == "unstructured":
-            name = "s%.3f_%s_w%s" % (s, structure, w)
-          elif structure == "channels":
-            name = "channels_%.2f_w%s" % (base.pruning.channel_fraction, w)
-          else:
-            name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1],
-                                     w)
-          if effective == "dynamic":
-            name += "_dynamic"
-          out.append((name, {"sparsity": s, "structure": structure, "width": width,
-                             "method": effective}))
+          out.append((student_name(base, structure, w, s, method=effective),
+                      {"sparsity": s, "structure": structure, "width": width,
+                       "method": effective}))
   return out
+
+
+def student_name(base, structure: str, width, sparsity=None, channel_fraction=None,
+                 method=None) -> str:
+  """``s0.900_unstructured_w16``, ``m_by_n_2-4_w16``, ``channels_0.50_w16`` (``_dynamic``
+  appended for dynamic pruning); ``base`` is the student config (its m:n and channel fraction)."""
+  if structure == "unstructured":
+    name = "s%.3f_%s_w%s" % (sparsity, structure, width)
+  elif structure == "channels":
+    name = "channels_%.2f_w%s" % (
+        base.pruning.channel_fraction if channel_fraction is None else channel_fraction, width)
+  else:
+    name = "%s_%d-%d_w%s" % (structure, base.pruning.m_by_n[0], base.pruning.m_by_n[1], width)
+  return name + ("_dynamic" if (method or base.pruning.method) == "dynamic" else "")
 
 
 def pipeline_for(config, name: str, spec: dict):
@@ -71,7 +77,9 @@ def pipeline_for(config, name: str, spec: dict):
   student = config.student
   pruning = dataclasses.replace(student.pruning, structure=spec["structure"],
                                 final_sparsity=spec["sparsity"],
-                                method=spec.get("method") or student.pruning.method)
+                                method=spec.get("method") or student.pruning.method,
+                                channel_fraction=spec.get("channel_fraction")
+                                or student.pruning.channel_fraction)
   model = student.model if spec["width"] is None else dataclasses.replace(
       student.model, width=spec["width"])
   return dataclasses.replace(
@@ -91,6 +99,34 @@ def validate(config: PipelineConfig, sweep: SweepConfig) -> List[Tuple[str, dict
   return out
 
 
+def read_report(workdir: str, name: str) -> dict:
+  """Student ``name``'s export report (``export/<name>/report.json``)."""
+  with open(os.path.join(rundir.RunDir(workdir).stage_dir(stage_of(EXPORT, name)),
+                         "report.json")) as f:
+    return json.load(f)
+
+
+def student_entry(report: dict, name: str, spec: dict, c: PipelineConfig, key: str) -> dict:
+  """One student's figures from its export report (``key``: ``test_accuracy`` or ``test_mse``),
+  measured on its int8 .tflite."""
+  metric = key[len("test_"):]
+  models = {m["name"]: m for m in report["models"]}
+  product = models[report["product"]]
+  return {
+      "student": name, "structure": spec["structure"], "method": c.student.pruning.method,
+      "target_sparsity": (c.student.pruning.target),
+      "width": c.student.model.width,
+      key: product[key], "tflite_bytes": product["tflite_bytes"],
+      "tflite_gzip_bytes": product["tflite_gzip_bytes"], "latency_ms": product["latency_ms"],
+      "sparsity": product["sparsity"], "params": product["params"],
+      "nonzero_params": product["nonzero_params"],
+      # The float pruned student: its .tflite when the export measured it, else its Keras figure.
+      "float_student_" + metric: models["student_float"][key] if "student_float" in models
+      else report["story"][-3][key],
+      "report": os.path.join("export", name, "report.json"),
+  }
+
+
 def run(config: PipelineConfig, sweep: SweepConfig, workdir: str, force: bool = False,
         log=None) -> dict:
   """Runs every student of the sweep; writes and returns ``sweep.json``'s content."""
@@ -104,25 +140,9 @@ def run(config: PipelineConfig, sweep: SweepConfig, workdir: str, force: bool = 
     # forced alone, so that every point of the front learnt from the same teacher run.
     pipeline.run(c, workdir, force=force if i == 0 else (STUDENT_KINDS if force else False),
                  log=log)
-    with open(os.path.join(rundir.RunDir(workdir).stage_dir(stage_of(EXPORT, name)),
-                           "report.json")) as f:
-      report = json.load(f)
-    models = {m["name"]: m for m in report["models"]}
-    product = models[report["product"]]
-    teacher = models.get("teacher_float", teacher)
-    entries.append({
-        "student": name, "structure": spec["structure"], "method": c.student.pruning.method,
-        "target_sparsity": (c.student.pruning.target),
-        "width": c.student.model.width,
-        key: product[key], "tflite_bytes": product["tflite_bytes"],
-        "tflite_gzip_bytes": product["tflite_gzip_bytes"], "latency_ms": product["latency_ms"],
-        "sparsity": product["sparsity"], "params": product["params"],
-        "nonzero_params": product["nonzero_params"],
-        # The float pruned student: its .tflite when the export measured it, else its Keras figure.
-        "float_student_" + metric: models["student_float"][key] if "student_float" in models
-        else report["story"][-3][key],
-        "report": os.path.join("export", name, "report.json"),
-    })
+    report = read_report(workdir, name)
+    teacher = {m["name"]: m for m in report["models"]}.get("teacher_float", teacher)
+    entries.append(student_entry(report, name, spec, c, key))
   pareto_lib.pareto(entries, key, higher)
   out = {"workdir": rundir.RunDir(workdir).workdir, "students": entries,
          "score": {"key": key, "label": label, "higher_is_better": higher},
