@@ -144,7 +144,7 @@ def test_pipeline_end_to_end_from_the_command_line(tmp_path):
                     reason="console scripts appear after `pip install -e .`")
 def test_console_scripts_are_installed():
   for script in ("kdprune-pipeline", "kdprune-teacher", "kdprune-student", "kdprune-qat",
-                 "kdprune-export", "kdprune-sweep"):
+                 "kdprune-export", "kdprune-sweep", "kdprune-search", "kdprune-predict"):
     result = subprocess.run([script, "--helpshort"], env=ENV, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
