@@ -87,6 +87,9 @@ def _define_qat_export_flags():
 
 def _define_student_flags():
   d, p = configs.DistillConfig(), configs.PruningConfig()
+  flags.DEFINE_string("student_weights", None, "Start the student from these trained weights "
+                      "(a .keras/.h5 model file, or an .h5/.weights.h5 weights file) instead of a fresh "
+                      "initialisation; they must fit the built --student_model layer by layer.")
   flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
                       "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
                       "can have many students.")
@@ -378,7 +381,8 @@ def student_config_from_flags() -> configs.StudentConfig:
           drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end,
           channel_fraction=FLAGS.channel_fraction),
       name=FLAGS.student_name,
-      progress=FLAGS.progress)
+      progress=FLAGS.progress,
+      weights=FLAGS.student_weights)
 
 
 def qat_config_from_flags() -> configs.QatConfig:
