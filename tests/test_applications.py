@@ -37,6 +37,7 @@ def test_each_family_builds_logits_from_the_data_and_resizes_small_inputs(family
   assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 7)
   assert _first_conv(model).kernel.shape[2] == 1  # one channel, from the data
   assert model.layers[-1].name == "logits"
+  assert {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}
   assert model.layers[-1].get_config()["activation"] == "linear"
   assert "%s: inputs 8x8 are smaller than the family's minimum 32; resized up to 32x32" % (
       family) in caplog.text
