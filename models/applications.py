@@ -16,9 +16,12 @@ model, so tfmot prunes and quantizes every layer).
 * BatchNormalization momentum is :data:`BN_MOMENTUM` (0.9) instead of the applications' 0.999/0.99.
 * Preprocessing is kdprune's (``--normalization``): MobileNetV3 is built with
   ``include_preprocessing=False`` and EfficientNet's ``Rescaling``/``Normalization`` stem layers are
-  cut out of the graph, so the model is the same however it is quantized.
+  cut out of the graph, so the model is the same however it is quantized; EfficientNet's
+  squeeze-excite ``Conv2D(activation="swish")`` is split into a linear convolution and an
+  ``Activation`` layer (see :func:`_rewired`), so its QAT model converts integer-only.
 * MobileNetV3's hard-sigmoid (``relu6(x + 3) / 6``) is built from Keras layers
-  (``Rescaling(1/6, offset=0.5)`` then ``ReLU(1)``, the same function) instead of the
+  (``Rescaling(1, offset=3)``, ``ReLU(6)``, ``Rescaling(1/6)``: an ADD, a RELU6 and a MUL in
+  TFLite, each with a fake-quantized output, so the QAT model converts integer-only) instead of the
   ``TFOpLambda`` ops tf_keras uses, which tfmot's QAT cannot wrap. The layers tfmot's default
   8-bit registry does not know (``Multiply`` in squeeze-excite and hard-swish, ``Rescaling``,
   ``Resizing``) get a quantize config in ``pipelines/quantize/qat.py``.
@@ -43,9 +46,6 @@ BN_MOMENTUM = 0.9
 # The smallest input side the applications accept (tf_keras' ``min_size``) and build well at.
 MIN_SIZE = 32
 
-def _apps():
-  return keras.applications
-
 
 @contextlib.contextmanager
 def _layer_hard_sigmoid():
@@ -54,9 +54,10 @@ def _layer_hard_sigmoid():
   from tf_keras.src.applications import mobilenet_v3
   original = mobilenet_v3.hard_sigmoid
 
-  def hard_sigmoid(x):  # relu6(x + 3) / 6 == min(max(x / 6 + 0.5, 0), 1)
-    x = keras.layers.Rescaling(1.0 / 6.0, offset=0.5)(x)
-    return keras.layers.ReLU(1.0)(x)
+  def hard_sigmoid(x):  # relu6(x + 3) / 6, one TFLite op per layer (each output quantized)
+    x = keras.layers.Rescaling(1.0, offset=3.0)(x)
+    x = keras.layers.ReLU(6.0)(x)
+    return keras.layers.Rescaling(1.0 / 6.0)(x)
 
   mobilenet_v3.hard_sigmoid = hard_sigmoid
   try:
@@ -66,7 +67,7 @@ def _layer_hard_sigmoid():
 
 
 def _backbone(family, x, width):
-  apps = _apps()
+  apps = keras.applications
   common = dict(include_top=False, weights=None, input_tensor=x)
   if family == "mobilenet_v2":
     return apps.MobileNetV2(alpha=width, **common)
@@ -81,23 +82,40 @@ def _backbone(family, x, width):
   return apps.ResNet50(**common)
 
 
-def _without_preprocessing(model):
-  """``model`` rebuilt without its ``Rescaling``/``Normalization`` layers (EfficientNet's stem
-  preprocessing; kdprune normalizes the data itself). Weights are fresh (``weights=None``)."""
+def _rewired(model):
+  """EfficientNet rebuilt for kdprune's QAT (weights are fresh: ``weights=None``):
+
+  * without its ``Rescaling``/``Normalization`` stem layers (kdprune normalizes the data itself);
+  * with the swish of its squeeze-excite ``Conv2D(activation="swish")`` layers moved into an
+    ``Activation`` layer after the (linear) convolution: tfmot fake-quantizes only a swish's
+    output, so TFLite, which cannot fuse a swish into a convolution, would run the convolution,
+    its sigmoid and product in float; as separate layers every tensor gets a range.
+  """
   config = model.get_config()
-  source = {}  # dropped layer -> the layer it read
-  kept = []
+  source = {}  # dropped or split layer -> the layer its consumers read now
+  layers = []
   for layer in config["layers"]:
     if layer["class_name"] in ("Rescaling", "Normalization"):
       read = layer["inbound_nodes"][0][0][0]
       source[layer["config"]["name"]] = source.get(read, read)
-    else:
-      kept.append(layer)
-  for layer in kept:
+      continue
+    layers.append(layer)
+    if layer["class_name"] in ("Conv2D", "Dense") and layer["config"].get("activation") == "swish":
+      name = layer["config"]["name"]
+      layer["config"]["activation"] = "linear"
+      act = name + "_swish"
+      layers.append({"class_name": "Activation", "name": act, "inbound_nodes": [[[name, 0, 0, {}]]],
+                     "config": {"name": act, "trainable": True, "dtype": layer["config"]["dtype"],
+                                "activation": "swish"}})
+      source[name] = act
+  for layer in layers:
     for node in layer["inbound_nodes"]:
       for n in node:
-        n[0] = source.get(n[0], n[0])
-  config["layers"] = kept
+        if source.get(n[0]) != layer["name"]:  # (a split swish reads its own convolution)
+          n[0] = source.get(n[0], n[0])
+  for out in config["output_layers"]:
+    out[0] = source.get(out[0], out[0])
+  config["layers"] = layers
   return keras.Model.from_config(config)
 
 
@@ -122,7 +140,7 @@ def build_application(family, input_shape, num_classes, *, width, dropout, name)
   outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
   model = keras.Model(inputs, outputs, name=name)
   if family == "efficientnet_b0":
-    model = _without_preprocessing(model)
+    model = _rewired(model)
   for layer in model.layers:  # before any call is traced: the saved config says 0.9 too
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.momentum = BN_MOMENTUM

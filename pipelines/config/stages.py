@@ -243,7 +243,7 @@ class SweepConfig:
 
   sparsities: Tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
   structures: Tuple[str, ...] = ("unstructured",)
-  widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+  widths: Tuple[Optional[float], ...] = (None,)  # None: --student_width
   methods: Tuple[Optional[str], ...] = (None,)  # None: --pruning_method
 
   def validate(self) -> None:
