@@ -19,7 +19,19 @@ BUILTIN_FAMILIES: Dict[str, tuple] = {
     "cnn": ("VGG-style CNN: depth x [2 x (Conv3x3, BN, ReLU), MaxPool], Dense(classes)",
             16, 2, 0.25),
     "resnet": ("ResNet: stem, 3 stages x depth basic blocks, GAP, Dense(classes)", 16, 2, 0.0),
+    # Keras Applications (models/applications.py): width is the width multiplier, depth unused.
+    "mobilenet_v2": ("Keras MobileNetV2 (width: alpha), GAP, Dense(classes)", 1.0, 1, 0.0),
+    "mobilenet_v3_small": ("Keras MobileNetV3-Small (width: alpha), GAP, Dense(classes)",
+                           1.0, 1, 0.0),
+    "mobilenet_v3_large": ("Keras MobileNetV3-Large (width: alpha), GAP, Dense(classes)",
+                           1.0, 1, 0.0),
+    "efficientnet_b0": ("Keras EfficientNet-B0 (width: width_coefficient), GAP, Dense(classes)",
+                        1.0, 1, 0.0),
+    "resnet50": ("Keras ResNet-50 (no width multiplier), GAP, Dense(classes)", 1.0, 1, 0.0),
 }
+# Families whose width is a float multiplier and whose depth is fixed.
+APPLICATION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                        "efficientnet_b0", "resnet50")
 _EXTRA_FAMILIES: Dict[str, tuple] = {}
 
 
@@ -28,7 +40,7 @@ class ModelSpec:
   """A family name or ``module:function``, and its knobs (``None``: the family's default)."""
 
   name: str
-  width: Optional[int] = None
+  width: Optional[float] = None  # an int, except for APPLICATION_FAMILIES' multipliers
   depth: Optional[int] = None
   dropout: Optional[float] = None
 
@@ -50,7 +62,10 @@ def describe_families() -> Dict[str, str]:
   out = {}
   for name in family_names():
     desc, width, depth, _ = BUILTIN_FAMILIES.get(name) or _EXTRA_FAMILIES[name]
-    out[name] = "%s (width %d, depth %d)" % (desc, width, depth)
+    if name in APPLICATION_FAMILIES:
+      out[name] = "%s (width %g)" % (desc, width)
+    else:
+      out[name] = "%s (width %d, depth %d)" % (desc, width, depth)
   return out
 
 
@@ -66,7 +81,20 @@ def validate_spec(spec: ModelSpec, flag: str) -> None:
     raise ConfigError("%s=%s: unknown model; choose one of %s, or package.module:function" % (
         flag, spec.name, ", ".join(family_names())))
   prefix = flag[:-len("_model")] if flag.endswith("_model") else flag
+  if spec.name in APPLICATION_FAMILIES:
+    if spec.width is not None and not spec.width > 0:
+      raise ConfigError("%s_width=%s must be > 0 (%s's width multiplier)" % (
+          prefix, spec.width, spec.name))
+    if spec.name == "resnet50" and spec.width not in (None, 1):
+      raise ConfigError("%s_width=%s: resnet50 has no width multiplier (leave it unset or 1); "
+                        "use mobilenet_v2, mobilenet_v3_* or efficientnet_b0 for a narrower "
+                        "model" % (prefix, spec.width))
+  elif spec.width is not None and spec.width != int(spec.width):
+    raise ConfigError("%s_width=%s must be a whole number for %s (a multiplier is for the "
+                      "Keras Applications families)" % (prefix, spec.width, spec.name))
   for knob in ("width", "depth"):
+    if knob == "width" and spec.name in APPLICATION_FAMILIES:
+      continue
     value = getattr(spec, knob)
     if value is not None and value < 1:
       raise ConfigError("%s_%s=%s must be >= 1" % (prefix, knob, value))
@@ -103,8 +131,8 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
   Lets a stage decide, before any training, which layers the student would
   prune. ``tests/test_models.py`` keeps it in step with the builders.
   """
-  if spec.name not in BUILTIN_FAMILIES or spec.is_user_builder:
-    return None
+  if spec.name not in BUILTIN_FAMILIES or spec.is_user_builder or spec.name in APPLICATION_FAMILIES:
+    return None  # applications: their layers are known once built
   width, depth, _ = family_defaults(spec.name)
   width = spec.width if spec.width is not None else width
   depth = spec.depth if spec.depth is not None else depth

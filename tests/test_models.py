@@ -54,7 +54,8 @@ def test_user_builder_by_module_path():
 
 
 @pytest.mark.parametrize("name,message", [
-    ("nosuchfamily", "unknown model; choose one of cnn, mlp, resnet"),
+    ("nosuchfamily", "unknown model; choose one of cnn, efficientnet_b0, mlp, mobilenet_v2, "
+                     "mobilenet_v3_large, mobilenet_v3_small, resnet, resnet50"),
     ("tests.nosuchmodule:fn", "cannot import tests.nosuchmodule"),
     ("tests.builders:nope", "tests.builders has no function nope"),
     ("tests.builders:no_args", "must accept (input_shape, num_classes)"),

@@ -8,7 +8,7 @@ frozen config dataclasses the stages take.
 
 from absl import flags
 
-from models.spec import ModelSpec, describe_families
+from models.spec import APPLICATION_FAMILIES, ModelSpec, describe_families
 from pipelines import config as configs
 from pipelines.config.errors import ConfigError
 from pipelines.runtime import distribute
@@ -127,6 +127,9 @@ def _define_qat_export_flags():
 
 def _define_student_flags():
   d, p = configs.DistillConfig(), configs.PruningConfig()
+  flags.DEFINE_string("student_weights", None, "Start the student from these trained weights "
+                      "(a .keras/.h5 model file, or an .h5/.weights.h5 weights file) instead of a fresh "
+                      "initialisation; they must fit the built --student_model layer by layer.")
   flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
                       "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
                       "can have many students.")
@@ -251,8 +254,9 @@ def _define_model_flags(stage: str, default: ModelSpec):
   flags.DEFINE_string("%s_model" % stage, default.name, "The %s architecture: one of %s, or "
                       "package.module:function returning a Functional tf_keras model "
                       "(called as function(input_shape, num_classes))." % (stage, names))
-  flags.DEFINE_integer("%s_width" % stage, default.width, "Width of the %s family (units or "
-                       "base filters); unset: the family's default." % stage)
+  flags.DEFINE_float("%s_width" % stage, default.width, "Width of the %s family (units or "
+                     "base filters, a whole number; for the Keras Applications families the width "
+                     "multiplier, e.g. 0.35); unset: the family's default." % stage)
   flags.DEFINE_integer("%s_depth" % stage, default.depth, "Depth of the %s family (layers or "
                        "blocks); unset: the family's default." % stage)
   flags.DEFINE_float("%s_dropout" % stage, default.dropout, "Dropout rate of the %s family; "
@@ -389,12 +393,18 @@ def data_config_from_flags() -> configs.DataConfig:
 
 
 def model_spec_from_flags(stage: str) -> ModelSpec:
-  return ModelSpec(
-      name=FLAGS["%s_model" % stage].value,
-      width=FLAGS["%s_width" % stage].value,
-      depth=FLAGS["%s_depth" % stage].value,
-      dropout=FLAGS["%s_dropout" % stage].value,
-  )
+  name = FLAGS["%s_model" % stage].value
+  width = FLAGS["%s_width" % stage].value
+  depth = FLAGS["%s_depth" % stage].value
+  if name in APPLICATION_FAMILIES:
+    # The defaults above are the cnn's: an application family takes its own (multiplier 1), and
+    # its depth is fixed.
+    width = width if FLAGS["%s_width" % stage].present else None
+    depth = None
+  elif width is not None and float(width).is_integer():
+    width = int(width)
+  return ModelSpec(name=name, width=width, depth=depth,
+                   dropout=FLAGS["%s_dropout" % stage].value)
 
 
 def train_config_from_flags(stage: str) -> configs.TrainConfig:
@@ -451,7 +461,8 @@ def student_config_from_flags() -> configs.StudentConfig:
           drop_fraction=FLAGS.drop_fraction, mask_update_end=FLAGS.mask_update_end,
           channel_fraction=FLAGS.channel_fraction),
       name=FLAGS.student_name,
-      progress=FLAGS.progress)
+      progress=FLAGS.progress,
+      weights=FLAGS.student_weights)
 
 
 def qat_config_from_flags() -> configs.QatConfig:
@@ -510,7 +521,8 @@ def sweep_config_from_flags() -> configs.SweepConfig:
       return tuple(float(v) for v in values)
     except ValueError:
       raise ConfigError("--%s=%s must be numbers" % (flag, ",".join(values))) from None
-  widths = tuple(int(w) for w in floats(FLAGS.student_widths, "student_widths")) or (None,)
+  widths = tuple(int(w) if float(w).is_integer() else w
+                 for w in floats(FLAGS.student_widths, "student_widths")) or (None,)
   return configs.SweepConfig(sparsities=floats(FLAGS.sparsities, "sparsities"),
                              structures=tuple(FLAGS.structures), widths=widths,
                              methods=tuple(FLAGS.pruning_methods) or (None,))

@@ -105,6 +105,7 @@ class StudentConfig:
   pruning: PruningConfig = PruningConfig()
   name: str = "default"
   progress: str = "auto"  # presentation only: not part of the fingerprint
+  weights: Optional[str] = None  # --student_weights: start from these trained weights
 
   @property
   def stage(self) -> str:
@@ -114,6 +115,8 @@ class StudentConfig:
     self.data.validate()
     check_name(self.name)
     validate_spec(self.model, "--student_model")
+    if self.weights is not None and not os.path.exists(self.weights):
+      raise ConfigError("--student_weights=%s: no such file or directory" % self.weights)
     self.train.validate("student", self.data.task)
     self.distill.validate()
     self.distill.check_task(self.data.task)
@@ -124,6 +127,8 @@ class StudentConfig:
     out = {k: resolved(getattr(self, k)) for k in ("data", "model", "train", "distill", "pruning")}
     out["distill"] = self.distill.resolved_for(self.data.task)
     out["name"] = self.name
+    if self.weights is not None:  # (its content hash is in the stage's fingerprint inputs)
+      out["weights"] = os.path.abspath(self.weights)
     out["pruning"]["target"] = self.pruning.target
     if self.pruning.structure != "channels":  # unused: must not force reruns
       out["pruning"].pop("channel_fraction", None)
@@ -251,7 +256,7 @@ class SweepConfig:
 
   sparsities: Tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
   structures: Tuple[str, ...] = ("unstructured",)
-  widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
+  widths: Tuple[Optional[float], ...] = (None,)  # None: --student_width
   methods: Tuple[Optional[str], ...] = (None,)  # None: --pruning_method
 
   def validate(self) -> None:

@@ -18,6 +18,60 @@ from pipelines.prune import magnitude as pruning
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after compat: Keras 2)
 
 
+class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+  """Fake-quantizes a layer's output only (no weights), as tfmot's registry does for ``Add``."""
+
+  def get_weights_and_quantizers(self, layer):
+    return []
+
+  def get_activations_and_quantizers(self, layer):
+    return []
+
+  def set_quantize_weights(self, layer, quantize_weights):
+    pass
+
+  def set_quantize_activations(self, layer, quantize_activations):
+    pass
+
+  def get_output_quantizers(self, layer):
+    return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+  def get_config(self):
+    return {}
+
+
+class NoOpQuantizeConfig(OutputQuantizeConfig):
+  """Quantizes nothing (tfmot's own ``NoOpQuantizeConfig`` is not public)."""
+
+  def get_output_quantizers(self, layer):
+    return []
+
+
+# Layers of the Keras Applications families (models/applications.py) that tfmot's default 8-bit
+# registry refuses: squeeze-excite / hard-swish Multiply and the hard-sigmoid's Rescaling get their
+# output quantized; Resizing none (TFLite's int8 RESIZE_BILINEAR keeps its input's scale).
+_EXTRA_CONFIGS = {
+    "Multiply": OutputQuantizeConfig,
+    "Rescaling": OutputQuantizeConfig,
+    "Resizing": NoOpQuantizeConfig,
+}
+
+
+def annotate(student):
+  """``student`` with tfmot's QAT annotations, and a quantize config for the layers of
+  :data:`_EXTRA_CONFIGS` (the very layer objects: the weights are shared)."""
+  qk = tfmot.quantization.keras
+  if not any(type(l).__name__ in _EXTRA_CONFIGS for l in student.layers):
+    return qk.quantize_annotate_model(student)
+
+  def wrap(layer):
+    config = _EXTRA_CONFIGS.get(type(layer).__name__)
+    return qk.quantize_annotate_layer(layer, config()) if config else layer
+
+  return qk.quantize_annotate_model(keras.models.clone_model(student, clone_function=wrap))
+
+
 def quantize(student, scheme: str):
   """``student`` (a stripped Functional model) with tfmot's QAT wrappers for ``scheme``."""
   qk = tfmot.quantization.keras
@@ -26,8 +80,8 @@ def quantize(student, scheme: str):
   else:
     quant_scheme = qk.default_8bit.Default8BitQuantizeScheme()
   try:
-    with qk.quantize_scope():
-      return qk.quantize_apply(qk.quantize_annotate_model(student), quant_scheme)
+    with qk.quantize_scope({c.__name__: c for c in (OutputQuantizeConfig, NoOpQuantizeConfig)}):
+      return qk.quantize_apply(annotate(student), quant_scheme)
   except (ValueError, RuntimeError, TypeError) as e:
     raise StageError(QAT, "tfmot cannot quantize the student: %s" % (
         " ".join(str(e).split())[:400],)) from None

@@ -51,6 +51,9 @@ def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
   if config.distill.enabled:
     inputs["teacher"] = upstream.teacher_inputs(workdir, config.data)
+  if config.weights is not None:  # a changed file reruns the student
+    from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
+    inputs["weights_file"] = teacher_import.content_hash(config.weights)
   return inputs
 
 
@@ -61,7 +64,6 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   import tensorflow_model_optimization as tfmot
 
   from models.compat import keras  # first: TensorFlow is imported through compat
-  from models.registry import build_model
   from pipelines.data import bundle as data_lib
   from pipelines.prune import dynamic
   from pipelines.prune import magnitude as pruning
@@ -95,9 +97,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     shrunk = channel_loop.shrink_phase(config, bundle, teacher, train_ds, mode, *shrink_logs)
 
   with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
-    student = shrunk["model"] if shrunk else build_model(
-        config.model, bundle.input_shape, bundle.num_classes, name="student",
-        flag="--student_model")
+    student = shrunk["model"] if shrunk else distill.build_student(config, bundle)
     if teacher is not None and 0 < teacher.count_params() < student.count_params():
       progress.warn("[%s] warning: the student (%d parameters) is larger than its teacher (%d); check "
             "--student_model/--student_width" % (config.stage, student.count_params(),

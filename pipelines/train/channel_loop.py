@@ -22,7 +22,6 @@ import os
 import time
 
 from models.compat import keras, tf
-from models.registry import build_model
 from pipelines.config.errors import ConfigError
 from pipelines.prune import channels
 from pipelines.runtime import distribute, progress
@@ -57,8 +56,7 @@ def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, json
   scope = distribute.strategy().scope
 
   with scope(), precision.precision(cfg.mixed_precision):
-    student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
-                          flag="--student_model")
+    student = distill.build_student(config, bundle)
     chains, kept = channels.analyze_model(student)
     if not chains:
       raise ConfigError("--pruning_structure=channels: no layer of the student can lose units (%s)"

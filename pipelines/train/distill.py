@@ -23,7 +23,7 @@ import numpy as np
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
-from pipelines.runtime import distribute, upstream
+from pipelines.runtime import distribute, progress, upstream
 from pipelines.train import losses, teacher_import, teacher_store
 from pipelines.train import optimizers  # noqa: F401  (registers the schedules saved models name)
 
@@ -267,3 +267,18 @@ def teacher_for_training(workdir: str, bundle, data, distill_config, train_confi
   online = distill_config.resolved_teacher_outputs(train_config.augment != "none") == "online"
   with (distribute.strategy().scope() if online else contextlib.nullcontext()):
     return load_teacher(workdir, bundle, data.dataset)
+
+
+def build_student(config, bundle):
+  """The built ``config.model`` (a StudentConfig's), started from ``config.weights``
+  (``--student_weights``) when given; a file that does not fit is a ConfigError."""
+  # pylint: disable=g-import-not-at-top
+  from models.registry import build_model
+  from models.weights import load_start_weights
+  # pylint: enable=g-import-not-at-top
+  student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
+                        flag="--student_model")
+  if config.weights is not None:
+    load_start_weights(student, config.weights, "--student_weights")
+    progress.say("[%s] started from the weights of %s" % (config.stage, config.weights))
+  return student
