@@ -52,3 +52,36 @@ def test_a_broken_preset_fails_the_check(tmp_path):
   bad.write_text("--flagfile=launch/presets/mnist.cfg\n--final_sparsity=1.5\n")
   done = _check(str(bad), tmp_path)
   assert done.returncode != 0 and "final_sparsity" in done.stderr
+
+
+_DEFAULTS = """
+import sys
+from absl import flags
+from pipelines import config as configs
+from pipelines.cli import flags as kflags
+kflags.define_flags()
+args = ["kdprune-pipeline", "--workdir=" + sys.argv[2]] + (["--flagfile=" + sys.argv[1]]
+                                                          if sys.argv[1] else [])
+flags.FLAGS(args)
+c = kflags.pipeline_config_from_flags()
+built_in = configs.PipelineConfig()
+for kind in ("teacher", "student", "qat"):
+  got, want = getattr(c, kind), getattr(built_in, kind)
+  assert got.train == want.train, (kind, got.train, want.train)
+  assert getattr(got, "model", None) == getattr(want, "model", None), kind
+import dataclasses
+got = c.student.pruning  # default.cfg spells out --final_sparsity=0.9, the built-in target
+assert got.target == built_in.student.pruning.target
+assert dataclasses.replace(got, final_sparsity=None) == built_in.student.pruning, got
+assert c.student.distill == built_in.student.distill
+print("same")
+"""
+
+
+@pytest.mark.parametrize("flagfile", ["", "launch/presets/default.cfg"])
+def test_the_commands_defaults_and_default_cfg_are_the_built_in_defaults(flagfile, tmp_path):
+  # The flags once kept their own copy of the defaults (30 epochs) after the configs' changed.
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+  done = subprocess.run([sys.executable, "-c", _DEFAULTS, flagfile, str(tmp_path / "run")],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0 and "same" in done.stdout, done.stderr[-2000:]

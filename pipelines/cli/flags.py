@@ -16,12 +16,13 @@ from pipelines.runtime import distribute
 FLAGS = flags.FLAGS
 PROGRESS = ("auto", "bar", "epoch", "none")
 
-# Per-stage defaults of the training flags (--<stage>_epochs etc.).
-TEACHER_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=6)
-TEACHER_MODEL = ModelSpec("cnn", width=32, depth=2)
-STUDENT_TRAIN = configs.TrainConfig(epochs=30, learning_rate=2e-3, patience=5)
-STUDENT_MODEL = ModelSpec("cnn", width=16, depth=2)
-QAT_TRAIN = configs.TrainConfig(epochs=4, learning_rate=1e-4, patience=2)
+# Per-stage defaults of the training flags (--<stage>_epochs etc.): the stage configs' own, so the
+# commands and the Python API start from the same values.
+TEACHER_TRAIN = configs.TeacherConfig().train
+TEACHER_MODEL = configs.TeacherConfig().model
+STUDENT_TRAIN = configs.StudentConfig().train
+STUDENT_MODEL = configs.StudentConfig().model
+QAT_TRAIN = configs.QatConfig().train
 
 _defined = False
 
