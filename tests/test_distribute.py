@@ -86,7 +86,9 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
       "meta.json", "values-00000-of-00002", "values-00001-of-00002"], files
   assert len({os.path.dirname(f) for f in logits}) == 1, files
   assert [f for f in files if f not in logits] == [
-      "manifest.json", "student/default/config.json", "student/default/metrics.json",
+      # manifest.lock: the lock every manifest update takes (several processes may write it)
+      "manifest.json", "manifest.lock", "student/default/config.json",
+      "student/default/metrics.json",
       "student/default/metrics.jsonl", "student/default/model.keras", "teacher/config.json",
       "teacher/metrics.json", "teacher/metrics.jsonl", "teacher/model.keras"], files
   after = {p for p in os.listdir("/tmp") if p.startswith("kdprune-worker-")}

@@ -202,8 +202,10 @@ def test_revisions_that_could_never_run_are_refused():
   # Revisions begin where tfmot's schedule ends (step 750): the first is at 850, before the end.
   with pytest.raises(ConfigError, match=r"leaves no mask revision after the pruning schedule "
                                         r"reaches its final sparsity \(--pruning_end, step 750\)"):
-    configs.PruningConfig(method="dynamic", mask_update_end="850").resolve_steps(100, 10)
-  steps = configs.PruningConfig(method="dynamic", mask_update_end="851").resolve_steps(100, 10)
+    configs.PruningConfig(method="dynamic", end="0.75", mask_update_end="850").resolve_steps(
+        100, 10)
+  steps = configs.PruningConfig(method="dynamic", end="0.75", mask_update_end="851").resolve_steps(
+      100, 10)
   assert steps["mask_update_begin"] == steps["end_step"] == 750
   assert configs.PruningConfig(method="dynamic").resolve_steps(100, 10)["mask_update_end"] == 900
 
