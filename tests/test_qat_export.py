@@ -247,24 +247,7 @@ def _qat_model_with_a_float_op():
   from models.compat import keras, tf
   qk = tfmot.quantization.keras
 
-  class NoQuantize(qk.QuantizeConfig):
-    def get_weights_and_quantizers(self, layer):
-      return []
-
-    def get_activations_and_quantizers(self, layer):
-      return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-      pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-      pass
-
-    def get_output_quantizers(self, layer):
-      return []
-
-    def get_config(self):
-      return {}
+  NoQuantize = qat_lib.NoOpQuantizeConfig  # quantizes nothing: the SIN stays float
 
   class Sine(keras.layers.Layer):
     def call(self, x):
@@ -274,7 +257,7 @@ def _qat_model_with_a_float_op():
   x = qk.quantize_annotate_layer(keras.layers.Dense(16, name="dense"))(inputs)
   x = qk.quantize_annotate_layer(Sine(name="sine"), NoQuantize())(x)
   x = qk.quantize_annotate_layer(keras.layers.Dense(4, name="logits"))(x)
-  with qk.quantize_scope({"NoQuantize": NoQuantize, "Sine": Sine}):
+  with qk.quantize_scope({"NoOpQuantizeConfig": NoQuantize, "Sine": Sine}):
     qmodel = qk.quantize_apply(keras.Model(inputs, x))
   return tflite_tools.convert(qmodel, "qat")
 

@@ -122,7 +122,7 @@ def student_entry(report: dict, name: str, spec: dict, c: PipelineConfig, key: s
       "nonzero_params": product["nonzero_params"],
       # The float pruned student: its .tflite when the export measured it, else its Keras figure.
       "float_student_" + metric: models["student_float"][key] if "student_float" in models
-      else report["story"][-3][key],
+      else next(s[key] for s in report["story"] if s["what"].startswith("pruned student")),
       "report": os.path.join("export", name, "report.json"),
   }
 
