@@ -1,7 +1,7 @@
 """Teacher and student builders (Functional Keras 2 models only).
 
-Pick a family by name (``mlp``, ``cnn``, ``resnet``) or pass your own builder
-as ``package.module:function``; see :mod:`models.registry`.
+Pick a family by name (``mlp``, ``cnn``, ``lenet``, ``resnet``, the Keras Applications) or pass
+your own builder as ``package.module:function``; see :mod:`models.registry`.
 """
 
 from models.spec import ModelSpec, validate_spec  # noqa: F401

@@ -99,4 +99,4 @@ def check_model(model, input_shape, num_classes: int, what: str) -> None:
 
 def _ensure_families():
   # Importing the family modules registers them.
-  from models import applications, cnn, mlp, resnet  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from models import applications, cnn, lenet, mlp, resnet  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import

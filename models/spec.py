@@ -1,6 +1,6 @@
 """What to build, checked without importing TensorFlow.
 
-:class:`ModelSpec` names a built-in family (``mlp``, ``cnn``, ``resnet``) or a
+:class:`ModelSpec` names a built-in family (``mlp``, ``cnn``, ``lenet``, ``resnet``) or a
 user builder ``package.module:function``; :func:`validate_spec` refuses an
 unknown name or an out-of-range knob with one line naming the flag.
 """
@@ -18,6 +18,8 @@ BUILTIN_FAMILIES: Dict[str, tuple] = {
     "mlp": ("MLP: Flatten, depth x [Dense(width), ReLU, Dropout], Dense(classes)", 256, 2, 0.0),
     "cnn": ("VGG-style CNN: depth x [2 x (Conv3x3, BN, ReLU), MaxPool], Dense(classes)",
             16, 2, 0.25),
+    "lenet": ("LeNet-style CNN: depth x [Conv3x3, BN, ReLU, MaxPool], Dense(8 x width), ReLU, "
+              "Dropout, Dense(classes)", 32, 2, 0.25),
     "resnet": ("ResNet: stem, 3 stages x depth basic blocks, GAP, Dense(classes)", 16, 2, 0.0),
     # Keras Applications (models/applications.py): width is the width multiplier, depth unused.
     "mobilenet_v2": ("Keras MobileNetV2 (width: alpha), GAP, Dense(classes)", 1.0, 1, 0.0),
@@ -162,6 +164,16 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
       if size >= 4:
         h, w, size = h // 2, w // 2, size // 2
     cin = h * w * cin
+  elif spec.name == "lenet":
+    h, w, cin = shape
+    size = min(h, w)
+    for b in range(depth):
+      add("conv_%d" % (b + 1), "Conv2D", cin, width * 2 ** b, 3)
+      cin = width * 2 ** b
+      if size >= 4:
+        h, w, size = h // 2, w // 2, size // 2
+    add("dense", "Dense", h * w * cin, 8 * width)
+    cin = 8 * width
   else:  # resnet
     add("stem_conv", "Conv2D", shape[2], width, 3)
     cin, size = width, min(shape[0], shape[1])

@@ -111,7 +111,7 @@ def test_channel_analysis_keeps_residual_and_depthwise_layers_whole_with_reasons
   assert smaller.predict(np.zeros((1, 8, 8, 1), "float32"), verbose=0).shape == (1, 10)
 
 
-@pytest.mark.parametrize("family", ["mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize("family", ["mobilenet_v3_small"])  # efficientnet_b0: the test below
 def test_qat_wraps_squeeze_excite_and_hard_swish_layers(family):
   from pipelines.quantize import qat as qat_lib  # pylint: disable=g-import-not-at-top
   model = build_model(_spec(family), (8, 8, 1), 10, flag="--student_model")
@@ -143,7 +143,7 @@ def apps_workdir(tmp_path_factory):
   return tmp_path_factory.mktemp("apps")
 
 
-@pytest.mark.parametrize("family", ["mobilenet_v2", "efficientnet_b0"])
+@pytest.mark.parametrize("family", ["mobilenet_v2"])
 def test_application_students_go_through_pruning_qat_and_int8_export(family, apps_workdir):
   from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
   outcomes = pipeline.run(_run_config(family, family), str(apps_workdir), log=lambda *_: None)
@@ -162,6 +162,42 @@ def test_application_students_go_through_pruning_qat_and_int8_export(family, app
   pruned = s_metrics  # the student's zeros survive QAT and conversion
   q_metrics = by_stage["qat/" + family]["metrics"]
   assert q_metrics["sparsity"] == pytest.approx(pruned["sparsity"], abs=0.01)
+
+
+def test_efficientnet_is_pruned_quantized_and_converted_integer_only_keeping_its_zeros():
+  """EfficientNet-B0 (Rescaling/Normalization stem, squeeze-excite, swish) through the library
+  calls the stages make: magnitude pruning for two steps, strip, prune-preserving QAT, int8
+  conversion. The file is integer-only and holds every pruned layer's zeros. The stages'
+  orchestration of an Applications student is pinned by the mobilenet_v2 run above (the full
+  EfficientNet run through the stages costs minutes; its MNIST figures are in BUILD_NOTES)."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
+  from pipelines.prune import magnitude  # pylint: disable=g-import-not-at-top
+  from pipelines.quantize import qat as qat_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  model = build_model(_spec("efficientnet_b0"), (8, 8, 1), 10, flag="--student_model")
+  config = configs.PruningConfig(final_sparsity=0.5, begin="0", end="1", frequency=1)
+  steps = config.resolve_steps(2, 1)
+  pruned, plan = magnitude.apply_pruning(model, config, steps)
+  assert sum(v == "prune" for v in plan.values()) >= 10
+  rng = np.random.default_rng(0)
+  x = rng.random((16, 8, 8, 1)).astype("float32")
+  y = rng.integers(0, 10, 16)
+  pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  stripped = magnitude.strip(pruned)
+  report = magnitude.sparsity_report(stripped, plan)
+  assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
+  qmodel = qat_lib.quantize(stripped, "prune_preserve")
+  wrapped = {type(l.layer).__name__ for l in qmodel.layers if hasattr(l, "layer")}
+  assert {"Multiply", "Resizing", "Conv2D", "DepthwiseConv2D"} <= wrapped  # squeeze-excite too
+  blob = tflite_tools.convert(qmodel, "qat", representative=lambda: ([x[i:i + 1]] for i in range(4)))
+  ops = tflite_tools.inspect_ops(blob)
+  assert ops["integer_only"], ops["float_ops"]
+  assert not tflite_tools.lost_zeros(tflite_tools.inspect_weights(blob)["layers"],
+                                     report["layers"])
+  assert tf.is_tensor(qmodel(x[:2])) and qmodel(x[:2]).shape == (2, 10)
 
 
 def test_student_weights_that_do_not_fit_are_refused_with_exit_2(tmp_path):

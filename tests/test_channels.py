@@ -216,3 +216,14 @@ def test_shrink_then_sparsify(tmp_path):
   product = {m["name"]: m for m in report["models"]}[report["product"]]
   assert product["params"] <= 64 * 32 + 32 + 32 * 10 + 10 + 64
   assert product["weight_zeros"] >= 0.69 * 64 * 32
+
+
+def test_lenet_loses_units_in_every_conv_and_its_hidden_dense():
+  from models import ModelSpec, build_model  # pylint: disable=g-import-not-at-top
+  model = build_model(ModelSpec("lenet", width=8, depth=2), (8, 8, 1), 10)
+  chains, kept = channels.analyze_model(model)
+  assert kept == {"logits": "kept whole: it is a model output"}
+  smaller, removed = channels.step(model, channels.units(model, chains), 0.5, chains)
+  assert removed == {"conv_1": 4, "conv_2": 8, "dense": 32}
+  x = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
+  assert smaller.predict(x, verbose=0).shape == (3, 10)

@@ -8,7 +8,7 @@ from models.registry import register, validate_spec
 from pipelines.config.errors import ConfigError
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "resnet"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_families_build_functional_logit_models(family, shape):
   model = build_model(ModelSpec(family, width=8, depth=1), shape, 7)
@@ -54,7 +54,7 @@ def test_user_builder_by_module_path():
 
 
 @pytest.mark.parametrize("name,message", [
-    ("nosuchfamily", "unknown model; choose one of cnn, efficientnet_b0, mlp, mobilenet_v2, "
+    ("nosuchfamily", "unknown model; choose one of cnn, efficientnet_b0, lenet, mlp, mobilenet_v2, "
                      "mobilenet_v3_large, mobilenet_v3_small, resnet, resnet50"),
     ("tests.nosuchmodule:fn", "cannot import tests.nosuchmodule"),
     ("tests.builders:nope", "tests.builders has no function nope"),
@@ -174,7 +174,7 @@ def test_a_nested_student_is_pruned_and_quantized_layer_by_layer(tmp_path):
   assert product["sparsity"] >= 0.49
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "resnet"])
 def test_mixed_precision_keeps_the_logits_layer_in_float32(family):
   """Keras' mixed-precision guide: the model's output layer computes in float32 (issue 17, 9)."""
   from pipelines.train import precision  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,45 @@
+"""``lenet``: a LeNet-style convolutional network with a wide dense classifier.
+
+``depth`` blocks of one 3x3 Conv2D -> BatchNorm -> ReLU -> 2x2 max pooling (while the feature
+map is at least 4 pixels wide), the filters doubling per block from ``width``; then Flatten, a
+hidden Dense of ``8 * width`` units with ReLU and Dropout, and a Dense classifier.
+
+Against ``cnn`` (two convolutions per block, the first block at full resolution) it costs a
+fraction of the multiply-adds per image and holds most of its weights in the hidden Dense, the
+shape of the tfmot tutorials' MNIST models: a cheap teacher to train, and one whose float file
+is large beside a pruned int8 student.
+"""
+
+from models.compat import keras, output_dtype
+from models.families import register
+
+BN_MOMENTUM = 0.9  # as models/cnn.py: moving statistics settle within the few hundred steps
+
+
+def hidden_units(width: int) -> int:
+  return 8 * int(width)
+
+
+@register("lenet")
+def build(input_shape, num_classes, *, width, depth, dropout, name="lenet"):
+  if len(input_shape) != 3:
+    raise ValueError("lenet needs image inputs [H, W, C]; got %s (use mlp)" % (input_shape,))
+  inputs = keras.Input(shape=input_shape, name="inputs")
+  x = inputs
+  size = min(input_shape[0], input_shape[1])
+  for b in range(depth):
+    tag = "%d" % (b + 1)
+    x = keras.layers.Conv2D(int(width) * 2 ** b, 3, padding="same", use_bias=False,
+                            name="conv_" + tag)(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn_" + tag)(x)
+    x = keras.layers.ReLU(name="relu_" + tag)(x)
+    if size >= 4:
+      x = keras.layers.MaxPooling2D(2, name="pool_" + tag)(x)
+      size //= 2
+  x = keras.layers.Flatten(name="flatten")(x)
+  x = keras.layers.Dense(hidden_units(width), name="dense")(x)
+  x = keras.layers.ReLU(name="relu_dense")(x)
+  if dropout:
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+  outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
+  return keras.Model(inputs, outputs, name=name)
