@@ -1,7 +1,7 @@
 """2:4 (m:n) pruning with the pattern chosen at step 1 against at ``--pruning_begin``, over seeds.
 
   python -m benchmarks.m_by_n_begin --flagfile=launch/presets/mnist.cfg --workdir=runs/mnist \\
-      --student_seeds=1,2,3
+      --pruning_structure=m_by_n --final_sparsity=0.5 --student_seeds=1,2,3
 
 Issue 17, defect 2: tfmot chooses an m:n mask once, when its step counter is 1, so before the fix
 the 2:4 pattern came from the student's random initial weights whatever ``--pruning_begin`` said.
@@ -22,12 +22,11 @@ import time
 from absl import flags
 
 from benchmarks import common
+# Also defines --student_seeds (one student per seed for each variant).
 from benchmarks.dynamic_vs_magnitude import _seeds, _spread
 from pipelines.cli import app as cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("student_seeds", ["1", "2", "3"], "One student per seed (--student_seed) for "
-                  "each variant.")
 
 
 def main(argv):

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from pipelines.data import bundle as data_lib
 from pipelines.export import report as report_lib
 from pipelines.stages import pipeline
 from tests.conftest import tiny_student_config, tiny_teacher_config
@@ -122,3 +123,22 @@ def test_fields_added_later_leave_old_fingerprints_alone():
   assert configs.resolved(configs.PruningConfig(layer_sparsity=(("a", 0.5),)))["layer_sparsity"]
   assert "baselines" not in configs.ExportConfig().resolved()
   assert configs.ExportConfig(baselines=()).resolved()["baselines"] == ()
+
+
+def test_one_directory_spelled_two_ways_is_one_fingerprint(tmp_path, monkeypatch):
+  """Seen: a benchmark given --data_dir=/work/shared/data/tfds retrained the teacher that
+  kdprune-pipeline had trained with --data_dir=../shared/data/tfds (the same directory)."""
+  from pipelines.runtime import rundir  # pylint: disable=g-import-not-at-top
+  from pipelines.stages import teacher  # pylint: disable=g-import-not-at-top
+  (tmp_path / "work").mkdir()
+  monkeypatch.chdir(tmp_path / "work")
+
+  def fp(**data):
+    config = dataclasses.replace(tiny_teacher_config(), data=data_lib.DataConfig(**data))
+    return rundir.fingerprint(teacher.fingerprint_inputs(config))
+
+  assert fp(dataset="mnist", data_dir="../tfds") == fp(dataset="mnist",
+                                                       data_dir=str(tmp_path / "tfds"))
+  assert fp(dataset="mnist", data_dir="../tfds") != fp(dataset="mnist", data_dir="../other")
+  assert fp(dataset="npz:../d.npz") == fp(dataset="npz:" + str(tmp_path / "d.npz"))
+  assert fp(dataset="images:pics") == fp(dataset="images:" + str(tmp_path / "work" / "pics"))

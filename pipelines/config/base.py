@@ -20,9 +20,13 @@ def resolved(config) -> dict:
   Fields added in a later kdprune version must not change the fingerprint of a
   run that does not use them, or upgrading would retrain every finished stage.
   Fields in ``RUNTIME_FIELDS`` (how, not what, is computed: e.g. where decoded
-  examples are cached) are always left out.
+  examples are cached) are always left out, and paths are made absolute (a config's
+  ``absolute_paths()``), so ``--data_dir=../data`` and the same directory spelled from ``/``
+  give one fingerprint.
   """
   out = dataclasses.asdict(config)
+  if hasattr(config, "absolute_paths"):  # a path spelled two ways is the same file
+    out.update(config.absolute_paths())
   for field in getattr(config, "RUNTIME_FIELDS", ()):
     out.pop(field, None)
   for field in getattr(config, "LATER_FIELDS", ()):

@@ -90,6 +90,17 @@ class DataConfig:
                   "tfrecord_features_key", "cache_budget_mb")  # see resolved()
   RUNTIME_FIELDS = ("cache_mode",)  # examples are the same however they are cached
 
+  def absolute_paths(self) -> dict:
+    """``data_dir`` and the path inside ``dataset`` (``npz:``, ``csv:``, ``images:``,
+    ``tfrecord:``) made absolute, for :func:`resolved` (fingerprints and manifests)."""
+    out = {}
+    if self.data_dir:
+      out["data_dir"] = os.path.abspath(self.data_dir)
+    for prefix in (NPZ_PREFIX, CSV_PREFIX, IMAGES_PREFIX, TFRECORD_PREFIX):
+      if self.dataset.startswith(prefix):
+        out["dataset"] = prefix + os.path.abspath(self.dataset[len(prefix):])
+    return out
+
   @property
   def npz_path(self) -> Optional[str]:
     return self.dataset[len(NPZ_PREFIX):] if self.dataset.startswith(NPZ_PREFIX) else None
