@@ -5,8 +5,8 @@
 
 Issue 17, defect 2: tfmot chooses an m:n mask once, when its step counter is 1, so before the fix
 the 2:4 pattern came from the student's random initial weights whatever ``--pruning_begin`` said.
-``--pruning_begin=0`` still does exactly that (the pattern at step 1: "step1"); the flags'
-``--pruning_begin`` (the preset's 0.1 of training) is the fix ("begin"). Uses (or first trains)
+``--pruning_begin=0 --pruning_frequency=1`` still does exactly that (the pattern at step 1:
+"step1"); the flags' ``--pruning_begin`` (the preset's 0.1 of training) is the fix ("begin"). Uses (or first trains)
 the teacher of ``--workdir``, then one float student per variant x seed
 (``student/mbyn_<variant>_s<seed>``, every other flag equal, ``--student_seed`` varying
 initialisation and shuffling), and prints the test accuracy per variant (mean, sample standard
@@ -37,10 +37,10 @@ def main(argv):
   for label in ("step1", "begin"):
     for seed in seeds:
       def change(b, label=label, seed=seed):
-        begin = "0" if label == "step1" else b.pruning.begin
-        return dataclasses.replace(
-            b, pruning=dataclasses.replace(b.pruning, structure="m_by_n", begin=begin),
-            train=dataclasses.replace(b.train, seed=seed))
+        # step1: the first step of tfmot's grid, begin 0 and frequency 1, is step 1.
+        pruning = (dataclasses.replace(b.pruning, structure="m_by_n", begin="0", frequency=1)
+                   if label == "step1" else dataclasses.replace(b.pruning, structure="m_by_n"))
+        return dataclasses.replace(b, pruning=pruning, train=dataclasses.replace(b.train, seed=seed))
       variants.append(("mbyn_%s_s%d" % (label, seed), change))
   base, _, results = common.teacher_and_students(variants)
   rows = []
@@ -48,6 +48,7 @@ def main(argv):
     runs = [results["mbyn_%s_s%d" % (label, seed)] for seed in seeds]
     acc = [r["test_accuracy"] for r in runs]
     rows.append({"variant": label, "pruning_begin": "0" if label == "step1" else base.pruning.begin,
+                 "pruning_frequency": 1 if label == "step1" else base.pruning.frequency,
                  "seeds": seeds, "test_accuracy": [round(a, 4) for a in acc],
                  "mean": round(statistics.fmean(acc), 4), "sd": _spread(acc),
                  "applied_step": [r.get("m_by_n_applied_step") for r in runs],
