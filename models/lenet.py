@@ -12,12 +12,9 @@ is large beside a pruned int8 student.
 
 from models.compat import keras, output_dtype
 from models.families import register
+from models.spec import LENET_HIDDEN_PER_WIDTH
 
 BN_MOMENTUM = 0.9  # as models/cnn.py: moving statistics settle within the few hundred steps
-
-
-def hidden_units(width: int) -> int:
-  return 8 * int(width)
 
 
 @register("lenet")
@@ -37,7 +34,7 @@ def build(input_shape, num_classes, *, width, depth, dropout, name="lenet"):
       x = keras.layers.MaxPooling2D(2, name="pool_" + tag)(x)
       size //= 2
   x = keras.layers.Flatten(name="flatten")(x)
-  x = keras.layers.Dense(hidden_units(width), name="dense")(x)
+  x = keras.layers.Dense(LENET_HIDDEN_PER_WIDTH * int(width), name="dense")(x)
   x = keras.layers.ReLU(name="relu_dense")(x)
   if dropout:
     x = keras.layers.Dropout(dropout, name="dropout")(x)

@@ -31,6 +31,8 @@ BUILTIN_FAMILIES: Dict[str, tuple] = {
                         1.0, 1, 0.0),
     "resnet50": ("Keras ResNet-50 (no width multiplier), GAP, Dense(classes)", 1.0, 1, 0.0),
 }
+# lenet's hidden Dense has this many units per unit of width (models/lenet.py builds it).
+LENET_HIDDEN_PER_WIDTH = 8
 # Families whose width is a float multiplier and whose depth is fixed.
 APPLICATION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
                         "efficientnet_b0", "resnet50")
@@ -172,8 +174,8 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
       cin = width * 2 ** b
       if size >= 4:
         h, w, size = h // 2, w // 2, size // 2
-    add("dense", "Dense", h * w * cin, 8 * width)
-    cin = 8 * width
+    add("dense", "Dense", h * w * cin, LENET_HIDDEN_PER_WIDTH * width)
+    cin = LENET_HIDDEN_PER_WIDTH * width
   else:  # resnet
     add("stem_conv", "Conv2D", shape[2], width, 3)
     cin, size = width, min(shape[0], shape[1])
