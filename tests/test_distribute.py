@@ -39,13 +39,23 @@ def test_bad_strategies_are_refused(name, environ, message):
 
 
 def _free_port_block(n):
-  for base in range(30000, 60000, 97):
+  """``n`` consecutive free localhost ports, from a range of this pytest-xdist worker's own.
+
+  A port is only known free until someone binds it, and a cluster binds its ports seconds after
+  the test picked them: two xdist workers that both found 30000 free started their clusters on
+  the same ports (CI saw a worker fail in a collective). Each xdist worker searches its own
+  2,000 ports, so tests running side by side never pick the same block.
+  """
+  worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+  index = int(worker[2:]) if worker[2:].isdigit() else 0
+  start = 30000 + 2000 * (index % 15)
+  for base in range(start, start + 2000 - n, n + 1):
+    socks = []
     try:
-      socks = []
       for i in range(n):
         s = socket.socket()
-        s.bind(("localhost", base + i))
         socks.append(s)
+        s.bind(("localhost", base + i))
       return base
     except OSError:
       continue
