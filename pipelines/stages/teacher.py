@@ -82,6 +82,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
     model.compile(
         optimizer=optimizers.make_optimizer(cfg, steps),
         steps_per_execution=cfg.steps_per_execution, **evaluation.compile_args(config.data))
+    optimizers.build_slots(model.optimizer, model.trainable_variables)
   timing.lap("build")
 
   # Non-chief workers of a multi-worker run write to a private directory.

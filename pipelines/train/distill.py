@@ -25,7 +25,7 @@ from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
 from pipelines.runtime import distribute, progress, upstream
 from pipelines.train import losses, teacher_import, teacher_store
-from pipelines.train import optimizers  # noqa: F401  (registers the schedules saved models name)
+from pipelines.train import optimizers  # also registers the schedules saved models name
 
 
 class DistillationTrainer(keras.Model):
@@ -64,6 +64,10 @@ class DistillationTrainer(keras.Model):
     # The metrics above are synchronised across replicas when read, so every replica reports the
     # global value: take the first instead of Keras' multi-worker default, which sums them.
     self.distribute_reduction_method = "first"
+
+  def compile(self, optimizer="rmsprop", **kwargs):  # pylint: disable=arguments-differ
+    super().compile(optimizer=optimizer, **kwargs)
+    optimizers.build_slots(self.optimizer, self.student.trainable_variables)
 
   @property
   def metrics(self):
