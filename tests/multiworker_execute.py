@@ -41,6 +41,7 @@ def main(mode: str, workdir: str, out: str) -> None:
   try:
     execute.execute(STAGE, run_fn, None, workdir, INPUTS, validate=lambda: None,
                     log=lambda *_: None)
+    distribute.finish()  # as the entry points end (pipelines/cli/app.py)
   finally:
     with open(out, "w") as f:
       json.dump({"chief": chief, "seen": seen}, f)

@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 from pipelines.cli import flags as kflags
 from pipelines.config.errors import ConfigError, StageError
-from pipelines.runtime import progress
+from pipelines.runtime import distribute, progress
 
 _HELP_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "h", "?"}
 
@@ -57,7 +57,9 @@ def run(main, program: str) -> None:
     else:  # kdprune's own lines follow --verbosity (-1: warnings only; 1: debug too)
       progress.set_verbosity(flags.FLAGS.verbosity)
     try:
-      return main(argv)
+      result = main(argv)
+      distribute.finish()  # multi-worker: no process leaves while a peer is in a collective
+      return result
     except ConfigError as e:
       _die(program, e, 2)
     except app.UsageError as e:

@@ -163,3 +163,24 @@ def barrier() -> None:
     return
   from models.compat import tf  # pylint: disable=g-import-not-at-top
   s.reduce("SUM", s.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def finish() -> None:
+  """The exit handshake of a multi-worker process whose work is done; a no-op otherwise.
+
+  In the last collective before the processes exit (a stage's final :func:`barrier`), one process
+  can complete its part while a peer's part still reads from it; if the first then exits, the
+  peer's collective is aborted ("tasks unhealthy (stopped sending heartbeats)") and a run that
+  finished fails on the chief (2 of 14 two-worker runs on this machine; BUILD_NOTES). One more
+  barrier first: a process completes it only when every peer has entered it, that is, has
+  finished the previous collective. This last one may fail when a peer, done with everything,
+  has already exited: that failure is expected and ignored. Call it once, after success.
+  """
+  if _STATE["strategy"] is None or _STATE["name"] != "multi_worker":
+    return
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  try:
+    barrier()
+  except tf.errors.OpError:
+    pass  # a peer past the previous collective has exited already
+
