@@ -32,9 +32,10 @@ def _latest_epoch(workdir):
 @pytest.mark.parametrize("method", ["magnitude", "dynamic"])
 def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   workdir = str(tmp_path / "run")
-  # A hard-label student (no teacher needed) on digits: ~0.3 s per epoch, pruning from 10% to
-  # 60% of 40 epochs, so the kill lands while the masks are still moving.
-  args = ["--workdir=%s" % workdir, "--nodistill", "--student_model=mlp", "--student_width=32",
+  # A hard-label student (no teacher needed) on 384 digits (6 steps per epoch), pruning from 10%
+  # to 60% of 40 epochs, so the kill lands while the masks are still moving.
+  args = ["--workdir=%s" % workdir, "--nodistill", "--train_examples=384",
+          "--student_model=mlp", "--student_width=32",
           "--student_depth=1", "--student_epochs=40", "--student_patience=0",
           "--pruning_begin=0.1", "--pruning_end=0.6", "--final_sparsity=0.8", "--progress=epoch",
           "--steps_per_execution=1", "--pruning_method=%s" % method, "--mask_update_every=20"]
