@@ -27,6 +27,10 @@ def main(mode: str, workdir: str, out: str) -> None:
     seen.update(status=entry.get("status"), fingerprint=entry.get("fingerprint"))
     if mode == "fail" and chief:
       raise RuntimeError("the chief fails on purpose")
+    if mode == "race":
+      # A collective stage's training waits for every worker (without one, a chief on a fast
+      # machine marked the stage done before a slow worker had read its decision).
+      distribute.barrier()
     return execute.StageResult(artifacts={}, metrics={})
 
   if mode == "fail":

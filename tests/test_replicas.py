@@ -36,7 +36,8 @@ _CHILD = textwrap.dedent("""
       tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     elif args["strategy"] == "workers":
-      strategy = tf.distribute.MultiWorkerMirroredStrategy()
+      from pipelines.runtime import distribute
+      strategy = distribute.init("multi_worker")  # MultiWorkerMirroredStrategy from TF_CONFIG
     else:
       strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     import numpy as np
@@ -86,6 +87,8 @@ _CHILD = textwrap.dedent("""
       if dyn:
         results["%s/log/revisions" % name] = np.array(revision.report()["mask_revisions"])
     np.savez(args["out"], **results)
+    if args["strategy"] == "workers":
+      distribute.finish()  # the exit handshake the entry points make
     print("OK")
 """)
 
