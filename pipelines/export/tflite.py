@@ -94,7 +94,7 @@ def save_serving(model, path: str) -> None:
   """Saves ``model`` as a SavedModel whose only function is ``serving_default`` (batch of float32
   inputs -> ``{output name: outputs}``).
 
-  One traced function and the model's variables, nothing else: the Keras model is not saved as an
+  One traced function and the variables it reads, nothing else: the Keras model is not saved as an
   object. ``tf.saved_model.save`` of anything that holds a tf_keras model (and
   ``TFLiteConverter.from_keras_model``, which does that first) also traces every layer's calls for
   Keras' own loader, and the converter then loads them all back: on an EfficientNet-B0 QAT
@@ -111,9 +111,8 @@ def save_serving(model, path: str) -> None:
 
   function = serve.get_concrete_function()
   module = tf.Module()
-  # What the function reads, not the Keras model: the model's variables, and every variable the
-  # trace captured (an imported SavedModel teacher's live outside the Keras model's weights).
-  module.model_variables = list(model.variables)
+  # What the function reads, not the Keras model: every variable the trace captured (an imported
+  # SavedModel teacher's live outside the Keras model's weights).
   module.captured_variables = list(function.variables)
   tf.saved_model.save(module, path, signatures={"serving_default": function})
 

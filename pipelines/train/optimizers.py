@@ -102,4 +102,3 @@ def build_slots(optimizer, variables) -> None:
   the same (zeros) either way.
   """
   optimizer.build(list(variables))
-
