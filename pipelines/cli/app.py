@@ -88,11 +88,12 @@ def run_stage(module, config, after=None):
   stage prints its table).
   """
   # pylint: disable=g-import-not-at-top
-  from pipelines.runtime import distribute
+  from pipelines.runtime import distribute, rundir
   from pipelines.runtime.execute import execute
   # pylint: enable=g-import-not-at-top
-  distribute.setup(kflags.FLAGS.strategy, lambda: module.validate(config))
   workdir = kflags.FLAGS.workdir
+  rundir.check_workdir(workdir)  # before the data source is read (TensorFlow, a dataset to prepare)
+  distribute.setup(kflags.FLAGS.strategy, lambda: module.validate(config))
   outcome = execute(config.stage, module.run, config, workdir,
                     module.fingerprint_inputs(config, workdir), force=kflags.FLAGS.force)
   if after is not None:

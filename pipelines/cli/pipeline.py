@@ -17,10 +17,11 @@ def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
   from pipelines.export import report
-  from pipelines.runtime import distribute
+  from pipelines.runtime import distribute, rundir
   from pipelines.stages import pipeline
   # pylint: enable=g-import-not-at-top
   config = kflags.pipeline_config_from_flags()
+  rundir.check_workdir(kflags.FLAGS.workdir)  # before the data source is read
   distribute.setup(kflags.FLAGS.strategy, lambda: pipeline.validate(config))
   start = time.time()
   outcomes = pipeline.run(config, kflags.FLAGS.workdir, force=kflags.FLAGS.force)
