@@ -216,3 +216,40 @@ def test_a_student_learns_from_the_teacher_top3_outputs_on_disk(trained):
   epochs = [json.loads(l) for l in
             (workdir / "student" / "top3" / "metrics.jsonl").read_text().splitlines()]
   assert all(e["distill_loss"] > 0 for e in epochs)
+
+
+def test_a_multi_step_execution_traces_each_step_once_and_trains_like_single_steps():
+  """steps_per_execution > 1: Keras' own loop traced train_step (and test_step) twice, once to
+  learn what the loop carries; the trainer's loop traces each once, and trains exactly as one
+  step per call does (same weights, same logs)."""
+  from models.compat import keras, tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.random((80, 6)).astype("float32")  # 5 batches: a last call of 1 step (4 + 1)
+  y = rng.integers(0, 3, 80)
+  teacher_logits = rng.normal(size=(80, 3)).astype("float32")
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((6,))
+  reference = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, "relu")(inputs)))
+  results = {}
+  for spe in (1, 4):
+    student_model = keras.models.clone_model(reference)
+    student_model.set_weights(reference.get_weights())
+    trainer = distill.DistillationTrainer(student_model, temperature=2.0, alpha=0.5)
+    traced = {"train": 0, "test": 0}
+    for kind in traced:
+      step = getattr(trainer, kind + "_step")
+
+      def counting(data, step=step, kind=kind):
+        traced[kind] += 1
+        return step(data)
+      setattr(trainer, kind + "_step", counting)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=spe)
+    train = tf.data.Dataset.from_tensor_slices((x, (y, teacher_logits))).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x[:48], y[:48])).batch(16)
+    history = trainer.fit(train, validation_data=val, epochs=2, verbose=0)
+    results[spe] = (student_model.get_weights(), history.history, traced)
+  assert results[4][2] == {"train": 1, "test": 1}, results[4][2]
+  for a, b in zip(results[1][0], results[4][0]):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  for key, values in results[1][1].items():
+    np.testing.assert_allclose(values, results[4][1][key], rtol=1e-6)
