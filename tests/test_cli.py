@@ -64,7 +64,7 @@ def test_bad_invocations_fail_in_one_line_and_write_nothing(tmp_path, args, frag
 
 @pytest.mark.parametrize("args,fragments", [
     (["--final_sparsity=1.5"], ["--final_sparsity=1.5 must be in [0, 1)"]),
-    (["--pruning_end=100000"], ["reaches its final sparsity at step 100000 (--pruning_end=100000)"]),
+    # --pruning_end beyond the run is checked after the teacher: see the finished-run test below
     (["--pruning_structure=m_by_n", "--final_sparsity=0.8"], ["does not match --m_by_n=2:4"]),
     (["--m_by_n=2x4", "--pruning_structure=m_by_n"], ["--m_by_n=2x4 must be m:n"]),
     (["--temperature=-1"], ["--temperature=-1.0 must be > 0"]),
@@ -256,6 +256,22 @@ def test_unwritable_workdir_is_one_line_before_any_work(module, program, tmp_pat
   _assert_one_line_error(result, program, "--workdir=/proc/kdprune")
   assert "[teacher] running" not in result.stdout + result.stderr
   assert list(tfds_dir.iterdir()) == [], "the data source was read before the refusal"
+
+
+@pytest.mark.parametrize("module,fragment", [
+    ("pipelines.cli.student", "no finished teacher in"),
+    ("pipelines.cli.qat", "no finished student/default in"),
+    ("pipelines.cli.export", "no finished qat/default in")])
+def test_a_missing_upstream_stage_is_refused_before_the_data_is_read(tmp_path, module, fragment):
+  """The manifest says at once that the stage before has not run; the data (TensorFlow, the
+  embedded dataset's preparation: ~10 s) is read only after that."""
+  tfds_dir = tmp_path / "tfds"
+  tfds_dir.mkdir()
+  result = _run("--workdir=%s" % (tmp_path / "run"), module=module,
+                env=dict(ENV, TFDS_DATA_DIR=str(tfds_dir)))
+  _assert_one_line_error(result, "kdprune-" + module.split(".")[-1], fragment)
+  assert list(tfds_dir.iterdir()) == [], "the data source was read before the refusal"
+  assert not (tmp_path / "run").exists()
 
 
 def test_workdir_check_creates_nothing(tmp_path):

@@ -84,15 +84,21 @@ def run_stage(module, config, after=None):
   """A stage's console entry: validate, run through the manifest, print the result as JSON.
 
   ``module`` is the stage's module in :mod:`pipelines.stages` (``validate``,
-  ``fingerprint_inputs``, ``run``); ``after(workdir)`` may print more (the export
+  ``fingerprint_inputs``, ``run``, and ``check_upstream`` where it has an upstream stage);
+  ``after(workdir)`` may print more (the export
   stage prints its table).
   """
   # pylint: disable=g-import-not-at-top
   from pipelines.runtime import distribute, rundir
   from pipelines.runtime.execute import execute
   # pylint: enable=g-import-not-at-top
+  # The checks that read no data first (a dataset may need TensorFlow and preparing): the flags,
+  # the run directory, the upstream stages in the manifest; then the stage's own validation.
+  config.validate()
   workdir = kflags.FLAGS.workdir
-  rundir.check_workdir(workdir)  # before the data source is read (TensorFlow, a dataset to prepare)
+  rundir.check_workdir(workdir)
+  if hasattr(module, "check_upstream"):
+    module.check_upstream(config, workdir)
   distribute.setup(kflags.FLAGS.strategy, lambda: module.validate(config))
   outcome = execute(config.stage, module.run, config, workdir,
                     module.fingerprint_inputs(config, workdir), force=kflags.FLAGS.force)

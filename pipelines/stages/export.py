@@ -59,6 +59,11 @@ def validate(config: ExportConfig) -> None:
   sources.resolve(config.data)
 
 
+def check_upstream(config: ExportConfig, workdir: str) -> None:
+  """The finished QAT run and student it exports (read from the manifest only)."""
+  upstream.export_inputs(workdir, config.name)
+
+
 def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
   upstream.check_data_matches(workdir, stage_of(STUDENT, config.name), config.data,

@@ -44,6 +44,11 @@ def validate(config: QatConfig) -> None:
   sources.check_augment(config.data, config.train.augment, "--qat_augment")
 
 
+def check_upstream(config: QatConfig, workdir: str) -> None:
+  """The finished student it starts from (read from the manifest only)."""
+  upstream.student_entry(workdir, config.name)
+
+
 def fingerprint_inputs(config: QatConfig, workdir: str) -> dict:
   """The QAT config, its data, and which student (and teacher) runs it starts from."""
   entry = upstream.student_entry(workdir, config.name)

@@ -46,6 +46,12 @@ def validate(config: StudentConfig) -> None:
                         config.pruning.exponent)
 
 
+def check_upstream(config: StudentConfig, workdir: str) -> None:
+  """The finished teacher it learns from (read from the manifest only: no data, no TensorFlow)."""
+  if config.distill.enabled:
+    upstream.teacher_entry(workdir)
+
+
 def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
   """The student's config, its data, and which teacher run it learns from."""
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
