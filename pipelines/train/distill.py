@@ -115,12 +115,12 @@ class DistillationTrainer(keras.Model):
     return tf.function(function, reduce_retracing=True)
 
   def _test_metrics(self):
+    """What a test step reports (a training step adds ``distill_loss`` when distilling)."""
     return [self.loss_tracker, self.hard_tracker, self.accuracy]
 
   @property
   def metrics(self):
-    trackers = [self.loss_tracker, self.hard_tracker, self.accuracy]
-    return trackers + ([self.distill_tracker] if self.distill else [])
+    return self._test_metrics() + ([self.distill_tracker] if self.distill else [])
 
   def call(self, x, training=False):
     return self.student(x, training=training)
