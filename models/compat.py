@@ -107,7 +107,28 @@ def _import_tensorflow():
   return tensorflow, tf_keras
 
 
+def _skip_tfmots_keras3_probe():
+  """tfmot 0.8.1's ``prune_registry`` runs ``from keras.engine import base_layer`` (or
+  ``keras.src.engine``): with Keras 3 installed as ``keras`` that imports all of Keras 3 (0.6 s,
+  matplotlib included, in every process) only to find it has no such package, and tfmot falls
+  back to no ``base_layer``. Where the installed Keras 3 has neither package, both imports are
+  answered "absent" at once, as they would end anyway; ``import keras`` itself is untouched."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if "keras" in sys.modules:
+    return
+  try:
+    spec = importlib.util.find_spec("keras")
+  except (ImportError, ValueError):
+    return
+  locations = list(spec.submodule_search_locations or []) if spec else []
+  for probe in ("keras.engine", "keras.src.engine"):
+    parts = probe.split(".")[1:]
+    if not any(os.path.exists(os.path.join(l, *parts)) for l in locations):
+      sys.modules.setdefault(probe, None)
+
+
 tf, keras = _import_tensorflow()
+_skip_tfmots_keras3_probe()
 
 __all__ = ["keras", "tf", "describe_keras_object", "output_dtype"]
 

@@ -32,3 +32,19 @@ def test_known_start_up_lines_are_noise_and_real_errors_are_not(monkeypatch):
   assert compat.is_startup_noise(cuinit)  # no GPU in the machine: expected
   monkeypatch.setattr(compat, "_has_nvidia_device", lambda: True)
   assert not compat.is_startup_noise(cuinit)  # a GPU node whose driver fails: shown
+
+
+def test_tfmot_loads_without_importing_keras_3_and_keras_3_still_loads():
+  """tfmot's ``from keras.engine import base_layer`` imported all of Keras 3 in every process
+  (0.6 s) to fail; it is answered at once now, and ``import keras`` works as before."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import sys, models.compat, tensorflow_model_optimization\n"
+          "print('keras' in sys.modules, 'matplotlib' in sys.modules)\n"
+          "import keras\n"
+          "print(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).count_params())\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, PYTHONPATH=repo))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split() == ["False", "False", "15"], done.stdout

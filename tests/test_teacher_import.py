@@ -148,26 +148,50 @@ def test_outputs_are_needs_a_teacher_path():
     teacher.TeacherConfig(outputs_are="logits").validate()
 
 
-@pytest.mark.parametrize("make, fragments", [
-    (lambda d: str(d / "missing.keras"), ["--teacher_path=", "no such file or directory"]),
-    (lambda d: (d / "garbage.keras").write_bytes(b"not a zip") and str(d / "garbage.keras"),
-     ["does not load as a teacher"]),
-    ("wrong_shape", ["takes inputs of shape (28, 28, 1)", "--image_size=28,28"]),
-    ("wrong_outputs", ["has 3 outputs, but the data has 10 classes"]),
-])
-def test_bad_teacher_files_are_refused_in_one_line_before_work(make, fragments, tmp_path):
+def _bad_teacher(make, directory):
   if make == "wrong_shape":
-    path = str(tmp_path / "mnist_shaped.keras")
+    path = str(directory / "mnist_shaped.keras")
     keras.Sequential([keras.layers.Input((28, 28, 1)), keras.layers.Flatten(),
                       keras.layers.Dense(10)]).save(path)
   elif make == "wrong_outputs":
-    path = str(tmp_path / "three.keras")
+    path = str(directory / "three.keras")
     keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
                       keras.layers.Dense(3)]).save(path)
+  elif make == "garbage":
+    path = str(directory / "garbage.keras")
+    (directory / "garbage.keras").write_bytes(b"not a zip")
   else:
-    path = make(tmp_path)
+    path = str(directory / "missing.keras")
+  return path
+
+
+_BAD_TEACHERS = [
+    ("missing", ["--teacher_path=", "no such file or directory"]),
+    ("garbage", ["does not load as a teacher"]),
+    ("wrong_shape", ["takes inputs of shape (28, 28, 1)", "--image_size=28,28"]),
+    ("wrong_outputs", ["has 3 outputs, but the data has 10 classes"]),
+]
+
+
+@pytest.mark.parametrize("make, fragments", _BAD_TEACHERS)
+def test_bad_teacher_files_are_refused_by_the_stages_checks(make, fragments, tmp_path):
+  """What the commands run before any work (``teacher.validate``), on each kind of bad file."""
+  path = _bad_teacher(make, tmp_path)
+  with pytest.raises(ConfigError) as refused:
+    teacher.validate(teacher.TeacherConfig(data=DIGITS, path=path))
+  message = str(refused.value)
+  assert "\n" not in message
+  for fragment in fragments:
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize("make", ["missing", "wrong_outputs"])
+def test_bad_teacher_files_are_refused_in_one_line_before_work(make, tmp_path):
+  """The command line: one line, exit 2, no run directory (a file that needs no TensorFlow to
+  refuse, and one that is loaded to be judged; the other kinds are the stage check above)."""
+  path = _bad_teacher(make, tmp_path)
   workdir = tmp_path / "run"
   result = _run("--workdir=%s" % workdir, "--teacher_path=%s" % path,
                 module="pipelines.cli.pipeline")
-  _assert_one_line_error(result, "kdprune-pipeline", *fragments)
+  _assert_one_line_error(result, "kdprune-pipeline", *dict(_BAD_TEACHERS)[make])
   assert not workdir.exists()  # nothing written, nothing trained

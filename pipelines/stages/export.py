@@ -33,6 +33,7 @@ than that layer had in the student.
 
 import json
 import os
+import shutil
 import time
 
 from pipelines.config import EXPORT as NAME
@@ -109,8 +110,12 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   student = (distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
              if any(b.startswith("student") for b in config.baselines) else None)
   files = upstream.qat_files(workdir, config.name)
-  qmodel = qat.rebuild(distill.load_keras_model(files["student_model"]), files["scheme"],
-                       files["weights"], "kdprune-qat --workdir=%s" % workdir)
+  # The QAT stage's serving SavedModel; a QAT run recorded before it wrote one is rebuilt.
+  qat_serving = run_dir.abspath(q_entry["artifacts"]["saved_model"]) if (
+      "saved_model" in q_entry["artifacts"]) else None
+  qmodel = None if qat_serving else qat.rebuild(
+      distill.load_keras_model(files["student_model"]), files["scheme"], files["weights"],
+      "kdprune-qat --workdir=%s" % workdir)
   sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
                q_entry["metrics"][key])]
   if "teacher" in up and "teacher_float" in config.baselines:
@@ -141,7 +146,10 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   saved_path = os.path.join(stage_dir, "saved_model")
   with timing.phase("saving"):
     with rundir.atomic_path(saved_path) as tmp:
-      tflite_tools.save_serving(qmodel, tmp)
+      if qat_serving:
+        shutil.copytree(qat_serving, tmp)
+      else:
+        tflite_tools.save_serving(qmodel, tmp)
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()

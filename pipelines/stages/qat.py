@@ -20,7 +20,8 @@ student's target.
 
 Writes ``<workdir>/qat/<name>/``: ``model.weights.h5`` (the QAT model's
 weights; :func:`load_model` rebuilds the model around them, since tfmot's
-quantized models do not load back from ``.keras``), ``metrics.json``,
+quantized models do not load back from ``.keras``), ``saved_model/`` (its
+``serving_default`` function, what the export converts), ``metrics.json``,
 ``config.json``, ``metrics.jsonl`` and TensorBoard logs under ``tb/``.
 """
 
@@ -66,6 +67,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   # pylint: disable=g-import-not-at-top
   from models.compat import keras
   from pipelines.data import bundle as data_lib
+  from pipelines.export import tflite
   from pipelines.prune import magnitude as pruning
   from pipelines.quantize import qat
   from pipelines.runtime import distribute
@@ -189,6 +191,11 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   weights_path = os.path.join(stage_dir, "model.weights.h5")
   with rundir.atomic_path(weights_path) as tmp:
     qmodel.save_weights(tmp)
+  # The serving SavedModel the export converts: it need not rebuild the QAT model with tfmot
+  # (9.6 s of a MobileNetV2 export's 22.6 s; BUILD_NOTES "Test suite").
+  serving_path = os.path.join(stage_dir, "saved_model")
+  with rundir.atomic_path(serving_path) as tmp:
+    tflite.save_serving(qmodel, tmp)
   config_path = os.path.join(stage_dir, "config.json")
   rundir.write_json(config_path, config.resolved())
   summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(run_dir.workdir),
@@ -204,7 +211,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   saver.discard()
   timing.lap("saving")
   return StageResult(
-      artifacts={"model": weights_path, "metrics": metrics_path, "config": config_path},
+      artifacts={"model": weights_path, "saved_model": serving_path, "metrics": metrics_path,
+                 "config": config_path},
       metrics=metrics)
 
 
