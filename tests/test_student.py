@@ -253,3 +253,47 @@ def test_a_multi_step_execution_traces_each_step_once_and_trains_like_single_ste
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   for key, values in results[1][1].items():
     np.testing.assert_allclose(values, results[4][1][key], rtol=1e-6)
+
+
+def test_the_training_functions_convert_nothing_of_tfmot_and_an_online_teacher_keeps_autograph(
+    monkeypatch):
+  """The trainer's functions run without AutoGraph: converting tfmot's wrappers (pruning and
+  QAT) was ~2-4 s of every process's first run (BUILD_NOTES "Test suite"). A teacher run in the
+  step keeps AutoGraph: this one's layer has Python control flow on a tensor, which only
+  AutoGraph turns into graph ops."""
+  from tensorflow.python.autograph.impl import api  # pylint: disable=g-import-not-at-top
+
+  from models.compat import keras, tf  # pylint: disable=g-import-not-at-top
+  from pipelines import config as configs  # pylint: disable=g-import-not-at-top
+  from pipelines.prune import magnitude  # pylint: disable=g-import-not-at-top
+
+  class Gate(keras.layers.Layer):  # a user's layer: needs AutoGraph inside a tf.function
+    def call(self, x):
+      if tf.reduce_sum(x) > 0:
+        return x
+      return -x
+
+  converted = []
+  real = api._convert_actual  # pylint: disable=protected-access
+  monkeypatch.setattr(api, "_convert_actual", lambda entity, ctx: converted.append(
+      getattr(entity, "__module__", "") or "") or real(entity, ctx))
+  rng = np.random.default_rng(0)
+  x = rng.random((64, 6)).astype("float32")
+  y = rng.integers(0, 3, 64)
+  inputs = keras.Input((6,))
+  teacher_model = keras.Model(inputs, keras.layers.Dense(3)(Gate()(inputs)))
+  student_in = keras.Input((6,))
+  student_model = keras.Model(student_in, keras.layers.Dense(3)(
+      keras.layers.Dense(16, "relu")(student_in)))
+  config = configs.PruningConfig(final_sparsity=0.5, begin="0", end="1", frequency=1)
+  pruned, _ = magnitude.apply_pruning(student_model, config, config.resolve_steps(4, 2))
+  trainer = distill.DistillationTrainer(pruned, teacher=teacher_model, temperature=2.0, alpha=0.5)
+  trainer.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=2)
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  history = trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+                        validation_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
+                        epochs=2, verbose=0,
+                        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  assert np.isfinite(history.history["distill_loss"]).all()
+  assert not [m for m in converted if m.startswith("tensorflow_model_optimization")], converted
+  assert any(m == __name__ for m in converted), converted  # the teacher's Gate layer

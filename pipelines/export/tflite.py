@@ -91,9 +91,12 @@ def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] =
     return convert_saved_model(path, mode, representative=representative, int8_io=int8_io)
 
 
-def save_serving(model, path: str) -> None:
+def save_serving(model, path: str, autograph: bool = True) -> None:
   """Saves ``model`` as a SavedModel whose only function is ``serving_default`` (batch of float32
   inputs -> ``{output name: outputs}``).
+
+  ``autograph=False`` traces it as written: for kdprune's own students (Keras layers and tfmot's
+  wrappers, which need no conversion); a teacher may hold a user's code and keeps the default.
 
   One traced function and the variables it reads, nothing else: the Keras model is not saved as an
   object. ``tf.saved_model.save`` of anything that holds a tf_keras model (and
@@ -106,7 +109,7 @@ def save_serving(model, path: str) -> None:
   name = model.inputs[0].name.split(":")[0]
   spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32, name=name)
 
-  @tf.function(input_signature=[spec])
+  @tf.function(input_signature=[spec], autograph=autograph)
   def serve(x):
     return {model.output_names[0]: model(x, training=False)}
 

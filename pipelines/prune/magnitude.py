@@ -73,6 +73,9 @@ def _m_by_n_applicable(layer, m_by_n) -> bool:
   return channels > 0 and channels % m_by_n[1] == 0
 
 
+# tfmot's wrappers are graph-safe Python: building the wrapped model without AutoGraph spares
+# converting them (the stages' training functions run without it too; see distill.py).
+@tf.autograph.experimental.do_not_convert
 def apply_pruning(model, config: PruningConfig, steps: dict):
   """Wraps the planned layers of ``model`` with ``prune_low_magnitude``.
 

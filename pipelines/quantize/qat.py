@@ -10,7 +10,7 @@ QAT model on its student (tfmot's quantized models do not load from ``.keras``).
 
 import numpy as np
 
-from models.compat import keras  # noqa: F401  (Keras 2 before tfmot)
+from models.compat import keras, tf  # Keras 2 before tfmot
 from pipelines.config.errors import StageError
 from pipelines.config.stages import QAT
 from pipelines.prune import magnitude as pruning
@@ -72,6 +72,9 @@ def annotate(student):
   return qk.quantize_annotate_model(keras.models.clone_model(student, clone_function=wrap))
 
 
+# tfmot's QAT wrappers and quantizers are graph-safe Python: the model is built without AutoGraph
+# (converting them was ~1.5 s per process), as the stages' training functions run (distill.py).
+@tf.autograph.experimental.do_not_convert
 def quantize(student, scheme: str):
   """``student`` (a stripped Functional model) with tfmot's QAT wrappers for ``scheme``."""
   qk = tfmot.quantization.keras

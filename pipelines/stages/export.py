@@ -149,7 +149,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       if qat_serving:
         shutil.copytree(qat_serving, tmp)
       else:
-        tflite_tools.save_serving(qmodel, tmp)
+        tflite_tools.save_serving(qmodel, tmp, autograph=False)
   models = []
   for name, model, mode, description, keras_acc in sources_:
     start = time.time()

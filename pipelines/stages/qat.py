@@ -195,7 +195,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   # (9.6 s of a MobileNetV2 export's 22.6 s; BUILD_NOTES "Test suite").
   serving_path = os.path.join(stage_dir, "saved_model")
   with rundir.atomic_path(serving_path) as tmp:
-    tflite.save_serving(qmodel, tmp)
+    tflite.save_serving(qmodel, tmp, autograph=False)
   config_path = os.path.join(stage_dir, "config.json")
   rundir.write_json(config_path, config.resolved())
   summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(run_dir.workdir),

@@ -74,7 +74,11 @@ class DistillationTrainer(keras.Model):
   # loop carries and once more for the loop: every train_step (and test_step) was traced twice,
   # ~20 s each on MobileNetV2 under QAT. The step's outputs here are known in advance (one
   # float scalar per metric), so the loop starts from zeros of that structure and the step is
-  # traced once. Everything else is Keras' own function (tf_keras/src/engine/training.py).
+  # traced once. The loop is a plain ``tf.while_loop`` and the function is traced without
+  # AutoGraph: the student's layers (Keras' own and tfmot's wrappers) need no conversion, and
+  # converting tfmot's was ~2 s per process (BUILD_NOTES "Test suite"); a teacher run in the
+  # step keeps AutoGraph (``_run_teacher``), since it may be the user's own code. Everything
+  # else is Keras' own function (tf_keras/src/engine/training.py).
   def make_train_function(self, force=False):
     if not self._loops_itself(self.train_function, force):
       return super().make_train_function(force)
@@ -89,14 +93,14 @@ class DistillationTrainer(keras.Model):
     return self.test_function
 
   def _loops_itself(self, existing, force) -> bool:
-    spe = self._steps_per_execution
     return not ((existing is not None and not force) or self.run_eagerly or self.jit_compile
                 or self._cluster_coordinator or self.autotune_steps_per_execution
-                or spe is None or int(spe.numpy()) == 1)
+                or self._steps_per_execution is None)
 
   def _looped(self, step_fn, counter, metrics):
     from tf_keras.src.engine import training as keras_training  # pylint: disable=g-import-not-at-top
     strategy = self.distribute_strategy
+    steps = self._steps_per_execution
 
     def run_step(data):
       outputs = step_fn(data)
@@ -104,15 +108,26 @@ class DistillationTrainer(keras.Model):
         counter.assign_add(1)
       return outputs
 
+    def one(iterator):
+      outputs = strategy.run(run_step, args=(next(iterator),))
+      return keras_training.reduce_per_replica(outputs, strategy,
+                                               reduction=self.distribute_reduction_method)
+
+    @tf.autograph.experimental.do_not_convert
     def function(iterator):
-      outputs = {m.name: tf.zeros([], m.dtype) for m in metrics}
-      for _ in tf.range(self._steps_per_execution):
-        outputs = strategy.run(run_step, args=(next(iterator),))
-        outputs = keras_training.reduce_per_replica(
-            outputs, strategy, reduction=self.distribute_reduction_method)
+      def body(i, _):
+        return i + 1, one(iterator)
+      zeros = {m.name: tf.zeros([], m.dtype) for m in metrics}
+      _, outputs = tf.while_loop(lambda i, _: i < steps, body,
+                                 (tf.constant(0, steps.dtype), zeros))
       return outputs
 
-    return tf.function(function, reduce_retracing=True)
+    return tf.function(function, reduce_retracing=True, autograph=False)
+
+  @tf.function(reduce_retracing=True)
+  def _run_teacher(self, x):
+    """The teacher's outputs, traced with AutoGraph (a user's layers may need it)."""
+    return self.teacher(x, training=False)
 
   def _test_metrics(self):
     """What a test step reports (a training step adds ``distill_loss`` when distilling)."""
@@ -131,7 +146,7 @@ class DistillationTrainer(keras.Model):
       hard = self.hard_loss(labels, student_logits)
       return {"total": hard, "hard": hard}
     if teacher_logits is None:
-      teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
+      teacher_logits = tf.stop_gradient(self._run_teacher(x))
     if self.task == "regression":
       return losses.regression_distillation_loss(student_logits, teacher_logits, labels,
                                                  self.alpha, self.regression_loss)
