@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import pytest
 
@@ -16,35 +17,47 @@ def _quiet(*_):
   pass
 
 
-def test_rerun_skips_done_stages_and_force_reruns(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
-                                   until="student")
-  workdir = str(tmp_path)
-  first, _ = pipeline.run(config, workdir, log=_quiet)
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+  """One teacher + student run, copied by the tests that change it (each used to train its own)."""
+  workdir = tmp_path_factory.mktemp("base")
+  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1),
+                                   student=tiny_student_config(), until="student")
+  outcomes = pipeline.run(config, str(workdir), log=_quiet)
+  return workdir, config, outcomes
+
+
+def _copy(base_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(base_run[0], workdir)  # copy2: the files keep their modification times
+  return workdir
+
+
+def test_rerun_skips_done_stages_and_force_reruns(base_run, tmp_path):
+  _, config, (first, _) = base_run
   assert first.ran
-  model = tmp_path / "teacher" / "model.keras"
+  workdir = _copy(base_run, tmp_path)
+  model = workdir / "teacher" / "model.keras"
   mtime = model.stat().st_mtime_ns
-  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  manifest = json.loads((workdir / "manifest.json").read_text())
   entry = manifest["stages"]["teacher"]
   assert entry["status"] == "done"
   assert set(entry) >= {"status", "artifacts", "metrics", "config", "fingerprint", "started",
                         "finished", "wall_seconds"}
   assert entry["config"]["config"]["train"]["epochs"] == 1
 
-  again, _ = pipeline.run(config, workdir, log=_quiet)
+  again, _ = pipeline.run(config, str(workdir), log=_quiet)
   assert not again.ran
   assert model.stat().st_mtime_ns == mtime
-  assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+  assert json.loads((workdir / "manifest.json").read_text()) == manifest
 
-  forced, _ = pipeline.run(config, workdir, force=True, log=_quiet)
+  forced, _ = pipeline.run(config, str(workdir), force=True, log=_quiet)
   assert forced.ran and model.stat().st_mtime_ns != mtime
 
 
-def test_changed_config_reruns_the_stage_and_everything_after_it(tmp_path):
-  workdir = str(tmp_path)
-  base = tiny_teacher_config(epochs=1)
-  pupil = tiny_student_config(epochs=2)
-  pipeline.run(pipeline.PipelineConfig(teacher=base, student=pupil, until="student"), workdir, log=_quiet)
+def test_changed_config_reruns_the_stage_and_everything_after_it(base_run, tmp_path):
+  workdir = str(_copy(base_run, tmp_path))
+  base, pupil = base_run[1].teacher, base_run[1].student
   changed = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
   outcome, downstream = pipeline.run(pipeline.PipelineConfig(teacher=changed, student=pupil, until="student"),
                                      workdir, log=_quiet)
@@ -62,23 +75,18 @@ def test_changed_config_reruns_the_stage_and_everything_after_it(tmp_path):
   assert not same.ran and not same_student.ran
 
 
-def test_missing_artifact_reruns_the_stage(tmp_path):
-  workdir = str(tmp_path)
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
-                                   until="student")
-  pipeline.run(config, workdir, log=_quiet)
-  os.remove(tmp_path / "teacher" / "model.keras")
-  outcome, _ = pipeline.run(config, workdir, log=_quiet)
-  assert outcome.ran and (tmp_path / "teacher" / "model.keras").exists()
+def test_missing_artifact_reruns_the_stage(base_run, tmp_path):
+  workdir = _copy(base_run, tmp_path)
+  os.remove(workdir / "teacher" / "model.keras")
+  outcome, _ = pipeline.run(base_run[1], str(workdir), log=_quiet)
+  assert outcome.ran and (workdir / "teacher" / "model.keras").exists()
 
 
-def test_summary_names_results_and_tensorboard(tmp_path):
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=tiny_student_config(),
-                                   until="student")
-  outcomes = pipeline.run(config, str(tmp_path), log=_quiet)
-  text = report_lib.pipeline_summary(str(tmp_path), outcomes, 1.0)
-  assert "teacher" in text and str(tmp_path / "teacher" / "model.keras") in text
-  assert "tensorboard --logdir %s" % tmp_path in text
+def test_summary_names_results_and_tensorboard(base_run):
+  workdir, _, outcomes = base_run
+  text = report_lib.pipeline_summary(str(workdir), outcomes, 1.0)
+  assert "teacher" in text and str(workdir / "teacher" / "model.keras") in text
+  assert "tensorboard --logdir %s" % workdir in text
 
 
 def test_corrupt_manifest_is_reported_by_path(tmp_path):
@@ -90,25 +98,22 @@ def test_corrupt_manifest_is_reported_by_path(tmp_path):
   assert (tmp_path / "manifest.json").read_text() == '{"stages": {"teacher": '
 
 
-def test_truncated_teacher_is_named_and_rerun(tmp_path, capsys):
+def test_truncated_teacher_is_named_and_rerun(base_run, tmp_path):
   from pipelines.config.errors import ConfigError
   from pipelines.runtime import rundir
   from pipelines.stages import student
-  from tests.conftest import tiny_student_config as pupil
-  workdir = str(tmp_path)
-  config = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=pupil(),
-                                   until="student")
-  pipeline.run(config, workdir, log=_quiet)
-  model = tmp_path / "teacher" / "model.keras"
+  config = base_run[1]
+  workdir = _copy(base_run, tmp_path)
+  model = workdir / "teacher" / "model.keras"
   model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-  manifest = (tmp_path / "manifest.json").read_text()
+  manifest = (workdir / "manifest.json").read_text()
   # The student alone refuses the corrupt teacher by path, before touching the manifest.
   with pytest.raises(ConfigError, match=r"teacher/model.keras is unusable .*rerun kdprune-teacher"):
-    student.fingerprint_inputs(pupil(), workdir)
-  assert (tmp_path / "manifest.json").read_text() == manifest
+    student.fingerprint_inputs(config.student, str(workdir))
+  assert (workdir / "manifest.json").read_text() == manifest
   # The pipeline names it and retrains the teacher, then the student after it.
   lines = []
-  teacher_outcome, student_outcome = pipeline.run(config, workdir, log=lines.append)
+  teacher_outcome, student_outcome = pipeline.run(config, str(workdir), log=lines.append)
   assert teacher_outcome.ran and student_outcome.ran
   assert any("model.keras is unusable" in l and "rerunning" in l for l in lines), lines
   assert rundir.artifact_problem(str(model)) is None
