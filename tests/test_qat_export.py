@@ -369,8 +369,11 @@ def test_export_converts_the_qat_stages_savedmodel_without_rebuilding_the_qat_mo
   assert entry["artifacts"]["saved_model"] == "qat/default/saved_model"
   assert (workdir / "qat" / "default" / "saved_model" / "saved_model.pb").is_file()
   built = []
-  monkeypatch.setattr(qat_lib, "rebuild", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(
-      AssertionError("the export rebuilt the QAT model")))
+
+  def refuse(*args, **kwargs):
+    built.append(args)
+    raise AssertionError("the export rebuilt the QAT model")
+  monkeypatch.setattr(qat_lib, "rebuild", refuse)
   config = tiny_export_config()
   stage.execute(config.stage, export.run, config, str(workdir),
                 export.fingerprint_inputs(config, str(workdir)), force=True, log=lambda *_: None)

@@ -38,8 +38,6 @@ def plain(fn: Callable) -> Callable:
   return tf.autograph.experimental.do_not_convert(fn)
 
 
-_plain = plain
-
 _MAX_SHUFFLE_BUFFER = 65536
 
 
@@ -92,7 +90,7 @@ class DatasetBundle:
 
   def split(self, name: str) -> tf.data.Dataset:
     """The normalised, unbatched examples of ``name`` in their fixed order."""
-    return self._raw(name).map(_plain(self.normalize), num_parallel_calls=tf.data.AUTOTUNE)
+    return self._raw(name).map(plain(self.normalize), num_parallel_calls=tf.data.AUTOTUNE)
 
   def _raw(self, name: str) -> tf.data.Dataset:
     """The cached examples of ``name``, with their exact count declared to tf.data.
@@ -132,11 +130,11 @@ class DatasetBundle:
       ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if extras is not None:  # ((x, y), extra) -> (x, (y, extra)), once per batch
-      ds = ds.map(_plain(lambda xy, extra: (xy[0], (xy[1], extra))))
-    ds = ds.map(_plain(self.normalize), num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(plain(lambda xy, extra: (xy[0], (xy[1], extra))))
+    ds = ds.map(plain(self.normalize), num_parallel_calls=tf.data.AUTOTUNE)
     if augment != "none":
       transform = augmenter(augment, self.input_shape, seed)
-      ds = ds.map(_plain(lambda x, y: (transform(x), y)), num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(plain(lambda x, y: (transform(x), y)), num_parallel_calls=tf.data.AUTOTUNE)
     # Under multi-worker training each worker takes its share of every global batch (the batch
     # size stays global): by file when the split is read straight from at least as many files as
     # there are workers and nothing is zipped to its examples by position, else by example.
@@ -166,7 +164,7 @@ class DatasetBundle:
       raise ValueError("unknown split %r" % split)
     ds = self.uncached.get(split, self.raw[split]).take(max(0, int(count)))
     xs, ys = [], []
-    for x, y in ds.batch(256).map(_plain(self.normalize)):
+    for x, y in ds.batch(256).map(plain(self.normalize)):
       xs.append(x.numpy())
       ys.append(y.numpy())
     if not xs:
@@ -189,7 +187,7 @@ class DatasetBundle:
     xs, ys, start = [], [], 0
     last = int(wanted[-1]) + 1 if count else 0
     ds = self.uncached.get(split, self.raw[split]).take(last)  # as head(): not the cache
-    for x, y in ds.batch(256).map(_plain(self.normalize)):
+    for x, y in ds.batch(256).map(plain(self.normalize)):
       size = int(x.shape[0])
       lo, hi = np.searchsorted(wanted, [start, start + size])
       if hi > lo:
@@ -333,7 +331,7 @@ def _rows(x: np.ndarray, y: np.ndarray, index: Optional[np.ndarray] = None) -> t
     return tf.ensure_shape(xs, (None,) + row_shape), tf.ensure_shape(ys, (None,) + target_shape)
   per_read = max(1, min(4096, _BYTES_PER_READ // max(1, x.itemsize * int(np.prod(row_shape)))))
   ds = tf.data.Dataset.from_tensor_slices(index).batch(per_read)
-  return ds.map(_plain(load), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+  return ds.map(plain(load), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
@@ -367,7 +365,7 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
   for name, (paths, labels) in files.items():
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
                                              tf.constant(labels, tf.int32)))
-    uncached[name] = ds.map(_plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
+    uncached[name] = ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
   splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in files.items()})
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
@@ -412,7 +410,7 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
     ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.map(_plain(parse), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(plain(parse), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   if "validation" in files:
     train, validation = read(files["train"]), read(files["validation"])
@@ -423,10 +421,10 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
     mask[va_idx] = True
     is_val = tf.constant(mask)
     indexed = read(files["train"]).enumerate()
-    train = indexed.filter(_plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
-        _plain(_drop_index))
-    validation = indexed.filter(_plain(lambda i, ex: tf.gather(is_val, i))).map(
-        _plain(_drop_index))
+    train = indexed.filter(plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
+        plain(_drop_index))
+    validation = indexed.filter(plain(lambda i, ex: tf.gather(is_val, i))).map(
+        plain(_drop_index))
     counts["train"], counts["validation"] = len(tr_idx), len(va_idx)
     validation_source = _carved(config)
   if config.train_examples:
@@ -458,7 +456,7 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
 
   def read(split):
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    return ds.map(_plain(lambda ex: (ex[source.input_key],
+    return ds.map(plain(lambda ex: (ex[source.input_key],
                                      tf.cast(ex[source.label_key], tf.int32))))
 
   roles = source.roles
@@ -474,10 +472,10 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
     mask[va_idx] = True
     is_val = tf.constant(mask)
     indexed = read(roles["train"]).enumerate()
-    train = indexed.filter(_plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
-        _plain(_drop_index))
-    validation = indexed.filter(_plain(lambda i, ex: tf.gather(is_val, i))).map(
-        _plain(_drop_index))
+    train = indexed.filter(plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
+        plain(_drop_index))
+    validation = indexed.filter(plain(lambda i, ex: tf.gather(is_val, i))).map(
+        plain(_drop_index))
     counts = {"train": len(tr_idx), "validation": len(va_idx)}
     validation_source = _carved(config)
   test = read(roles["test"])
@@ -496,7 +494,7 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
       if dtype.is_integer:
         x = tf.round(tf.clip_by_value(x, dtype.min, dtype.max))
       return tf.cast(x, dtype), y
-    splits = {k: v.map(_plain(resize), num_parallel_calls=tf.data.AUTOTUNE)
+    splits = {k: v.map(plain(resize), num_parallel_calls=tf.data.AUTOTUNE)
               for k, v in splits.items()}
 
   uncached = splits  # the compact decoded form is cached; normalising is cheap

@@ -113,7 +113,6 @@ class DistillationTrainer(keras.Model):
       return keras_training.reduce_per_replica(outputs, strategy,
                                                reduction=self.distribute_reduction_method)
 
-    @tf.autograph.experimental.do_not_convert
     def function(iterator):
       def body(i, _):
         return i + 1, one(iterator)

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from models.compat import tf
-from pipelines.data.bundle import plain as _plain
+from pipelines.data.bundle import plain
 from pipelines.runtime import distribute, rundir
 
 META = "meta.json"
@@ -77,12 +77,12 @@ class TeacherStore:
 
     def rows(files, width, dtype):
       ds = tf.data.FixedLengthRecordDataset(files, width * dtype.size, buffer_size=1 << 20)
-      return ds.map(_plain(lambda r: tf.reshape(tf.io.decode_raw(r, dtype, little_endian=True),
+      return ds.map(plain(lambda r: tf.reshape(tf.io.decode_raw(r, dtype, little_endian=True),
                                                 [width])), num_parallel_calls=tf.data.AUTOTUNE)
     values = rows(self.files("values"), width, dtype)
     if self.topk:
       classes = rows(self.files("classes"), self.topk, tf.as_dtype(self.meta["class_dtype"]))
-      values = tf.data.Dataset.zip((values, classes.map(_plain(lambda c: tf.cast(c, tf.int32)))))
+      values = tf.data.Dataset.zip((values, classes.map(plain(lambda c: tf.cast(c, tf.int32)))))
     return values.apply(tf.data.experimental.assert_cardinality(self.num_examples))
 
   def arrays(self):
@@ -143,7 +143,7 @@ def write_shard(path: str, teacher, bundle, batch_size: int, topk: int, temperat
     ds = bundle.raw["train"]  # one whole pass: fills the split's cache on the way
   else:  # part of the split: read before the cache (a partial read must not complete it)
     ds = bundle.uncached.get("train", bundle.raw["train"]).skip(lo).take(hi - lo)
-  ds = ds.batch(batch_size).map(_plain(bundle.normalize), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size).map(plain(bundle.normalize), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   t = float(temperature)
 
