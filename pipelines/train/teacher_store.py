@@ -78,7 +78,7 @@ class TeacherStore:
     def rows(files, width, dtype):
       ds = tf.data.FixedLengthRecordDataset(files, width * dtype.size, buffer_size=1 << 20)
       return ds.map(plain(lambda r: tf.reshape(tf.io.decode_raw(r, dtype, little_endian=True),
-                                                [width])), num_parallel_calls=tf.data.AUTOTUNE)
+                                               [width])), num_parallel_calls=tf.data.AUTOTUNE)
     values = rows(self.files("values"), width, dtype)
     if self.topk:
       classes = rows(self.files("classes"), self.topk, tf.as_dtype(self.meta["class_dtype"]))
