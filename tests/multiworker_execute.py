@@ -3,13 +3,16 @@
   TF_CONFIG=... python -m tests.multiworker_execute MODE WORKDIR OUT_JSON
 
 ``race``: the chief is slow to mark the stage running; every worker records the manifest entry its
-``run_fn`` sees. ``fail``: a non-collective stage that fails on the chief.
+``run_fn`` sees. ``fail``: a non-collective stage that fails on the chief. ``worker_fails``: a
+collective stage that fails on the non-chief worker while the chief waits in a collective.
+A stage's failure is recorded (``error``) and printed in one line, as the entry points print it.
 """
 
 import json
 import sys
 import time
 
+from pipelines.config.errors import StageError
 from pipelines.runtime import distribute, execute, rundir
 
 STAGE = "stage"
@@ -27,6 +30,10 @@ def main(mode: str, workdir: str, out: str) -> None:
     seen.update(status=entry.get("status"), fingerprint=entry.get("fingerprint"))
     if mode == "fail" and chief:
       raise RuntimeError("the chief fails on purpose")
+    if mode == "worker_fails":
+      if not chief:
+        raise ValueError("the worker fails on purpose")
+      distribute.barrier()  # the chief in a collective of the stage: it fails when the worker leaves
     if mode == "race":
       # A collective stage's training waits for every worker (without one, a chief on a fast
       # machine marked the stage done before a slow worker had read its decision).
@@ -42,13 +49,19 @@ def main(mode: str, workdir: str, out: str) -> None:
       time.sleep(3)  # a slow shared filesystem: the workers must not decide before this
       return original(self, *args, **kwargs)
     rundir.RunDir.mark_running = slow_mark_running
+  error = None
   try:
     execute.execute(STAGE, run_fn, None, workdir, INPUTS, validate=lambda: None,
                     log=lambda *_: None)
     distribute.finish()  # as the entry points end (pipelines/cli/app.py)
+  except StageError as e:
+    error = str(e)
+    sys.stderr.write("error: %s\n" % " ".join(error.split()))  # as pipelines/cli/app.py does
   finally:
     with open(out, "w") as f:
-      json.dump({"chief": chief, "seen": seen}, f)
+      json.dump({"chief": chief, "seen": seen, "error": error}, f)
+  if error is not None:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

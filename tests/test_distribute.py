@@ -1,7 +1,9 @@
 """tf.distribute: choosing the strategy, and a real two-worker run on localhost."""
 
+import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,7 +67,52 @@ def _free_port_block(n):
   raise RuntimeError("no free ports")
 
 
-def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
+# A pipeline of every stage small enough for the suite. The student has batch normalization (its
+# moving statistics are what a multi-worker strategy all-reduces when they are read: the QAT
+# stage's serving function could not be saved over them) and no dropout (each replica would draw
+# its own masks: the files would differ as two seeds' do).
+TINY_PIPELINE = [
+    "--teacher_model=mlp", "--teacher_width=64", "--teacher_depth=1", "--teacher_epochs=1",
+    "--student_model=cnn", "--student_width=4", "--student_depth=1", "--student_dropout=0",
+    "--student_epochs=2",
+    "--final_sparsity=0.8", "--qat_epochs=1", "--latency_runs=5", "--progress=none"]
+
+
+def _files(workdir):
+  """The run directory's files, relative, without TensorBoard's event files."""
+  return sorted(os.path.relpath(os.path.join(d, f), workdir)
+                for d, _, names in os.walk(workdir) for f in names if "/tb/" not in "/" + d + "/")
+
+
+def _product(workdir):
+  """The product's report entry, its ops and its per-layer zero counts."""
+  from pipelines.export import tflite
+  export_dir = os.path.join(workdir, "export", "default")
+  with open(os.path.join(export_dir, "report.json")) as f:
+    entry = next(m for m in json.load(f)["models"] if m["name"] == "student_qat_int8")
+  with open(os.path.join(export_dir, "student_qat_int8.tflite"), "rb") as f:
+    data = f.read()
+  layers = [(l["op"], l["shape"], l["zeros"]) for l in tflite.inspect_weights(data)["layers"]]
+  return entry, tflite.inspect_ops(data), layers
+
+
+def _same_product(one, many):
+  """The int8 files of a one-process and a distributed run: the same ops, the same zeros in every
+  layer, and test accuracies at most one test example apart."""
+  (one_entry, one_ops, one_layers), (entry, ops, layers) = _product(one), _product(many)
+  with open(os.path.join(one, "qat", "default", "metrics.json")) as f:
+    n_test = json.load(f)["data"]["num_examples"]["test"]
+  assert entry["name"] == one_entry["name"] == "student_qat_int8"
+  assert ops == one_ops
+  assert layers == one_layers
+  assert abs(entry["test_accuracy"] - one_entry["test_accuracy"]) * n_test <= 1 + 1e-9, (
+      entry["test_accuracy"], one_entry["test_accuracy"])
+
+
+def test_two_workers_on_localhost_run_every_stage_like_one_process(tmp_path):
+  """Teacher, student, QAT and export on two workers (the QAT stage's serving SavedModel was once
+  traced over the strategy's variables and could not be saved: no test ran past the student):
+  one set of artifacts, the same files as a one-process run, the same int8 product."""
   workdir = tmp_path / "run"
   logs = tmp_path / "logs"
   # The workers' temporary files go to a directory of this test's own: other tests' workers,
@@ -74,43 +121,79 @@ def test_two_workers_on_localhost_write_one_set_of_artifacts(tmp_path):
   tmp.mkdir()
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KDPRUNE_LOG_DIR=str(logs),
              KDPRUNE_BASE_PORT=str(_free_port_block(2)), TMPDIR=str(tmp))
-  result = subprocess.run(
+  workers = subprocess.Popen(
       [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", sys.executable, "-m",
-       "pipelines.cli.pipeline", "--workdir=%s" % workdir, "--until=student",
-       "--teacher_model=mlp", "--teacher_width=64", "--teacher_depth=1", "--teacher_epochs=1",
-       "--student_model=mlp", "--student_width=32", "--student_depth=1", "--student_epochs=2",
-       "--final_sparsity=0.8", "--progress=none"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:],
-                                  (logs / "worker-1.log").read_text()[-2000:])
+       "pipelines.cli.pipeline", "--workdir=%s" % workdir] + TINY_PIPELINE,
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  one = subprocess.run(  # the one-process run beside it
+      [sys.executable, "-m", "pipelines.cli.pipeline", "--workdir=%s" % (tmp_path / "one")
+       ] + TINY_PIPELINE, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      capture_output=True, text=True, timeout=600)
+  stdout, stderr = workers.communicate(timeout=600)
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert workers.returncode == 0, (stdout[-2000:], stderr[-2000:],
+                                   (logs / "worker-1.log").read_text()[-2000:])
   # Both workers trained (worker 1's log shows the stages), only the chief reported.
   worker1 = (logs / "worker-1.log").read_text()
-  assert "[student/default]" in worker1 and "kdprune pipeline finished" not in worker1
-  assert "kdprune pipeline finished" in result.stdout
+  assert "[student/default]" in worker1 and "[qat/default]" in worker1, worker1[-2000:]
+  assert "kdprune pipeline finished" not in worker1
+  assert "kdprune pipeline finished" in stdout
   stages = json.loads((workdir / "manifest.json").read_text())["stages"]
-  assert stages["teacher"]["status"] == stages["student/default"]["status"] == "done"
+  assert {s: e["status"] for s, e in stages.items()} == {
+      "teacher": "done", "student/default": "done", "qat/default": "done",
+      "export/default": "done"}
   assert abs(stages["student/default"]["metrics"]["sparsity"] - 0.8) <= 0.005
-  # One set of artifacts: exactly what a single-process run writes, no per-worker copies.
-  files = sorted(os.path.relpath(os.path.join(d, f), workdir)
-                 for d, _, names in os.walk(workdir) for f in names if "/tb/" not in "/" + d + "/")
+  # One set of artifacts: exactly what a one-process run writes, no per-worker copies.
+  files = _files(workdir)
   # The teacher-output store: each worker computed and wrote its own shard; the chief the index.
   logits = [f for f in files if f.startswith("teacher/logits/")]
   assert sorted(os.path.basename(f) for f in logits) == [
       "meta.json", "values-00000-of-00002", "values-00001-of-00002"], files
   assert len({os.path.dirname(f) for f in logits}) == 1, files
-  assert [f for f in files if f not in logits] == [
-      # manifest.lock: the lock every manifest update takes (several processes may write it)
-      "manifest.json", "manifest.lock", "student/default/config.json",
-      "student/default/metrics.json",
-      "student/default/metrics.jsonl", "student/default/model.keras", "teacher/config.json",
-      "teacher/metrics.json", "teacher/metrics.jsonl", "teacher/model.keras"], files
+  alone = [f for f in _files(tmp_path / "one") if not f.startswith("teacher/logits/")]
+  assert [f for f in files if f not in logits] == alone
+  assert "qat/default/saved_model/saved_model.pb" in alone
   assert not [p for p in os.listdir(tmp) if p.startswith("kdprune-worker-")]  # the non-chief's
   # private directory is gone
+  _same_product(str(tmp_path / "one"), str(workdir))
+
+
+def _bn_pipeline():
+  """Every stage, tiny, with a batch-normalized CNN student (its moving statistics are the
+  variables a strategy all-reduces when they are read)."""
+  from models.registry import ModelSpec
+  from pipelines.stages import pipeline
+  from tests import conftest
+  pupil = conftest.tiny_student_config(epochs=2)
+  return pipeline.PipelineConfig(
+      teacher=conftest.tiny_teacher_config(epochs=1),
+      student=dataclasses.replace(pupil, model=ModelSpec("cnn", width=4, depth=1, dropout=0.0)),
+      qat=conftest.tiny_qat_config(), export=conftest.tiny_export_config())
+
+
+def test_qat_and_export_under_two_mirrored_devices_give_the_one_process_product(tmp_path):
+  """QAT and export in one process with two logical CPU devices under MirroredStrategy (the
+  student and teacher trained before, in one process): the same int8 product as QAT and export
+  run without a strategy from the same student."""
+  from pipelines.stages import pipeline
+  first = tmp_path / "first"
+  config = _bn_pipeline()
+  pipeline.run(dataclasses.replace(config, until="student"), str(first), log=lambda *_: None)
+  shutil.copytree(first, tmp_path / "mirrored")
+  child = subprocess.Popen(
+      [sys.executable, "-m", "tests.mirrored_stages", str(tmp_path / "mirrored")], cwd=REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  outcomes = pipeline.run(config, str(first), log=lambda *_: None)  # the one-process QAT + export
+  assert [o.ran for o in outcomes] == [False, False, True, True]
+  stdout, stderr = child.communicate(timeout=600)
+  assert child.returncode == 0 and "replicas: 2" in stdout, stderr[-3000:]
+  assert "ran: teacher=False student/default=False qat/default=True export/default=True" in stdout
+  assert _files(tmp_path / "mirrored") == _files(first)
+  _same_product(str(first), str(tmp_path / "mirrored"))
 
 
 def test_mixed_precision_trains_in_float16_and_saves_float32(tmp_path):
-  import dataclasses
-
   from models.compat import keras
   from pipelines.stages import pipeline
   from tests.conftest import (
@@ -199,6 +282,29 @@ def test_a_chief_failing_in_a_non_collective_stage_stops_the_workers(tmp_path):
   assert worker_rc is not None, "the worker was still waiting for the chief after 60 s"
   assert worker_rc != 0 and "the chief failed this stage" in worker_err, worker_err[-1500:]
   assert "the chief fails on purpose" in worker_err
+
+
+def test_a_worker_failing_in_a_collective_stage_ends_every_worker_with_its_cause(tmp_path):
+  """The non-chief worker fails inside a collective stage while the chief waits in one of the
+  stage's collectives: each process ends with one line naming the stage and the worker's cause
+  (no traceback on the terminal); the worker's traceback is kept beside the chief's error.txt."""
+  results = _two_workers(tmp_path, "worker_fails", timeout=120)
+  (chief_rc, chief_err, chief), (worker_rc, worker_err, worker) = results
+  assert chief_rc is not None and worker_rc is not None, (chief_err[-1500:], worker_err[-1500:])
+  assert chief_rc != 0 and worker_rc != 0
+  for err, record in ((chief_err, chief), (worker_err, worker)):
+    assert "Traceback" not in err, err[-1500:]
+    assert "stage stage: " in record["error"], record
+    assert "worker 1" in record["error"] and "ValueError: the worker fails on purpose" in (
+        record["error"]), record
+  stage_dir = tmp_path / "run" / "stage"
+  kept = (stage_dir / "error-worker-1.txt").read_text()
+  assert kept.startswith("worker 1: ValueError: the worker fails on purpose")
+  assert "Traceback" in kept and "multiworker_execute.py" in kept
+  assert (stage_dir / "error.txt").exists()  # the chief's own traceback (its collective failed)
+  from pipelines.runtime import rundir
+  entry = rundir.RunDir(str(tmp_path / "run")).entry("stage")
+  assert entry["status"] == "failed" and "the worker fails on purpose" in entry["error"]
 
 
 def test_finish_waits_for_the_peers_and_ignores_one_that_has_left(monkeypatch):

@@ -39,7 +39,7 @@ from pipelines.config.errors import ConfigError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
-_STATE = {"strategy": None, "name": None, "tmp": None}
+_STATE = {"strategy": None, "name": None, "tmp": None, "barrier": None}
 
 
 def cluster_size(environ=os.environ) -> int:
@@ -114,6 +114,13 @@ def strategy():
   return tf.distribute.get_strategy()
 
 
+def holds_distributed_variables(model) -> bool:
+  """True if ``model`` has a weight that a strategy distributes (built in a mirrored or
+  multi-worker strategy's scope)."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  return any(isinstance(w, tf.distribute.DistributedValues) for w in model.weights)
+
+
 def name() -> str:
   return _STATE["name"] or "default"
 
@@ -161,8 +168,17 @@ def barrier() -> None:
   s = _STATE["strategy"]
   if s is None or _STATE["name"] != "multi_worker":
     return
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
-  s.reduce("SUM", s.run(lambda: tf.constant(1.0)), axis=None)
+  if _STATE.get("barrier") is None:
+    from models.compat import tf  # pylint: disable=g-import-not-at-top
+
+    # A function, not eager calls: an eager all-reduce under MultiWorkerMirroredStrategy runs on
+    # a thread pool that a failed collective leaves open (Python then prints a traceback of its
+    # teardown at exit, after kdprune's one-line error), and warns of its overhead every time.
+    @tf.function(autograph=False)
+    def all_reduce_one():
+      return s.reduce("SUM", s.run(lambda: tf.constant(1.0)), axis=None)
+    _STATE["barrier"] = all_reduce_one
+  _STATE["barrier"]()
 
 
 def finish() -> None:

@@ -74,6 +74,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
       log("[%s] %s is unusable (%s); rerunning the stage" % (name, path, problem))
 
   os.makedirs(run.stage_dir(name), exist_ok=True)
+  _clear_errors(run.stage_dir(name))  # a failed attempt's tracebacks; this attempt's come anew
   run.mark_running(name, fp, fingerprint_inputs)
   # The decision barrier: the workers read the manifest (the new fingerprint, so no stale
   # backup of an older config is resumed) only after the chief has marked the stage running.
@@ -89,23 +90,94 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
     elif isinstance(e, KeyboardInterrupt):
       message = "interrupted"
     else:
-      message = "%s: %s" % (type(e).__name__, e)
-    run.mark_failed(name, message)
+      message = _one_line("%s: %s" % (type(e).__name__, e))
+    error_path, peers = None, ""
     if not isinstance(e, (ConfigError, KeyboardInterrupt)):
-      with open(os.path.join(run.stage_dir(name), "error.txt"), "w") as f:
+      error_path = os.path.join(run.stage_dir(name), ERROR_FILE)
+      with open(error_path, "w") as f:
         f.write(traceback.format_exc())
+      # A worker that failed first made this process' collectives fail: its cause is the one.
+      peers = _worker_errors(run.stage_dir(name), wait=_is_collective_failure(e))
+      if peers:
+        message = "%s (here: %s)" % (peers, message)
+    run.mark_failed(name, message)
     if not getattr(run_fn, "collective", True):
       # The workers wait for this stage at the final barrier (they do not run it): release them;
       # they read the failure from the manifest and raise. (A collective stage's workers are in
       # the stage's own collectives, which fail when this process exits.)
       distribute.barrier()
-    raise
+    if isinstance(e, (ConfigError, KeyboardInterrupt)) or (isinstance(e, StageError) and not peers):
+      raise
+    # One line for the terminal; the traceback stays in the stage's folder.
+    raise StageError(name, "%s (traceback: %s)" % (message, error_path)) from e
   artifacts = {k: run.relpath(v) for k, v in result.artifacts.items()}
   phases = timer.summary()
   _record_phases(run.stage_dir(name), phases)
   entry = run.mark_done(name, artifacts, result.metrics, time.time() - start, phases)
-  distribute.barrier()  # the other workers read the manifest after this
+  _final_barrier(run, name)  # the other workers read the manifest after this
   return StageOutcome(name, True, entry)
+
+
+ERROR_FILE = "error.txt"  # the chief's (or the only process') traceback of a failed stage
+_WORKER_ERROR = "error-worker-%d.txt"  # a non-chief worker's, beside it
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def _clear_errors(stage_dir: str) -> None:
+  for f in os.listdir(stage_dir):
+    if f == ERROR_FILE or (f.startswith("error-worker-") and f.endswith(".txt")):
+      os.remove(os.path.join(stage_dir, f))
+
+
+def _is_collective_failure(e: BaseException) -> bool:
+  """True for the errors a collective raises when a peer has failed or left."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  return isinstance(e, (tf.errors.UnavailableError, tf.errors.CancelledError,
+                        tf.errors.DeadlineExceededError, tf.errors.InternalError,
+                        tf.errors.AbortedError))
+
+
+def _worker_errors(stage_dir: str, wait: bool = False) -> str:
+  """The first line of each non-chief worker's failure recorded in ``stage_dir`` ("" if none).
+
+  ``wait``: this process' collectives failed, so a peer may be writing its record: look for up to
+  a few seconds.
+  """
+  deadline = time.time() + (WORKER_ERROR_WAIT_SECONDS if wait else 0)
+  while True:
+    found = sorted(f for f in os.listdir(stage_dir)
+                   if f.startswith("error-worker-") and f.endswith(".txt"))
+    if found or time.time() >= deadline:
+      break
+    time.sleep(0.5)
+  lines = []
+  for f in found:
+    path = os.path.join(stage_dir, f)
+    try:
+      with open(path) as fh:
+        first = fh.readline().strip()
+    except OSError:
+      continue
+    lines.append("%s (traceback: %s)" % (first, path))
+  return "; ".join(lines)
+
+
+WORKER_ERROR_WAIT_SECONDS = 10.0
+
+
+def _final_barrier(run, name: str) -> None:
+  """The barrier after the chief recorded the stage done; a worker that failed after its part of
+  the training (so that this barrier cannot complete) fails the run with that worker's cause."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  try:
+    distribute.barrier()
+  except tf.errors.OpError as e:
+    peers = _worker_errors(run.stage_dir(name), wait=True)
+    raise StageError(name, "the chief finished this stage but a worker did not: %s" % (
+        peers or _one_line("%s: %s" % (type(e).__name__, e)))) from e
 
 
 def _record_phases(stage_dir: str, phases: dict) -> None:
@@ -134,9 +206,57 @@ def _execute_as_worker(name, run_fn, config, workdir, run, fp, force) -> StageOu
   if entry.get("status") == "done" and entry.get("fingerprint") == fp:
     return StageOutcome(name, False, entry)
   if getattr(run_fn, "collective", True):
-    run_fn(config, workdir)
-  distribute.barrier()  # wait for the chief's manifest
+    try:
+      run_fn(config, workdir)
+    except (ConfigError, KeyboardInterrupt):
+      raise
+    except BaseException as e:  # pylint: disable=broad-except
+      if _is_collective_failure(e):
+        chief = _chief_failure(run, name, wait=True)
+        if chief:  # the chief failed first; this is only the consequence
+          raise StageError(name, "the chief failed this stage: %s" % chief) from e
+      raise _worker_failure(run, name, e) from e
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  try:
+    distribute.barrier()  # wait for the chief's manifest
+  except tf.errors.OpError as e:
+    chief = _chief_failure(run, name, wait=True)
+    raise StageError(name, "the chief failed this stage: %s" % (
+        chief or "it left without a word (%s)" % _one_line("%s: %s" % (type(e).__name__, e)))
+    ) from e
   entry = run.entry(name) or {}
   if entry.get("status") == "failed":
     raise StageError(name, "the chief failed this stage: %s" % entry.get("error"))
   return StageOutcome(name, True, entry)
+
+
+def _chief_failure(run, name: str, wait: bool = False) -> Optional[str]:
+  """The error the chief recorded for stage ``name`` in the manifest, else None; ``wait``: give
+  a chief that is failing a few seconds to record it."""
+  deadline = time.time() + (WORKER_ERROR_WAIT_SECONDS if wait else 0)
+  while True:
+    try:
+      entry = run.entry(name) or {}
+    except Exception:  # pylint: disable=broad-except
+      entry = {}  # an unreadable manifest: no record to report
+    if entry.get("status") == "failed" or time.time() >= deadline:
+      return entry.get("error") if entry.get("status") == "failed" else None
+    time.sleep(0.5)
+
+
+def _worker_failure(run, name: str, e: BaseException) -> StageError:
+  """A non-chief worker's own failure: its traceback beside the chief's ``error.txt`` (the first
+  line says which worker and why, for the chief's one line), and the one line for this worker."""
+  index, _ = distribute.worker_index_and_count()
+  if isinstance(e, StageError):
+    cause = str(e)
+  else:
+    cause = _one_line("%s: %s" % (type(e).__name__, e))
+  path = os.path.join(run.stage_dir(name), _WORKER_ERROR % index)
+  try:
+    with open(path, "w") as f:
+      f.write("worker %d: %s\n\n%s" % (index, cause, traceback.format_exc()))
+  except OSError:
+    path = None  # the run directory is not shared: the line below still names the cause
+  return StageError(name, "worker %d failed: %s%s" % (
+      index, cause, " (traceback: %s)" % path if path else ""))

@@ -194,8 +194,10 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   # The serving SavedModel the export converts: it need not rebuild the QAT model with tfmot
   # (9.6 s of a MobileNetV2 export's 22.6 s; BUILD_NOTES "Test suite").
   serving_path = os.path.join(stage_dir, "saved_model")
-  with rundir.atomic_path(serving_path) as tmp:
-    tflite.save_serving(qmodel, tmp, autograph=False)
+  serving_model = _serving_copy(qmodel, student, config.scheme)
+  if serving_model is not None:
+    with rundir.atomic_path(serving_path) as tmp:
+      tflite.save_serving(serving_model, tmp, autograph=False)
   config_path = os.path.join(stage_dir, "config.json")
   rundir.write_json(config_path, config.resolved())
   summaries.write_hparams(tb_dir, trial_id="%s/%s" % (os.path.basename(run_dir.workdir),
@@ -214,6 +216,34 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       artifacts={"model": weights_path, "saved_model": serving_path, "metrics": metrics_path,
                  "config": config_path},
       metrics=metrics)
+
+
+def _serving_copy(qmodel, student, scheme: str):
+  """The model whose serving function the chief saves: ``qmodel`` itself, or, when it was built
+  under a distribution strategy, a copy with the same weights in variables of its own (None on a
+  non-chief worker, which saves nothing).
+
+  A function traced over a strategy's variables cannot be saved (``tf.saved_model.save``: "uses
+  distributed variables in certain way"): reading a batch-norm statistic, a sync-on-read variable,
+  is an all-reduce across the replicas (across the workers under ``MultiWorkerMirroredStrategy``),
+  and a serving function must hold no collective. Every worker reads the weights (those reads are
+  the all-reduce, so all of them take part); the chief alone builds the copy outside the strategy's
+  scope. The copy is quantized from ``student`` (QAT's float weights, re-masked: the
+  prune-preserving quantizers take their masks from its zeros, which are QAT's zeros) and gets every
+  weight of ``qmodel``: the same function, the same file after conversion.
+  """
+  # pylint: disable=g-import-not-at-top
+  from pipelines.quantize import qat
+  from pipelines.runtime import distribute
+  # pylint: enable=g-import-not-at-top
+  if not distribute.holds_distributed_variables(qmodel):
+    return qmodel
+  values = qmodel.get_weights()
+  if not distribute.is_chief():
+    return None
+  copy = qat.quantize(student, scheme)
+  copy.set_weights(values)
+  return copy
 
 
 def load_model(workdir: str, name: str = "default"):
