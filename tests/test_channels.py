@@ -227,3 +227,24 @@ def test_lenet_loses_units_in_every_conv_and_its_hidden_dense():
   assert removed == {"conv_1": 4, "conv_2": 8, "dense": 32}
   x = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
   assert smaller.predict(x, verbose=0).shape == (3, 10)
+
+
+def test_a_plan_that_removes_no_unit_is_refused_before_the_teacher_outputs(tmp_path, monkeypatch):
+  """A two-unit hidden layer at --channel_fraction=0.1 keeps both units at every rebuild: the plan
+  removes nothing (this ended in a traceback after the teacher's outputs were computed)."""
+  from models.registry import ModelSpec
+  from pipelines.runtime import execute
+  from pipelines.stages import teacher as teacher_stage
+  from tests.conftest import tiny_teacher_config
+  t = tiny_teacher_config(epochs=1)
+  execute.execute("teacher", teacher_stage.run, t, str(tmp_path), {"t": 1}, log=lambda *_: None)
+  ch = tiny_student_config(epochs=4, final_sparsity=None, structure="channels", frequency=0,
+                           channel_fraction=0.1, name="tiny")
+  import dataclasses
+  ch = dataclasses.replace(ch, model=ModelSpec("mlp", width=2, depth=1))
+  computed = []
+  monkeypatch.setattr(distill, "training_batches", lambda *a, **k: computed.append(1))
+  with pytest.raises(ConfigError, match="--channel_fraction=0.1 removes no unit of the student's "
+                                        "shrinkable layers \\(dense_1 2\\)"):
+    student.run(ch, str(tmp_path))
+  assert not computed  # refused before the teacher's outputs

@@ -158,6 +158,44 @@ def test_two_workers_on_localhost_run_every_stage_like_one_process(tmp_path):
   _same_product(str(tmp_path / "one"), str(workdir))
 
 
+def test_two_workers_train_every_example_when_a_last_batch_leaves_a_replica_empty(tmp_path):
+  """Splits of 33, 17 and 17 examples in global batches of 16: every split's last batch holds
+  one example, so one of the two workers gets none. The batch-normalized teacher died in its
+  first epoch, and the student's and QAT's losses (a mean per replica) were NaN; every stage now
+  finishes with finite losses."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for split, n in (("train", 33), ("val", 17), ("test", 17)):
+    arrays["y_" + split] = rng.integers(0, 3, n)
+    arrays["x_" + split] = (rng.random((n, 8, 8, 1)) + arrays["y_" + split][:, None, None, None]
+                            ).astype(np.float32)
+  np.savez(tmp_path / "data.npz", **arrays)
+  workdir = tmp_path / "run"
+  tmp = tmp_path / "tmp"
+  tmp.mkdir()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KDPRUNE_LOG_DIR=str(tmp_path / "logs"),
+             KDPRUNE_BASE_PORT=str(_free_port_block(2)), TMPDIR=str(tmp))
+  result = subprocess.run(
+      [os.path.join(REPO, "launch", "multiworker_local.sh"), "2", sys.executable, "-m",
+       "pipelines.cli.pipeline", "--workdir=%s" % workdir,
+       "--dataset=npz:%s" % (tmp_path / "data.npz"), "--batch_size=16",
+       "--teacher_model=cnn", "--teacher_width=4", "--teacher_depth=1", "--teacher_dropout=0",
+       "--teacher_epochs=2", "--student_model=mlp", "--student_width=32", "--student_depth=1",
+       "--student_epochs=2", "--final_sparsity=0.5", "--qat_epochs=1", "--latency_runs=2",
+       "--representative_examples=8", "--progress=none"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+  stages = json.loads((workdir / "manifest.json").read_text())["stages"]
+  assert all(e["status"] == "done" for e in stages.values()) and len(stages) == 4, stages
+  for stage in ("teacher", "student/default", "qat/default"):
+    logged = [json.loads(line) for line in (workdir / stage / "metrics.jsonl").open()]
+    values = [v for row in logged for k, v in row.items() if "loss" in k]
+    assert values and all(np.isfinite(values)), (stage, logged)
+    metrics = stages[stage]["metrics"]
+    assert np.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] > 0, (stage, metrics)
+
+
 def _bn_pipeline():
   """Every stage, tiny, with a batch-normalized CNN student (its moving statistics are the
   variables a strategy all-reduces when they are read)."""

@@ -88,7 +88,7 @@ def test_cached_and_online_teacher_outputs_give_the_same_loss(trained):
   cached = trainer.compute_losses(batch_x, batch_y, batch_t, s_logits)
   online = trainer.compute_losses(batch_x, batch_y, None, s_logits)
   for part in ("total", "distill", "hard"):
-    assert float(cached[part]) == pytest.approx(float(online[part]), rel=1e-4)
+    np.testing.assert_allclose(cached[part], online[part], rtol=1e-4)
 
 
 def test_online_mode_and_a_second_named_student(trained, capsys):
@@ -297,3 +297,24 @@ def test_the_training_functions_convert_nothing_of_tfmot_and_an_online_teacher_k
   assert np.isfinite(history.history["distill_loss"]).all()
   assert not [m for m in converted if m.startswith("tensorflow_model_optimization")], converted
   assert any(m == __name__ for m in converted), converted  # the teacher's Gate layer
+
+
+def test_logged_losses_weigh_every_example_once():
+  """The trainer's loss and val_loss are means over the examples, as evaluate() computes them: a
+  short last batch weighs as much as its examples (they were means of the batches' means)."""
+  from models.compat import keras, tf
+  from pipelines.train import losses
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 4)).astype(np.float32)
+  y = rng.integers(0, 3, 5)
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
+  trainer = distill.DistillationTrainer(model, distill=False)
+  trainer.compile(optimizer=keras.optimizers.SGD(0.0))  # the weights stay: one value to expect
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)  # batches of 2, 2 and 1
+  per_example = losses.hard_cross_entropy_per_example(y, model(x)).numpy()
+  batch_means = np.mean([per_example[:2].mean(), per_example[2:4].mean(), per_example[4:].mean()])
+  assert abs(per_example.mean() - batch_means) > 1e-3  # the two readings differ on this data
+  history = trainer.fit(ds, validation_data=ds, epochs=1, verbose=0)
+  assert history.history["loss"][0] == pytest.approx(per_example.mean(), rel=1e-5)
+  assert history.history["val_loss"][0] == pytest.approx(per_example.mean(), rel=1e-5)

@@ -71,7 +71,15 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   from pipelines.prune import magnitude as pruning
   from pipelines.quantize import qat
   from pipelines.runtime import distribute
-  from pipelines.train import backup, callbacks, distill, evaluation, optimizers, summaries
+  from pipelines.train import (
+    backup,
+    callbacks,
+    distill,
+    evaluation,
+    optimizers,
+    replicas,
+    summaries,
+  )
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -139,9 +147,10 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       config.stage, config.scheme, student_path, student.count_params(),
       student_metrics["sparsity"], mode))
   start = time.time()
-  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                        verbose=callbacks.keras_verbosity(config.progress))
+  with replicas.global_batch_norm(qmodel):
+    history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                          epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+                          verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
   epochs_run = done + len(history.history.get("loss", []))
   timing.lap("training")

@@ -75,7 +75,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   from pipelines.prune import magnitude as pruning
   from pipelines.runtime import distribute
   from pipelines.train import (backup, callbacks, channel_loop, distill, evaluation, optimizers,
-                               precision, summaries)
+                               precision, replicas, summaries)
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -87,6 +87,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
   steps = config.pruning.resolve_steps(steps_per_epoch, cfg.epochs)
+  if config.pruning.structure == "channels":
+    channel_loop.check_plan(config, bundle)  # before the teacher's outputs are computed
   teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
   timing.lap("build")
   train_ds, mode, cache_seconds = distill.training_batches(
@@ -170,9 +172,10 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     if why != "prune" and why != "no prunable weights":
       progress.say("[%s] %s: %s" % (config.stage, layer, why))
   fit_start = time.time()
-  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                        verbose=callbacks.keras_verbosity(config.progress))
+  with replicas.global_batch_norm(pruned):
+    history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                          epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+                          verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - fit_start
   epochs_run = done + len(history.history.get("loss", []))
   timing.lap("training")

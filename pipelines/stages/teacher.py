@@ -64,7 +64,15 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   from models.registry import build_model
   from pipelines.data import bundle as data_lib
   from pipelines.runtime import distribute
-  from pipelines.train import backup, callbacks, evaluation, optimizers, precision, summaries
+  from pipelines.train import (
+    backup,
+    callbacks,
+    evaluation,
+    optimizers,
+    precision,
+    replicas,
+    summaries,
+  )
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -110,12 +118,13 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       config.model.name, model.count_params(), bundle.name,
       ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
   start = time.time()
-  history = model.fit(
-      bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
-                     augment=cfg.augment),
-      validation_data=bundle.batches("validation", cfg.batch_size),
-      epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-      verbose=callbacks.keras_verbosity(config.progress))
+  with replicas.global_batch_norm(model):
+    history = model.fit(
+        bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
+                       augment=cfg.augment),
+        validation_data=bundle.batches("validation", cfg.batch_size),
+        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+        verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
   timing.lap("training")
 

@@ -25,7 +25,7 @@ from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 from pipelines.prune import channels
 from pipelines.runtime import distribute, progress
-from pipelines.train import callbacks, distill, optimizers, precision, summaries
+from pipelines.train import callbacks, distill, optimizers, precision, replicas, summaries
 
 
 def _trainer(student, teacher, config, steps_per_epoch: int, global_step: int):
@@ -38,6 +38,29 @@ def _trainer(student, teacher, config, steps_per_epoch: int, global_step: int):
                   steps_per_execution=cfg.steps_per_execution)
   trainer.optimizer.iterations.assign(global_step)  # the learning-rate schedule goes on
   return trainer
+
+
+def check_plan(config, bundle) -> None:
+  """Refuses, before the teacher's outputs are computed, a channel plan that would remove no unit
+  (every shrinkable layer too small for --channel_fraction) or a student with no layer that can
+  lose units: one line instead of a failure once training is due."""
+  cfg = config.train
+  steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
+  plan = channels.schedule(config.pruning.resolve_steps(steps_per_epoch, cfg.epochs),
+                           steps_per_epoch, cfg.epochs, config.pruning.channel_fraction,
+                           config.pruning.exponent)
+  student = distill.build_student(config, bundle)
+  chains, kept = channels.analyze_model(student)
+  if not chains:
+    raise ConfigError("--pruning_structure=channels: no layer of the student can lose units (%s)"
+                      % "; ".join("%s %s" % kv for kv in kept.items()))
+  original = channels.units(student, chains)
+  if not channels.effective(plan, original):
+    raise ConfigError(
+        "--pruning_structure=channels: --channel_fraction=%g removes no unit of the student's "
+        "shrinkable layers (%s): each would keep all of its units; raise --channel_fraction or "
+        "widen the student" % (config.pruning.channel_fraction, ", ".join(
+            "%s %d" % kv for kv in original.items())))
 
 
 def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, jsonl: str) -> dict:
@@ -85,8 +108,10 @@ def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, json
   val_ds = bundle.batches("validation", cfg.batch_size)
   start = time.time()
   for epoch in range(cfg.epochs):
-    history = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                          callbacks=fit_callbacks, verbose=callbacks.keras_verbosity(config.progress))
+    with replicas.global_batch_norm(student):
+      history = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=epoch,
+                            epochs=epoch + 1, callbacks=fit_callbacks,
+                            verbose=callbacks.keras_verbosity(config.progress))
     epochs_run += 1
     number = epoch + 1
     if number in plan:

@@ -140,7 +140,8 @@ class DistillationTrainer(keras.Model):
     return self.student(x, training=training)
 
   def compute_losses(self, x, labels, teacher_logits, student_logits):
-    """The loss parts for one batch (the teacher is run here when its logits are not given)."""
+    """The loss parts of each example of one batch (``[B]`` each; the teacher is run here when
+    its logits are not given)."""
     if not self.distill:
       hard = self.hard_loss(labels, student_logits)
       return {"total": hard, "hard": hard}
@@ -148,15 +149,16 @@ class DistillationTrainer(keras.Model):
       teacher_logits = tf.stop_gradient(self._run_teacher(x))
     if self.task == "regression":
       return losses.regression_distillation_loss(student_logits, teacher_logits, labels,
-                                                 self.alpha, self.regression_loss)
+                                                 self.alpha, self.regression_loss,
+                                                 per_example=True)
     return losses.distillation_loss(student_logits, teacher_logits, labels,
-                                    self.temperature, self.alpha)
+                                    self.temperature, self.alpha, per_example=True)
 
   def hard_loss(self, labels, outputs):
-    """The loss to the labels alone: cross-entropy, or the regression loss."""
+    """The loss to the labels of each example: cross-entropy, or the regression loss."""
     if self.task == "regression":
-      return losses.regression_error(labels, outputs, self.regression_loss)
-    return losses.hard_cross_entropy(labels, outputs)
+      return losses.regression_error_per_example(labels, outputs, self.regression_loss)
+    return losses.hard_cross_entropy_per_example(labels, outputs)
 
   def train_step(self, data):
     x, y = data
@@ -164,13 +166,14 @@ class DistillationTrainer(keras.Model):
     with tf.GradientTape() as tape:
       student_logits = self.student(x, training=True)
       parts = self.compute_losses(x, labels, teacher_logits, student_logits)
-      total = parts["total"]
-      if self.student.losses:
-        total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
-      # The optimizer sums the replicas' gradients: scale the replica's mean loss by 1/replicas
-      # (as Keras' compiled losses do) so that the sum is the gradient of the global batch's mean.
-      # The logged metrics below are the unscaled parts.
-      total = total / tf.distribute.get_strategy().num_replicas_in_sync
+      # The optimizer sums the replicas' gradients: each replica's loss is the sum of its
+      # examples' losses over the number of examples in the whole global batch, so the sum is the
+      # gradient of the global batch's mean, however the batch was split (a replica may get
+      # fewer examples than another, or none: its mean would be NaN).
+      total = global_batch_mean(parts["total"])
+      if self.student.losses:  # the model's own penalties, once per global batch
+        total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses]) / (
+            tf.distribute.get_strategy().num_replicas_in_sync)
       scaled = total
       if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
         scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients
@@ -182,6 +185,8 @@ class DistillationTrainer(keras.Model):
       self.optimizer.apply_gradients(zip(grads, variables))
     else:
       self._revise_and_apply(grads, variables)
+    # Per example: the logged means weigh every example once (a short last batch does not
+    # weigh as much as a full one), as evaluate() does.
     self.loss_tracker.update_state(parts["total"])
     self.hard_tracker.update_state(parts["hard"])
     if self.distill:
@@ -212,6 +217,19 @@ class DistillationTrainer(keras.Model):
     self.hard_tracker.update_state(hard)
     self.accuracy.update_state(labels, student_logits)
     return {m.name: m.result() for m in self._test_metrics()}
+
+
+def global_batch_mean(per_example):
+  """In a replica's step: the sum of this replica's ``per_example`` values over the number of
+  examples of the global batch (all replicas'); summed over the replicas, the global batch's mean.
+  A replica without examples contributes 0 (``tf.nn.compute_average_loss`` with the counted
+  global batch: its default, per-replica size x replicas, is wrong for a split last batch)."""
+  count = tf.shape(per_example)[0]
+  context = tf.distribute.get_replica_context()
+  if context is not None and context.num_replicas_in_sync > 1:
+    count = tf.cast(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(count, tf.float32)),
+                    tf.int32)
+  return tf.nn.compute_average_loss(per_example, global_batch_size=count)
 
 
 def task_metric(task: str, regression_loss: str = "mse"):

@@ -5,7 +5,10 @@ regression of predictions (:func:`regression_distillation_loss`: no temperature)
           + alpha * cross_entropy(labels, softmax(student))
 
 The T^2 factor keeps the soft term's gradients on the same scale as the hard
-term's when T changes. All functions return per-batch means.
+term's when T changes. Every loss is computed per example (the ``*_per_example`` functions, and
+``per_example=True`` of :func:`distillation_loss` / :func:`regression_distillation_loss`, which
+the trainer uses: it divides the replicas' sums by the global batch's size); the others return
+the batch's mean.
 
 The teacher's side may also come as its top-k logits and a *rest bucket*
 (``--teacher_topk``, :mod:`pipelines.train.teacher_store`): ``values = [z_K, r]`` with
@@ -30,19 +33,23 @@ Example:
 from models.compat import tf
 
 
-def soft_kl(student_logits, teacher_logits, temperature: float):
-  """Mean over the batch of KL(softmax(teacher/T) || softmax(student/T)), without the T^2."""
+def soft_kl_per_example(student_logits, teacher_logits, temperature: float):
+  """``[B]``: KL(softmax(teacher/T) || softmax(student/T)) of each example, without the T^2."""
   t = tf.cast(temperature, tf.float32)
   log_p_teacher = tf.nn.log_softmax(tf.cast(teacher_logits, tf.float32) / t, axis=-1)
   log_p_student = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / t, axis=-1)
-  kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-  return tf.reduce_mean(kl)
+  return tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
 
 
-def soft_kl_topk(student_logits, teacher_values, teacher_classes, temperature: float):
-  """Mean over the batch of the KL over the teacher's top-k classes and one rest bucket, without
-  the T^2 (see the module docstring): ``teacher_values`` ``[B, k + 1]`` (the top-k logits, then
-  the rest bucket), ``teacher_classes`` ``[B, k]`` (their class ids)."""
+def soft_kl(student_logits, teacher_logits, temperature: float):
+  """Mean over the batch of :func:`soft_kl_per_example`."""
+  return tf.reduce_mean(soft_kl_per_example(student_logits, teacher_logits, temperature))
+
+
+def soft_kl_topk_per_example(student_logits, teacher_values, teacher_classes, temperature: float):
+  """``[B]``: the KL over the teacher's top-k classes and one rest bucket, without the T^2 (see
+  the module docstring): ``teacher_values`` ``[B, k + 1]`` (the top-k logits, then the rest
+  bucket), ``teacher_classes`` ``[B, k]`` (their class ids)."""
   t = tf.cast(temperature, tf.float32)
   s = tf.cast(student_logits, tf.float32) / t
   classes = tf.cast(teacher_classes, tf.int32)
@@ -53,57 +60,82 @@ def soft_kl_topk(student_logits, teacher_values, teacher_classes, temperature: f
                                    keepdims=True) - lse
   log_q = tf.concat([log_q_top, log_q_rest], axis=-1)
   log_p = tf.nn.log_softmax(tf.cast(teacher_values, tf.float32) / t, axis=-1)
-  kl = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
-  return tf.reduce_mean(kl)
+  return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def soft_kl_topk(student_logits, teacher_values, teacher_classes, temperature: float):
+  """Mean over the batch of :func:`soft_kl_topk_per_example`."""
+  return tf.reduce_mean(soft_kl_topk_per_example(student_logits, teacher_values, teacher_classes,
+                                                 temperature))
+
+
+def hard_cross_entropy_per_example(labels, student_logits):
+  """``[B]``: sparse categorical cross-entropy of integer ``labels`` under ``student_logits``."""
+  labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=tf.cast(student_logits, tf.float32))
 
 
 def hard_cross_entropy(labels, student_logits):
-  """Mean sparse categorical cross-entropy of integer ``labels`` under ``student_logits``."""
-  labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=labels, logits=tf.cast(student_logits, tf.float32)))
+  """Mean over the batch of :func:`hard_cross_entropy_per_example`."""
+  return tf.reduce_mean(hard_cross_entropy_per_example(labels, student_logits))
 
 
-def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
+def _reduced(parts: dict, per_example: bool) -> dict:
+  return parts if per_example else {k: tf.reduce_mean(v) for k, v in parts.items()}
+
+
+def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float,
+                      per_example: bool = False):
   """The distillation objective and its parts.
 
   Returns:
     ``{"total", "distill", "hard"}``: ``distill`` is ``T^2 * KL`` (before the
     ``1 - alpha`` weight), ``hard`` the cross-entropy with the labels (before
-    ``alpha``), and ``total = (1 - alpha) * distill + alpha * hard``. ``teacher_logits`` is
+    ``alpha``), and ``total = (1 - alpha) * distill + alpha * hard``; the batch's means, or
+    with ``per_example`` one value per example (``[B]`` each). ``teacher_logits`` is
     ``[B, C]`` logits, or a ``(values, classes)`` pair in the top-k form (module docstring).
   """
   if isinstance(teacher_logits, (tuple, list)):
-    kl = soft_kl_topk(student_logits, teacher_logits[0], teacher_logits[1], temperature)
+    kl = soft_kl_topk_per_example(student_logits, teacher_logits[0], teacher_logits[1],
+                                  temperature)
   else:
-    kl = soft_kl(student_logits, teacher_logits, temperature)
+    kl = soft_kl_per_example(student_logits, teacher_logits, temperature)
   distill = (temperature ** 2) * kl
-  hard = hard_cross_entropy(labels, student_logits)
+  hard = hard_cross_entropy_per_example(labels, student_logits)
   total = (1.0 - alpha) * distill + alpha * hard
-  return {"total": total, "distill": distill, "hard": hard}
+  return _reduced({"total": total, "distill": distill, "hard": hard}, per_example)
 
 
 # ----------------------------------------------------------------------------
 # Regression: the student learns from the teacher's predictions, no temperature.
 
 
-def regression_error(targets, predictions, loss: str = "mse"):
-  """Mean squared (``mse``) or absolute (``mae``) error over the batch and the targets."""
+def regression_error_per_example(targets, predictions, loss: str = "mse"):
+  """``[B]``: squared (``mse``) or absolute (``mae``) error of each example, averaged over its
+  targets."""
   diff = tf.cast(predictions, tf.float32) - tf.reshape(
       tf.cast(targets, tf.float32), tf.shape(predictions))
   if loss == "mse":
-    return tf.reduce_mean(tf.square(diff))
-  if loss == "mae":
-    return tf.reduce_mean(tf.abs(diff))
-  raise ValueError("unknown regression loss %r (mse or mae)" % loss)
+    error = tf.square(diff)
+  elif loss == "mae":
+    error = tf.abs(diff)
+  else:
+    raise ValueError("unknown regression loss %r (mse or mae)" % loss)
+  return tf.reduce_mean(error, axis=tf.range(1, tf.rank(error)))  # [B] stays [B]; [0, k] -> [0]
+
+
+def regression_error(targets, predictions, loss: str = "mse"):
+  """Mean squared (``mse``) or absolute (``mae``) error over the batch and the targets."""
+  return tf.reduce_mean(regression_error_per_example(targets, predictions, loss))
 
 
 def regression_distillation_loss(student_predictions, teacher_predictions, labels, alpha: float,
-                                 loss: str = "mse"):
+                                 loss: str = "mse", per_example: bool = False):
   """``alpha * loss(labels, student) + (1 - alpha) * loss(teacher, student)`` and its parts.
 
   Returns:
-    ``{"total", "distill", "hard"}`` as :func:`distillation_loss` does:
+    ``{"total", "distill", "hard"}`` as :func:`distillation_loss` does (``per_example`` too):
     ``distill`` is the loss to the teacher's predictions, ``hard`` to the labels.
 
   Example:
@@ -113,7 +145,8 @@ def regression_distillation_loss(student_predictions, teacher_predictions, label
     >>> [round(float(parts[k]), 4) for k in ("hard", "distill", "total")]
     [1.0, 4.0, 3.25]
   """
-  hard = regression_error(labels, student_predictions, loss)
-  distill = regression_error(tf.stop_gradient(teacher_predictions), student_predictions, loss)
+  hard = regression_error_per_example(labels, student_predictions, loss)
+  distill = regression_error_per_example(tf.stop_gradient(teacher_predictions),
+                                         student_predictions, loss)
   total = alpha * hard + (1.0 - alpha) * distill
-  return {"total": total, "distill": distill, "hard": hard}
+  return _reduced({"total": total, "distill": distill, "hard": hard}, per_example)
