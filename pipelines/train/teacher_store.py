@@ -14,6 +14,9 @@ split's fixed order; under multi-worker training each worker computes and writes
 own files), then every worker reads the whole store, since each trains on its share of
 batches drawn from the whole shuffled split.
 
+A row of logits beyond float16's range (+-65504) is stored less its largest logit (the softmax
+at every temperature is unchanged; :func:`_fit_float16`), with a warning.
+
 Full form (``topk=0``, or ``topk >= classes``): a row is the teacher's ``C`` logits, size
 ``N x C x 2`` bytes. Top-k form (``--teacher_topk=K``, ``K < C``): a row is the K largest logits
 ``z_K`` (in descending order) and then one *rest bucket*
@@ -23,6 +26,7 @@ distillation temperature ``T`` (the store is keyed by T); size ``N x (K + 1) x 2
 class ids, ``N x K x 2``. :func:`pipelines.train.losses.distillation_loss` takes that form.
 """
 
+import contextlib
 import json
 import os
 from typing import Optional
@@ -31,10 +35,11 @@ import numpy as np
 
 from models.compat import tf
 from pipelines.data.bundle import plain
-from pipelines.runtime import distribute, rundir
+from pipelines.runtime import distribute, progress, rundir
 
 META = "meta.json"
 FORMAT = 1
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 
 def topk_for(topk: int, classes: int) -> int:
@@ -130,6 +135,22 @@ def _names(index: int, count: int):
   return ("values-%05d-of-%05d" % (index, count), "classes-%05d-of-%05d" % (index, count))
 
 
+def _fit_float16(values: np.ndarray):
+  """``values`` (rows of logits) as float16 can hold them, and how many rows were changed.
+
+  A row with a value beyond +-65504 (float16 would store inf) is shifted by its largest value: a
+  softmax is the same for ``z`` and ``z - max(z)``, at every temperature, and so is the top-k
+  form's (its rest bucket is a logsumexp of the same logits). What is then still below -65504 is
+  set to -65504: its probability was below exp(-65504 / T) of the top class's either way.
+  """
+  beyond = np.any(np.abs(values) > FLOAT16_MAX, axis=1)
+  if not beyond.any():
+    return values, 0
+  values = values.copy()
+  values[beyond] -= values[beyond].max(axis=1, keepdims=True)
+  return np.maximum(values, -FLOAT16_MAX), int(beyond.sum())
+
+
 def write_shard(path: str, teacher, bundle, batch_size: int, topk: int, temperature: float,
                 index: int = 0, count: int = 1) -> dict:
   """Runs ``teacher`` over shard ``index`` of ``count`` of the training split and writes its
@@ -158,19 +179,29 @@ def write_shard(path: str, teacher, bundle, batch_size: int, topk: int, temperat
     return tf.concat([top, rest], axis=1), ids
 
   values_name, classes_name = _names(index, count)
-  written = 0
+  written = shifted = 0
   os.makedirs(path, exist_ok=True)
+  # The full form has no class ids: no file is made for them (one made and removed again raced
+  # with another writer of the same store doing the same, as kdprune-search --parallel does).
   with rundir.atomic_path(os.path.join(path, values_name)) as values_tmp, \
-      rundir.atomic_path(os.path.join(path, classes_name)) as classes_tmp:
-    with open(values_tmp, "wb") as vf, open(classes_tmp, "wb") as cf:
+      (rundir.atomic_path(os.path.join(path, classes_name)) if topk
+       else contextlib.nullcontext()) as classes_tmp:
+    with open(values_tmp, "wb") as vf, \
+        (open(classes_tmp, "wb") if topk else contextlib.nullcontext()) as cf:
       for x, _ in ds:
         values, ids = outputs(x)
-        vf.write(values.numpy().astype(dtype).tobytes())
+        values = values.numpy()
+        if dtype.itemsize == 2:
+          values, rows = _fit_float16(values)
+          shifted += rows
+        vf.write(values.astype(dtype).tobytes())
         if topk:
           cf.write(ids.numpy().astype(class_dtype).tobytes())
         written += int(values.shape[0])
-  if not topk:
-    os.remove(os.path.join(path, classes_name))
+  if shifted:
+    progress.warn("[teacher outputs] the teacher's logits of %d training examples lie beyond "
+                  "float16's range (+-%g); stored less their largest logit, which leaves the "
+                  "softmax the student learns from as it was" % (shifted, FLOAT16_MAX))
   if written != hi - lo:
     raise RuntimeError("the teacher produced %d outputs for the %d training examples %d-%d" % (
         written, hi - lo, lo, hi))
