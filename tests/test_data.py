@@ -201,6 +201,46 @@ def test_unknown_tfds_name_suggests_close_names():
     data.load(data.DataConfig(dataset="mnsit"))
 
 
+def test_an_unknown_name_lists_every_kind_of_source_and_suggests_a_name_once():
+  from pipelines.data import sources
+  with pytest.raises(ConfigError) as err:
+    sources.resolve(data.DataConfig(dataset="digitz"))
+  message = str(err.value)
+  assert "(did you mean digits?)" in message  # "digits or digits" before
+  for kind in ("images:", "tfrecord:", "npz:", "csv:", "synthetic_regression"):
+    assert kind in message
+
+
+def _make_source(root, kind):
+  if kind == "images:":
+    (root / "photos" / "cat").mkdir(parents=True)
+    return root / "photos"
+  if kind == "tfrecord:":
+    (root / "recs").mkdir()
+    (root / "recs" / "train.tfrecord").write_bytes(b"")
+    return root / "recs"
+  path = root / ("d." + kind[:-1])
+  path.write_bytes(b"")
+  return path
+
+
+@pytest.mark.parametrize("prefix", ["images:", "tfrecord:", "npz:", "csv:"])
+def test_a_path_without_its_prefix_is_refused_with_the_prefix_it_needs(tmp_path, prefix):
+  """A folder of class folders given as --dataset=/path/to/photos got TFDS' "Parsing builder
+  name string ... failed"."""
+  from pipelines.data import sources
+  path = _make_source(tmp_path, prefix)
+  with pytest.raises(ConfigError, match=r"--dataset=%s is a (folder|file): pass --dataset=%s%s" % (
+      path, prefix, path)):
+    sources.resolve(data.DataConfig(dataset=str(path)))
+
+
+def test_a_missing_path_is_refused_as_one():
+  from pipelines.data import sources
+  with pytest.raises(ConfigError, match="--dataset=/no/such/photos: no such file or folder"):
+    sources.resolve(data.DataConfig(dataset="/no/such/photos"))
+
+
 def test_unprepared_tfds_dataset_without_network_fails_in_one_line(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 

@@ -9,16 +9,23 @@ file. TFDS imports TensorFlow lazily, so unknown names and unprepared datasets
 are refused in about a second.
 """
 
+import os
 from typing import Optional
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import (
+  CSV_PREFIX,
+  IMAGES_PREFIX,
+  NPZ_PREFIX,
+  TFRECORD_PREFIX,
+  DataConfig,
+)
 from pipelines.config.errors import ConfigError
 from pipelines.data.arrays import resolve_npz
 from pipelines.data.images import resolve_images
 from pipelines.data.tfrecords import resolve_tfrecord
 from pipelines.data.base import Source, carve_indices, carve_size  # noqa: F401  (re-exported)
 from pipelines.data.tabular import resolve_csv, resolve_synthetic
-from pipelines.data.tfds_source import resolve_tfds
+from pipelines.data.tfds_source import KINDS, resolve_tfds
 
 _LAST: dict = {}
 
@@ -33,6 +40,7 @@ def resolve(config: DataConfig) -> Source:
          config.csv_path or config.images_path else None, repr(config.source_identity()))
   if _LAST.get("key") == key:
     return _LAST["source"]
+  _refuse_bare_path(config.dataset)
   if config.npz_path is not None:
     source = resolve_npz(config)
   elif config.csv_path is not None:
@@ -48,6 +56,30 @@ def resolve(config: DataConfig) -> Source:
   _LAST.clear()
   _LAST.update(key=key, source=source)
   return source
+
+
+def _refuse_bare_path(dataset: str) -> None:
+  """A file or folder given without its kind's prefix: one line with the prefix it needs (TFDS
+  would fail to parse it as a builder name)."""
+  looks_like_path = dataset.startswith((os.sep, ".", "~"))
+  if ":" in dataset.split(os.sep)[0] or not (looks_like_path or os.sep in dataset):
+    return  # a prefixed source, or a TFDS name ("mnist", "mnist:3.0.1")
+  path = os.path.expanduser(dataset)
+  if not os.path.exists(path):
+    if looks_like_path:
+      raise ConfigError("--dataset=%s: no such file or folder" % dataset)
+    return  # "name/config" is a TFDS name
+  if os.path.isdir(path):
+    entries = os.listdir(path)
+    records = any(".tfrecord" in f or f.endswith(".tfrec") for f in entries)
+    prefix = TFRECORD_PREFIX if records else IMAGES_PREFIX
+  else:
+    ext = os.path.splitext(path)[1].lower()
+    prefix = {".npz": NPZ_PREFIX, ".csv": CSV_PREFIX}.get(ext)
+    if prefix is None:
+      raise ConfigError("--dataset=%s is a file kdprune does not read; %s" % (dataset, KINDS))
+  raise ConfigError("--dataset=%s is a %s: pass --dataset=%s%s (%s)" % (
+      dataset, "folder" if os.path.isdir(path) else "file", prefix, dataset, KINDS))
 
 
 def check_augment(config: DataConfig, augment: str, flag: str) -> None:

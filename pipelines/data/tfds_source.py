@@ -23,6 +23,11 @@ def tfds_module():
   return tfds
 
 
+# Every kind of --dataset, for the messages that refuse one.
+KINDS = ("use digits, a TFDS name, images:/folder (a folder per class), tfrecord:/folder, "
+         "npz:/path/file.npz, csv:/path/file.csv or synthetic_regression")
+
+
 def resolve_tfds(config: DataConfig) -> Source:
   tfds = tfds_module()
   flag = "--dataset=%s" % config.dataset
@@ -33,10 +38,10 @@ def resolve_tfds(config: DataConfig) -> Source:
     # would import TensorFlow and probe GCS over the network.
     known = [l.strip()[2:] for l in str(e).splitlines() if l.strip().startswith("- ")]
     base = config.dataset.split("/")[0].split(":")[0]
-    close = difflib.get_close_matches(base, known + ["digits", "synthetic_regression"], n=3)
+    names = sorted(set(known) | {"digits", "synthetic_regression"})
+    close = difflib.get_close_matches(base, names, n=3)
     hint = (" (did you mean %s?)" % " or ".join(close)) if close else ""
-    raise ConfigError("%s: no such TFDS dataset%s; use digits, a TFDS name, npz:/path/file.npz, "
-                      "csv:/path/file.csv or synthetic_regression" % (flag, hint)) from None
+    raise ConfigError("%s: no such TFDS dataset%s; %s" % (flag, hint, KINDS)) from None
   except Exception as e:  # bad version/config strings and the like
     raise ConfigError("%s: %s" % (flag, first_line(e))) from None
 
