@@ -194,6 +194,12 @@ def _snapshot(root):
      "--pruning_method=dynamic works with --pruning_structure=unstructured only"),
     ("pipelines.cli.student", ["--pruning_method=dynamic", "--mask_update_end=0.05"],
      "leaves no mask revision"),
+    # data flags that prepare the examples unlike the upstream stage's training
+    ("pipelines.cli.student", ["--seed=1"], "--seed=1 differs from the teacher's --seed=0"),
+    ("pipelines.cli.qat", ["--validation_fraction=0.2"],
+     "--validation_fraction=0.2 differs from the student/default's --validation_fraction=0.1"),
+    ("pipelines.cli.export", ["--normalization=standardize"],
+     "--normalization=standardize differs from the student/default's --normalization=auto"),
     # files
     ("pipelines.cli.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
     ("pipelines.cli.export", ["--student_name=ghost"], "no finished qat/ghost"),

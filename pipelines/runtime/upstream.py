@@ -85,6 +85,8 @@ def check_data_matches(workdir: str, stage: str, data: DataConfig, program: str)
                       "with --task=%s, or pass --task=%s" % (
                           stage, run_dir.stage_dir(stage), seen["task"], data.task, program,
                           data.task, seen["task"]))
+  _check_preparation_matches(run_dir, stage, entry, data, program,
+                             carved=str(seen.get("validation_source", "")).startswith("carved"))
   source = sources.resolve(data)
   trained = (tuple(seen["input_shape"]), int(seen["num_classes"]))
   if trained != (tuple(source.input_shape), int(source.num_classes)):
@@ -94,6 +96,41 @@ def check_data_matches(workdir: str, stage: str, data: DataConfig, program: str)
                           stage, run_dir.stage_dir(stage), seen.get("name", "?"), trained[0],
                           trained[1], data.dataset, tuple(source.input_shape), source.num_classes,
                           program))
+
+
+def _check_preparation_matches(run_dir, stage: str, entry: dict, data: DataConfig, program: str,
+                               carved: bool) -> None:
+  """Refuses data flags that would prepare the examples unlike ``stage``'s training: another
+  ``--normalization`` (the model would see inputs scaled unlike its training; another
+  ``--image_size`` is refused by the input shapes :func:`check_data_matches` compares), and, where
+  validation was carved from train, another ``--validation_fraction`` or ``--seed`` (this stage's
+  validation split could hold ``stage``'s training examples). A stage's own ``--<stage>_seed``
+  changes its initialisation and order only, and is not checked."""
+  path = entry.get("artifacts", {}).get("config")
+  if not path:
+    return
+  try:
+    with open(run_dir.abspath(path)) as f:
+      trained = json.load(f).get("data") or {}
+  except (OSError, ValueError):
+    return  # an unreadable config.json is refused where artifacts are checked
+  fields = ["normalization"] + (["validation_fraction", "seed"] if carved else [])
+  defaults = DataConfig()
+  for field in fields:
+    then, now = trained.get(field, getattr(defaults, field)), getattr(data, field)
+    if then == now:
+      continue
+    if field == "normalization":
+      why = "the %s would see inputs scaled unlike its training" % stage
+    else:
+      why = ("--validation_fraction and --seed carve the validation split from train: it would "
+             "hold examples the %s trained on" % stage)
+      if field == "seed":
+        why += " (--student_seed changes a student's initialisation and order only)"
+    raise ConfigError("--%s=%s differs from the %s's --%s=%s (%s): %s; pass --%s=%s, or rerun %s "
+                      "--force with --%s=%s" % (
+                          field, now, stage, field, then, run_dir.abspath(path), why, field, then,
+                          program, field, now))
 
 
 def teacher_logits_path(workdir: str, data: DataConfig) -> str:
