@@ -115,6 +115,18 @@ def regression_run(tmp_path_factory):
 
 
 @pytest.fixture
+def caplog(caplog):  # pylint: disable=redefined-outer-name
+  """pytest's ``caplog``, fed by the ``kdprune`` logger too: that logger does not propagate to
+  the root logger, where pytest's handler listens (pipelines/runtime/progress.py)."""
+  from pipelines.runtime import progress  # pylint: disable=g-import-not-at-top
+  progress.LOGGER.addHandler(caplog.handler)
+  try:
+    yield caplog
+  finally:
+    progress.LOGGER.removeHandler(caplog.handler)
+
+
+@pytest.fixture
 def tiny_config():
   return tiny_teacher_config()
 
