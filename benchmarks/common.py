@@ -24,13 +24,12 @@ def teacher_and_students(variants: Iterable[Tuple[str, Callable]]):
   """
   workdir = FLAGS.workdir
   t_config = kflags.teacher_config_from_flags()
-  t = stage.execute("teacher", teacher.run, t_config, workdir, teacher.fingerprint_inputs(t_config))
+  t = stage.run_stage(teacher.STAGE, t_config, workdir)
   base = kflags.student_config_from_flags()
   results: Dict[str, dict] = {"teacher": t.entry["metrics"]}
   for name, change in variants:
     config = dataclasses.replace(change(base), name=name)
-    outcome = stage.execute(config.stage, student.run, config, workdir,
-                            student.fingerprint_inputs(config, workdir), force=FLAGS.force)
+    outcome = stage.run_stage(student.STAGE, config, workdir, force=FLAGS.force)
     results[name] = outcome.entry["metrics"]
   return base, t_config, results
 

@@ -9,7 +9,7 @@ stage's ``--teacher_seed``; the validation split stays ``--seed=0``) and prints 
 accuracy, best epoch and training seconds. Then one teacher with the *last* ``--teacher`` setting
 and seed 0 is kept, and each ``--student=EPOCHS,LR,BEGIN,END,QAT_EPOCHS`` trains the default
 student (pruned to 0.9) and its QAT fine-tuning once per seed: test accuracy of both, best epoch,
-seconds. In one process (TensorFlow imported once), through the stages' own ``execute``.
+seconds. In one process (TensorFlow imported once), through the stage protocol's ``run_stage``.
 """
 
 import dataclasses
@@ -30,7 +30,7 @@ def main(argv):
   from pipelines import config as C  # pylint: disable=g-import-not-at-top
   from pipelines.runtime import distribute  # pylint: disable=g-import-not-at-top
   distribute.init("auto")
-  from pipelines.runtime.execute import execute  # pylint: disable=g-import-not-at-top
+  from pipelines.runtime.execute import run_stage  # pylint: disable=g-import-not-at-top
   from pipelines.stages import qat, student, teacher  # pylint: disable=g-import-not-at-top
 
   quiet = lambda *_: None  # noqa: E731
@@ -43,7 +43,7 @@ def main(argv):
           base_t.train, epochs=int(epochs), learning_rate=float(lr), seed=int(seed)))
       wd = "%s/t" % root
       shutil.rmtree(wd, ignore_errors=True)
-      o = execute("teacher", teacher.run, cfg, wd, teacher.fingerprint_inputs(cfg, wd), log=quiet)
+      o = run_stage(teacher.STAGE, cfg, wd, log=quiet)
       m = o.entry["metrics"]
       print("teacher %s seed %s: test %.4f val %.4f best epoch %d of %d, training %.1f s" % (
           setting, seed, m["test_accuracy"], m["val_accuracy"], m["best_epoch"], m["epochs_run"],
@@ -52,7 +52,7 @@ def main(argv):
   cfg = dataclasses.replace(base_t, train=dataclasses.replace(
       base_t.train, epochs=int(epochs), learning_rate=float(lr), seed=0))
   wd = "%s/s" % root
-  o = execute("teacher", teacher.run, cfg, wd, teacher.fingerprint_inputs(cfg, wd), log=quiet)
+  o = run_stage(teacher.STAGE, cfg, wd, log=quiet)
   print("students' teacher %s seed 0: test %.4f" % (FLAGS.teacher[-1],
                                                     o.entry["metrics"]["test_accuracy"]))
   base_s, base_q = C.StudentConfig(progress="none"), C.QatConfig(progress="none")
@@ -62,11 +62,10 @@ def main(argv):
       s = dataclasses.replace(base_s, name="s", train=dataclasses.replace(
           base_s.train, epochs=int(epochs), learning_rate=float(lr), seed=int(seed)),
           pruning=dataclasses.replace(base_s.pruning, begin=begin, end=end))
-      os_ = execute(s.stage, student.run, s, wd, student.fingerprint_inputs(s, wd), force=True,
-                    log=quiet)
+      os_ = run_stage(student.STAGE, s, wd, force=True, log=quiet)
       q = dataclasses.replace(base_q, name="s", train=dataclasses.replace(
           base_q.train, epochs=int(qat_epochs)))
-      oq = execute(q.stage, qat.run, q, wd, qat.fingerprint_inputs(q, wd), force=True, log=quiet)
+      oq = run_stage(qat.STAGE, q, wd, force=True, log=quiet)
       m, mq = os_.entry["metrics"], oq.entry["metrics"]
       print("student %s seed %s: test %.4f at sparsity %.3f, best epoch %s of %d, training %.1f s"
             " | QAT test %.4f, stage %.1f s" % (

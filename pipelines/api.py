@@ -35,13 +35,11 @@ from pipelines.config import (
     EXPORT, QAT, STUDENT, TEACHER, DataConfig, DistillConfig, ExportConfig, PipelineConfig,
     PruningConfig, QatConfig, StudentConfig, TeacherConfig, TrainConfig, stage_of, tasks)
 from pipelines.config.errors import ConfigError
-from pipelines.runtime import progress, rundir
-from pipelines.runtime.execute import StageOutcome, execute
-from pipelines.stages import export, pipeline, qat, student, teacher
+from pipelines.runtime import execute, progress, rundir
+from pipelines.runtime.execute import StageOutcome
+from pipelines.stages import pipeline, qat, registry
 
 __all__ = ["run_pipeline", "run_stage", "distill", "DistillResult"]
-
-_MODULES = {TeacherConfig: teacher, StudentConfig: student, QatConfig: qat, ExportConfig: export}
 
 
 def run_pipeline(config: PipelineConfig, workdir: str, force: bool = False) -> List[StageOutcome]:
@@ -56,13 +54,12 @@ def run_pipeline(config: PipelineConfig, workdir: str, force: bool = False) -> L
 
 def run_stage(config, workdir: str, force: bool = False) -> StageOutcome:
   """Runs the one stage ``config`` describes (skipped if done with the same config)."""
-  module = _MODULES.get(type(config))
-  if module is None:
-    raise TypeError("run_stage takes a TeacherConfig, StudentConfig, QatConfig or ExportConfig, "
-                    "not %s" % type(config).__name__)
-  module.validate(config)
-  return execute(config.stage, module.run, config, workdir,
-                 module.fingerprint_inputs(config, workdir), force=force)
+  try:
+    stage = registry.for_config(config)
+  except TypeError as e:
+    raise TypeError("run_stage takes a TeacherConfig, StudentConfig, QatConfig or "
+                    "ExportConfig: %s" % e) from None
+  return execute.run_stage(stage, config, workdir, force=force)
 
 
 @dataclasses.dataclass
@@ -176,7 +173,7 @@ def distill(teacher_model, train, test, validation=None, *,
                                       learning_rate=1e-4, patience=0)),
       export=ExportConfig(data=data, name=name, latency_runs=latency_runs, latency_warmup=5))
   for kind in (STUDENT, QAT, EXPORT):  # every check before any work
-    pipeline.MODULES[kind].validate(getattr(config, kind))
+    registry.STAGES[kind].validate(getattr(config, kind))
   _adopt_teacher(teacher_model, workdir, data)
   for kind in (STUDENT, QAT, EXPORT):
     stage_config = getattr(config, kind)

@@ -40,8 +40,6 @@ def main(mode: str, workdir: str, out: str) -> None:
       distribute.barrier()
     return execute.StageResult(artifacts={}, metrics={})
 
-  if mode == "fail":
-    run_fn.collective = False
   if mode == "race" and chief:
     original = rundir.RunDir.mark_running
 
@@ -52,7 +50,7 @@ def main(mode: str, workdir: str, out: str) -> None:
   error = None
   try:
     execute.execute(STAGE, run_fn, None, workdir, INPUTS, validate=lambda: None,
-                    log=lambda *_: None)
+                    log=lambda *_: None, collective=mode != "fail")
     distribute.finish()  # as the entry points end (pipelines/cli/app.py)
   except StageError as e:
     error = str(e)

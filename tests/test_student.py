@@ -139,7 +139,7 @@ def test_a_schedule_training_cannot_finish_is_refused_before_work(tmp_path):
   config = tiny_student_config(end="5000", epochs=2)
   with pytest.raises(ConfigError, match=r"reaches its final sparsity at step 5000 "
                                         r"\(--pruning_end=5000\) but training plans only 42 steps"):
-    stage.execute(config.stage, student.run, config, str(tmp_path), {}, log=_quiet)
+    stage.run_stage(student.STAGE, config, str(tmp_path), log=_quiet)
   assert os.listdir(tmp_path) == []
 
 

@@ -80,28 +80,23 @@ def entry(main, program: str, required=("workdir",)) -> None:
   run(main, program)
 
 
-def run_stage(module, config, after=None):
+def run_stage(stage, config, after=None):
   """A stage's console entry: validate, run through the manifest, print the result as JSON.
 
-  ``module`` is the stage's module in :mod:`pipelines.stages` (``validate``,
-  ``fingerprint_inputs``, ``run``, and ``check_upstream`` where it has an upstream stage);
-  ``after(workdir)`` may print more (the export
-  stage prints its table).
+  ``stage`` is a :class:`pipelines.runtime.execute.Stage` (a stage module's ``STAGE``);
+  ``after(workdir)`` may print more (the export stage prints its table).
   """
   # pylint: disable=g-import-not-at-top
-  from pipelines.runtime import distribute, rundir
-  from pipelines.runtime.execute import execute
+  from pipelines.runtime import distribute, execute, rundir
   # pylint: enable=g-import-not-at-top
   # The checks that read no data first (a dataset may need TensorFlow and preparing): the flags,
   # the run directory, the upstream stages in the manifest; then the stage's own validation.
   config.validate()
   workdir = kflags.FLAGS.workdir
   rundir.check_workdir(workdir)
-  if hasattr(module, "check_upstream"):
-    module.check_upstream(config, workdir)
-  distribute.setup(kflags.FLAGS.strategy, lambda: module.validate(config))
-  outcome = execute(config.stage, module.run, config, workdir,
-                    module.fingerprint_inputs(config, workdir), force=kflags.FLAGS.force)
+  stage.check_upstream(config, workdir)
+  distribute.setup(kflags.FLAGS.strategy, lambda: stage.validate(config))
+  outcome = execute.run_stage(stage, config, workdir, force=kflags.FLAGS.force)
   if after is not None:
     after(workdir)
   print(json.dumps({"stage": config.stage, "ran": outcome.ran,

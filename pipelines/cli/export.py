@@ -15,7 +15,7 @@ def main(argv):
   from pipelines.stages import export
   # pylint: enable=g-import-not-at-top
   config = kflags.export_config_from_flags()
-  app.run_stage(export, config, after=lambda workdir: print(report.table(workdir, config.name)))
+  app.run_stage(export.STAGE, config, after=lambda workdir: print(report.table(workdir, config.name)))
 
 
 def entry_point():

@@ -10,7 +10,7 @@ from pipelines.cli import flags as kflags
 def main(argv):
   del argv
   from pipelines.stages import qat  # pylint: disable=g-import-not-at-top
-  app.run_stage(qat, kflags.qat_config_from_flags())
+  app.run_stage(qat.STAGE, kflags.qat_config_from_flags())
 
 
 def entry_point():

@@ -10,7 +10,7 @@ from pipelines.cli import flags as kflags
 def main(argv):
   del argv
   from pipelines.stages import teacher  # pylint: disable=g-import-not-at-top
-  app.run_stage(teacher, kflags.teacher_config_from_flags())
+  app.run_stage(teacher.STAGE, kflags.teacher_config_from_flags())
 
 
 def entry_point():

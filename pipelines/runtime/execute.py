@@ -1,9 +1,11 @@
 """Running one stage through the run directory: skip when done, record in the manifest.
 
-A stage is a ``run(config, workdir) -> StageResult`` function; :func:`execute`
-validates its config, decides from the manifest whether it must run, marks it
-running / done / failed, and keeps the other workers of a multi-worker run in
-step with the chief.
+A stage is a :class:`Stage`: its config type, its checks (``validate`` and
+``check_upstream``, before any work), the inputs that decide its result
+(``fingerprint_inputs``) and ``run(config, workdir) -> StageResult``. Every driver (the command
+line, the Python API, the pipeline, the sweep and the search) runs one with :func:`run_stage`;
+:func:`execute` decides from the manifest whether it must run, marks it running / done /
+failed, and keeps the other workers of a multi-worker run in step with the chief.
 """
 
 import dataclasses
@@ -11,7 +13,7 @@ import json
 import os
 import time
 import traceback
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from pipelines.config.errors import ConfigError, StageError
 from pipelines.data import caching
@@ -28,6 +30,40 @@ class StageResult:
   metrics: Dict[str, object]
 
 
+def _no_upstream(config, workdir: str) -> None:
+  del config, workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A stage as every driver sees it.
+
+  Attributes:
+    kind: ``teacher``, ``student``, ...: the stage's kind (a config's ``stage`` property names
+      its folder in the run directory, e.g. ``student/small``).
+    config_type: the dataclass of its config (:mod:`pipelines.config`).
+    validate: ``validate(config)``: every check of the config and its data source, before any
+      work; a bad one raises a one-line ConfigError.
+    fingerprint_inputs: ``fingerprint_inputs(config, workdir) -> dict``: everything that
+      decides the stage's result (the resolved config, the identity of its data and of the
+      upstream runs); a change reruns it.
+    run: ``run(config, workdir) -> StageResult``.
+    check_upstream: ``check_upstream(config, workdir)``: the finished upstream stages it needs,
+      read from the manifest only (no data, no TensorFlow), so that a missing one is refused
+      first.
+    collective: every worker of a multi-worker run runs it (training); ``False``: the chief alone
+      (the export), the others wait.
+  """
+
+  kind: str
+  config_type: type
+  validate: Callable[[Any], None]
+  fingerprint_inputs: Callable[[Any, str], dict]
+  run: Callable[[Any, str], StageResult]
+  check_upstream: Callable[[Any, str], None] = _no_upstream
+  collective: bool = True
+
+
 @dataclasses.dataclass
 class StageOutcome:
   """A stage's manifest entry after :func:`execute`, and whether it ran or was skipped."""
@@ -37,22 +73,38 @@ class StageOutcome:
   entry: dict
 
 
+def run_stage(stage: Stage, config, workdir: str, force: bool = False,
+              log=None) -> StageOutcome:
+  """Runs ``stage`` with ``config`` in ``workdir`` unless the manifest says it is done with this
+  config: its checks first (``validate``, then ``check_upstream``), then its fingerprint, then
+  :func:`execute`."""
+  if not isinstance(config, stage.config_type):
+    raise TypeError("the %s stage takes a %s, not %s" % (
+        stage.kind, stage.config_type.__name__, type(config).__name__))
+  stage.validate(config)
+  stage.check_upstream(config, workdir)
+  return execute(config.stage, stage.run, config, workdir,
+                 stage.fingerprint_inputs(config, workdir), force=force, log=log,
+                 validate=lambda: None, collective=stage.collective)
+
+
 def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
             fingerprint_inputs: dict, force: bool = False, log=None,
-            validate: Optional[Callable[[], None]] = None) -> StageOutcome:
+            validate: Optional[Callable[[], None]] = None,
+            collective: bool = True) -> StageOutcome:
   """Runs ``run_fn(config, workdir)`` unless the manifest says it is done with this config.
 
   ``fingerprint_inputs`` is everything that decides the stage's result (the
   resolved config, the identity of its data and upstream artifacts); a change
-  in it reruns the stage. ``validate`` (default: ``run_fn.validate(config)``, the
-  stage's own checks, which read the data source too, else ``config.validate()``)
-  runs before anything is written, so a bad invocation leaves the run directory
-  as it was. ``log``
-  (default: :func:`pipelines.runtime.progress.say`) gets the progress lines.
+  in it reruns the stage. ``validate`` (default: ``config.validate()``; :func:`run_stage`
+  passes the stage's own checks, which read the data source too) runs before anything is
+  written, so a bad invocation leaves the run directory as it was. ``collective``: see
+  :attr:`Stage.collective`. ``log`` (default: :func:`pipelines.runtime.progress.say`) gets the
+  progress lines.
   """
   log = log or progress.say
   if validate is None:
-    getattr(run_fn, "validate", type(config).validate)(config)
+    config.validate()
   else:
     validate()
   rundir.backup_interval_seconds()  # a bad KDPRUNE_BACKUP_SECONDS is refused before any work
@@ -61,7 +113,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
   caching.set_root(distribute.output_dir(os.path.join(run.workdir, DATA_CACHE)))
   fp = rundir.fingerprint(fingerprint_inputs)
   if not distribute.is_chief():
-    return _execute_as_worker(name, run_fn, config, workdir, run, fp, force)
+    return _execute_as_worker(name, run_fn, config, workdir, run, fp, collective)
   if not force and run.is_done(name, fp):
     entry = run.entry(name)
     log("[%s] done already with this config (%s); skipping (use --force to rerun)" % (
@@ -101,7 +153,7 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
       if peers:
         message = "%s (here: %s)" % (peers, message)
     run.mark_failed(name, message)
-    if not getattr(run_fn, "collective", True):
+    if not collective:
       # The workers wait for this stage at the final barrier (they do not run it): release them;
       # they read the failure from the manifest and raise. (A collective stage's workers are in
       # the stage's own collectives, which fail when this process exits.)
@@ -192,20 +244,20 @@ def _record_phases(stage_dir: str, phases: dict) -> None:
   rundir.write_json(path, metrics)
 
 
-def _execute_as_worker(name, run_fn, config, workdir, run, fp, force) -> StageOutcome:
+def _execute_as_worker(name, run_fn, config, workdir, run, fp, collective) -> StageOutcome:
   """A non-chief worker: the chief's decision, the same collective training, no manifest writes.
 
   The worker waits at the decision barrier until the chief has decided (skipped, or marked the
-  stage running with the new fingerprint), then reads that decision from the manifest. Stages
-  that are not collective (``run_fn.collective = False``, e.g. the export) are left to the
-  chief; if the chief fails in one, the worker raises the chief's error instead of waiting.
+  stage running with the new fingerprint: the chief's decision includes ``force``), then reads
+  that decision from the manifest. Stages that are not ``collective`` (e.g. the export) are left
+  to the chief; if the chief fails in one, the worker raises the chief's error instead of
+  waiting.
   """
-  del force  # the chief's decision, read from the manifest, already includes it
   distribute.barrier()  # the decision barrier: after the chief's skip or mark_running
   entry = run.entry(name) or {}
   if entry.get("status") == "done" and entry.get("fingerprint") == fp:
     return StageOutcome(name, False, entry)
-  if getattr(run_fn, "collective", True):
+  if collective:
     try:
       run_fn(config, workdir)
     except (ConfigError, KeyboardInterrupt):

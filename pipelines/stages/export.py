@@ -50,9 +50,9 @@ from pipelines.config import (
 from pipelines.config.errors import StageError
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir, timing, upstream
-from pipelines.runtime.execute import StageResult
+from pipelines.runtime.execute import Stage, StageResult
 
-__all__ = ["NAME", "PRODUCT", "ExportConfig", "validate", "fingerprint_inputs", "run"]
+__all__ = ["NAME", "STAGE", "PRODUCT", "ExportConfig", "validate", "fingerprint_inputs", "run"]
 
 
 def validate(config: ExportConfig) -> None:
@@ -308,5 +308,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
       metrics=metrics)
 
 
-run.validate = validate  # what runtime.execute checks before any work
-run.collective = False  # conversion and measurement need no other worker: the chief does it
+# Conversion and measurement need no other worker: the chief does them, the others wait.
+STAGE = Stage(kind=NAME, config_type=ExportConfig, validate=validate,
+              fingerprint_inputs=fingerprint_inputs, run=run, check_upstream=check_upstream,
+              collective=False)

@@ -10,23 +10,20 @@ At the end it prints each stage's result and where to find it.
 Stages: teacher -> student/<name> -> qat/<name> -> export/<name>.
 """
 
-from typing import Collection, List, Union
+from typing import Collection, List, Sequence, Tuple, Union
 
 from pipelines.config import PipelineConfig
-from pipelines.runtime.execute import StageOutcome, execute
-from pipelines.stages import export, qat, student, teacher
+from pipelines.runtime.execute import Stage, StageOutcome, run_stage
+from pipelines.stages.registry import STAGES
 
-__all__ = ["PipelineConfig", "MODULES", "validate", "run"]
-
-# Each stage's module: validate(config), fingerprint_inputs(config, workdir), run(config, workdir).
-MODULES = {"teacher": teacher, "student": student, "qat": qat, "export": export}
+__all__ = ["PipelineConfig", "STAGES", "validate", "run", "run_stages"]
 
 
 def validate(config: PipelineConfig) -> None:
   """Every included stage's checks, before the first one starts."""
   config.validate()
   for kind in config.included():
-    MODULES[kind].validate(getattr(config, kind))
+    STAGES[kind].validate(getattr(config, kind))
 
 
 def run(config: PipelineConfig, workdir: str, force: Union[bool, Collection[str]] = False,
@@ -40,16 +37,24 @@ def run(config: PipelineConfig, workdir: str, force: Union[bool, Collection[str]
   a stage after one that ran reruns either way.
   """
   validate(config)
+  return run_stages([(STAGES[kind], getattr(config, kind)) for kind in config.included()],
+                    workdir, force=force, log=log)
+
+
+def run_stages(steps: Sequence[Tuple[Stage, object]], workdir: str,
+               force: Union[bool, Collection[str]] = False, log=None) -> List[StageOutcome]:
+  """Runs ``(stage, config)`` pairs in order through ``workdir``: each is skipped when the
+  manifest says it is done with its config (``force``: ``True``, or the stage kinds to rerun);
+  a stage after one that ran reruns. Any :class:`Stage` can take part (the built-in ones are
+  :data:`STAGES`)."""
   outcomes = []
   upstream_ran = False
-  forced = set(MODULES) if force is True else set(force or ())
-  for kind in config.included():
-    module, stage_config = MODULES[kind], getattr(config, kind)
-    # Fingerprints are taken just before each stage: a student's includes the
+  forced = {stage.kind for stage, _ in steps} if force is True else set(force or ())
+  for stage, stage_config in steps:
+    # Fingerprints are taken just before each stage (in run_stage): a student's includes the
     # teacher run it learns from, which exists only once the teacher is done.
-    outcome = execute(stage_config.stage, module.run, stage_config, workdir,
-                      module.fingerprint_inputs(stage_config, workdir),
-                      force=kind in forced or upstream_ran, log=log)
+    outcome = run_stage(stage, stage_config, workdir,
+                        force=stage.kind in forced or upstream_ran, log=log)
     upstream_ran = upstream_ran or outcome.ran
     outcomes.append(outcome)
   return outcomes

@@ -34,9 +34,9 @@ from pipelines.config import STUDENT, TEACHER, QatConfig, tasks  # noqa: F401
 from pipelines.config.errors import ConfigError
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir, timing, upstream
-from pipelines.runtime.execute import StageResult
+from pipelines.runtime.execute import Stage, StageResult
 
-__all__ = ["NAME", "QatConfig", "validate", "fingerprint_inputs", "run", "load_model"]
+__all__ = ["NAME", "STAGE", "QatConfig", "validate", "fingerprint_inputs", "run", "load_model"]
 
 
 def validate(config: QatConfig) -> None:
@@ -71,15 +71,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   from pipelines.prune import magnitude as pruning
   from pipelines.quantize import qat
   from pipelines.runtime import distribute
-  from pipelines.train import (
-    backup,
-    callbacks,
-    distill,
-    evaluation,
-    optimizers,
-    replicas,
-    summaries,
-  )
+  from pipelines.train import backup, callbacks, distill, evaluation, optimizers, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -147,10 +139,9 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       config.stage, config.scheme, student_path, student.count_params(),
       student_metrics["sparsity"], mode))
   start = time.time()
-  with replicas.global_batch_norm(qmodel):
-    history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                          epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                          verbose=callbacks.keras_verbosity(config.progress))
+  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+                        verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
   epochs_run = done + len(history.history.get("loss", []))
   timing.lap("training")
@@ -271,4 +262,5 @@ def load_model(workdir: str, name: str = "default"):
   return qat.rebuild(student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)
 
 
-run.validate = validate  # what runtime.execute checks before any work
+STAGE = Stage(kind=NAME, config_type=QatConfig, validate=validate,
+              fingerprint_inputs=fingerprint_inputs, run=run, check_upstream=check_upstream)

@@ -273,7 +273,7 @@ def ensure_teacher(config: PipelineConfig, search: SearchConfig, workdir: str, l
     pipeline.run(dataclasses.replace(config, until=TEACHER), workdir, log=log)
     return
   run_dir = rundir.RunDir(workdir)
-  fp = rundir.fingerprint(pipeline.MODULES[TEACHER].fingerprint_inputs(config.teacher, workdir))
+  fp = rundir.fingerprint(pipeline.STAGES[TEACHER].fingerprint_inputs(config.teacher, workdir))
   deadline = time.time() + wait_seconds
   said = False
   while not run_dir.is_done(TEACHER, fp):

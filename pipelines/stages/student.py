@@ -22,9 +22,9 @@ from models.spec import kernel_layers
 from pipelines.prune import channels  # no TensorFlow at import
 from pipelines.prune import plan as prune_plan  # no TensorFlow at import
 from pipelines.runtime import progress, rundir, timing, upstream
-from pipelines.runtime.execute import StageResult
+from pipelines.runtime.execute import Stage, StageResult
 
-__all__ = ["NAME", "StudentConfig", "validate", "fingerprint_inputs", "run"]
+__all__ = ["NAME", "STAGE", "StudentConfig", "validate", "fingerprint_inputs", "run"]
 
 
 def validate(config: StudentConfig) -> None:
@@ -75,7 +75,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   from pipelines.prune import magnitude as pruning
   from pipelines.runtime import distribute
   from pipelines.train import (backup, callbacks, channel_loop, distill, evaluation, optimizers,
-                               precision, replicas, summaries)
+                               precision, summaries)
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -172,10 +172,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     if why != "prune" and why != "no prunable weights":
       progress.say("[%s] %s: %s" % (config.stage, layer, why))
   fit_start = time.time()
-  with replicas.global_batch_norm(pruned):
-    history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
-                          epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                          verbose=callbacks.keras_verbosity(config.progress))
+  history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
+                        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+                        verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - fit_start
   epochs_run = done + len(history.history.get("loss", []))
   timing.lap("training")
@@ -307,4 +306,5 @@ def _run_channels(config: StudentConfig, workdir: str, bundle, teacher, train_ds
       metrics=metrics)
 
 
-run.validate = validate  # what runtime.execute checks before any work
+STAGE = Stage(kind=NAME, config_type=StudentConfig, validate=validate,
+              fingerprint_inputs=fingerprint_inputs, run=run, check_upstream=check_upstream)

@@ -19,9 +19,9 @@ from pipelines.config import IMPORT_RECORD, LOGITS_DIR, TeacherConfig, tasks
 from pipelines.config import TEACHER as NAME
 from pipelines.data import sources
 from pipelines.runtime import progress, rundir, timing
-from pipelines.runtime.execute import StageResult
+from pipelines.runtime.execute import Stage, StageResult
 
-__all__ = ["NAME", "TeacherConfig", "validate", "fingerprint_inputs", "run"]
+__all__ = ["NAME", "STAGE", "TeacherConfig", "validate", "fingerprint_inputs", "run"]
 
 
 _CHECKED_IMPORTS = {}  # (path, mtime, data) -> True: an imported teacher is loaded once to check
@@ -64,15 +64,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   from models.registry import build_model
   from pipelines.data import bundle as data_lib
   from pipelines.runtime import distribute
-  from pipelines.train import (
-    backup,
-    callbacks,
-    evaluation,
-    optimizers,
-    precision,
-    replicas,
-    summaries,
-  )
+  from pipelines.train import backup, callbacks, evaluation, optimizers, precision, summaries
   # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
@@ -118,13 +110,12 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       config.model.name, model.count_params(), bundle.name,
       ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
   start = time.time()
-  with replicas.global_batch_norm(model):
-    history = model.fit(
-        bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
-                       augment=cfg.augment),
-        validation_data=bundle.batches("validation", cfg.batch_size),
-        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
-        verbose=callbacks.keras_verbosity(config.progress))
+  history = model.fit(
+      bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed,
+                     augment=cfg.augment),
+      validation_data=bundle.batches("validation", cfg.batch_size),
+      epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
+      verbose=callbacks.keras_verbosity(config.progress))
   train_seconds = time.time() - start
   timing.lap("training")
 
@@ -229,4 +220,5 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
       metrics=metrics)
 
 
-run.validate = validate  # what runtime.execute checks before any work
+STAGE = Stage(kind=NAME, config_type=TeacherConfig, validate=validate,
+              fingerprint_inputs=fingerprint_inputs, run=run)

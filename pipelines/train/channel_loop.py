@@ -25,7 +25,7 @@ from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 from pipelines.prune import channels
 from pipelines.runtime import distribute, progress
-from pipelines.train import callbacks, distill, optimizers, precision, replicas, summaries
+from pipelines.train import callbacks, distill, optimizers, precision, summaries
 
 
 def _trainer(student, teacher, config, steps_per_epoch: int, global_step: int):
@@ -108,10 +108,8 @@ def shrink_phase(config, bundle, teacher, train_ds, mode: str, tb_dir: str, json
   val_ds = bundle.batches("validation", cfg.batch_size)
   start = time.time()
   for epoch in range(cfg.epochs):
-    with replicas.global_batch_norm(student):
-      history = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=epoch,
-                            epochs=epoch + 1, callbacks=fit_callbacks,
-                            verbose=callbacks.keras_verbosity(config.progress))
+    history = trainer.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                          callbacks=fit_callbacks, verbose=callbacks.keras_verbosity(config.progress))
     epochs_run += 1
     number = epoch + 1
     if number in plan:
