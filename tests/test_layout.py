@@ -21,20 +21,32 @@ def _lint_imports(cwd):
 def test_import_contracts_are_kept():
   done = _lint_imports(REPO)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-  assert "4 kept, 0 broken" in done.stdout
+  assert "5 kept, 0 broken" in done.stdout
 
 
-def test_a_back_arrow_breaks_the_layers_contract(tmp_path):
+def _copy_with_line(tmp_path, module: str, line: str):
   for name in ("pipelines", "models"):
     shutil.copytree(os.path.join(REPO, name), tmp_path / name,
                     ignore=shutil.ignore_patterns("__pycache__", "*.npz"))
   shutil.copy(os.path.join(REPO, "setup.cfg"), tmp_path / "setup.cfg")
-  base = tmp_path / "pipelines" / "config" / "base.py"
-  base.write_text(base.read_text() + "\nfrom pipelines.stages import student  # noqa\n")
-  done = _lint_imports(str(tmp_path))
+  path = tmp_path.joinpath(*module.split(".")).with_suffix(".py")
+  path.write_text(path.read_text() + "\n%s  # noqa\n" % line)
+  return _lint_imports(str(tmp_path))
+
+
+def test_a_back_arrow_breaks_the_layers_contract(tmp_path):
+  done = _copy_with_line(tmp_path, "pipelines.config.base", "from pipelines.stages import student")
   assert done.returncode != 0
   assert "BROKEN" in done.stdout
   assert "pipelines.config.base -> pipelines.stages.student" in done.stdout, done.stdout[-3000:]
+
+
+def test_tfmot_outside_prune_and_quantize_breaks_the_backend_seam(tmp_path):
+  done = _copy_with_line(tmp_path, "pipelines.train.distill",
+                         "import tensorflow_model_optimization")
+  assert done.returncode != 0
+  assert "only pipelines.prune and pipelines.quantize import tfmot BROKEN" in done.stdout, (
+      done.stdout[-3000:])
 
 
 def test_ruff_is_clean():

@@ -186,6 +186,15 @@ def pruning_step(model) -> int:
   return int(layers[0].pruning_step.numpy()) if layers else -1
 
 
+def training_callbacks(log_dir: str):
+  """``(step, summaries)``: the callbacks a model with pruning wrappers trains with: tfmot's
+  ``UpdatePruningStep`` (advances each wrapper's step and its masks; first in the list) and its
+  ``PruningSummaries`` (sparsity and threshold per layer, to TensorBoard under ``log_dir``)."""
+  return (tfmot.sparsity.keras.UpdatePruningStep(),
+          tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir, update_freq="epoch",
+                                                profile_batch=0, write_graph=False))
+
+
 def strip(model):
   """The model without pruning wrappers (masks applied), for export and measurement."""
   return tfmot.sparsity.keras.strip_pruning(model)

@@ -67,8 +67,6 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   """Distils and prunes the student; saves it stripped under ``<workdir>/student/<name>/``."""
   # TensorFlow is imported here, not at the top: flags are checked before it loads.
   # pylint: disable=g-import-not-at-top
-  import tensorflow_model_optimization as tfmot
-
   from models.compat import keras  # first: TensorFlow is imported through compat
   from pipelines.data import bundle as data_lib
   from pipelines.prune import dynamic
@@ -141,11 +139,11 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                              early, write_directory=distribute.output_dir(backup_dir),
                              extra=revision)
   done, initial_epoch = backup.resume(saver, config.stage, jsonl, cfg.epochs)
+  step_callback, summary_callback = pruning.training_callbacks(tb_dir)
   fit_callbacks = [
-      tfmot.sparsity.keras.UpdatePruningStep(),
+      step_callback,
       summaries.NonFiniteGuard(config.stage, "--student_learning_rate"),
-      tfmot.sparsity.keras.PruningSummaries(log_dir=tb_dir, update_freq="epoch",
-                                            profile_batch=0, write_graph=False),
+      summary_callback,
       *([dynamic.RevisionSummaries(revision, os.path.join(tb_dir, "train"))]
         if revision is not None else []),
       *([pruning.MByNSummary(pruned, steps, os.path.join(tb_dir, "train"))]
