@@ -255,3 +255,66 @@ def test_predict_on_a_regression_npz_gives_the_reported_mse(regression_run, tmp_
   pred = np.array([float(r["prediction"]) for r in rows])
   mse = float(np.mean((pred - y.reshape(-1).astype(np.float64)) ** 2))
   assert mse == pytest.approx(product["test_mse"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Raw inputs as training read them: dtype, decoding, resizing; the CSV on standard output.
+
+_UINT8_IMAGES = {"task": "classification", "input": {"shape": [8, 8, 1], "dtype": "uint8"},
+                 "normalization": {"kind": "scale", "scale": 1 / 255}, "resize": None}
+
+
+@pytest.mark.parametrize("values,message", [
+    (np.full((2, 8, 8), 0.5), "holds float64 values in [0.5, 0.5] (they look normalised already"),
+    (np.full((2, 8, 8), 16.0), "holds float64 values in [16, 16]; the model was trained on raw "
+                               "uint8 values (0 to 255): pass those, as integers"),
+    (np.full((2, 8, 8), 300, np.int32), "holds values in [300, 300]; the model was trained on raw "
+                                        "uint8 values"),
+])
+def test_an_npz_unlike_the_training_dtype_is_refused_not_rescaled(tmp_path, values, message):
+  """A float .npz already in [0, 1] was divided by 255 again without a word; scikit-learn's digits
+  (float64, 0-16) gave one class for every row."""
+  np.savez(tmp_path / "x.npz", x=values)
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
+                     .replace("[", r"\[").replace(".", r"\.")):
+    predict.read_inputs(str(tmp_path / "x.npz"), _UINT8_IMAGES)
+
+
+def test_an_npz_for_an_image_size_run_is_resized_as_training_resized(tmp_path):
+  rng = np.random.default_rng(0)
+  big = rng.integers(0, 256, (3, 16, 16)).astype(np.uint8)
+  np.savez(tmp_path / "big.npz", x=big)
+  spec = dict(_UINT8_IMAGES, resize={"size": [8, 8], "method": "bilinear", "antialias": True})
+  _, x = predict.read_inputs(str(tmp_path / "big.npz"), spec)
+  expected = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(
+      big[..., None], (8, 8), antialias=True), 0, 255)), tf.uint8).numpy()
+  assert x.dtype == np.uint8
+  np.testing.assert_array_equal(x, expected)
+  with pytest.raises(ConfigError, match="has shape"):  # no --image_size in training: refused
+    predict.read_inputs(str(tmp_path / "big.npz"), _UINT8_IMAGES)
+
+
+def test_a_colour_image_is_made_grey_by_the_decoder_as_training_did(tmp_path):
+  """Training decodes image folders and TFRecords with decode_image(channels=1): a JPEG's grey is
+  then its luma plane; decoding to RGB and tf.image.rgb_to_grayscale gave other values (up to a
+  few levels apart)."""
+  colours = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+  data = tf.io.encode_jpeg(colours, quality=90)
+  tf.io.write_file(str(tmp_path / "colours.jpg"), data)
+  _, x = predict.read_inputs(str(tmp_path / "colours.jpg"), _UINT8_IMAGES)
+  trained = tf.io.decode_image(data, channels=1).numpy()
+  old = tf.cast(tf.image.rgb_to_grayscale(tf.io.decode_image(data, channels=3)), tf.uint8).numpy()
+  assert np.any(old != trained)  # the case is real
+  np.testing.assert_array_equal(x[0], trained)
+
+
+def test_predict_without_output_writes_the_csv_to_standard_output(finished_run, tmp_path):
+  workdir = finished_run[0]
+  _, x, _ = _raw_test_split(finished_run[1].export.data)
+  np.savez(tmp_path / "raw.npz", x=x[:5, ..., 0])
+  result = _run("--model=%s" % (workdir / "export" / "default"),
+                "--input=%s" % (tmp_path / "raw.npz"), module=MODULE)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert lines[0] == "input,prediction,label,probability" and len(lines) == 6, result.stdout
+  assert '"rows": 5' in result.stderr

@@ -311,7 +311,8 @@ def define_predict_flags() -> None:
                       "a CSV with the training feature columns (by name; other columns are "
                       "ignored), an image file or a folder of images.")
   flags.DEFINE_string("output", None, "kdprune-predict: the CSV to write, one row per input: "
-                      "input, prediction and, for classification, label and probability.")
+                      "input, prediction and, for classification, label and probability; "
+                      "without it the CSV goes to standard output.")
   flags.DEFINE_integer("predict_batch_size", 256, "kdprune-predict: inputs per interpreter call.")
 
 

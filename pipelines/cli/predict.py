@@ -1,6 +1,7 @@
 """``kdprune-predict``: serve an export from its files (``python -m pipelines.cli.predict``).
 
   kdprune-predict --model=runs/quickstart/export/default --input=digits.npz --output=out.csv
+  kdprune-predict --model=runs/quickstart/export/default --input=photo.png   # CSV to stdout
 
 ``--model`` is a ``.tflite`` (or the export folder) with ``preprocessing.json`` beside it (else
 the record embedded in the file's metadata);
@@ -10,6 +11,7 @@ feature columns (by name; other columns are ignored), an image file or a folder 
 """
 
 import json
+import sys
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
@@ -19,13 +21,14 @@ def main(argv):
   del argv
   from pipelines.export import predict  # pylint: disable=g-import-not-at-top
   f = kflags.FLAGS
-  summary = predict.predict(f.model, f.input, f.output, batch_size=f.predict_batch_size)
-  print(json.dumps(summary))
+  summary = predict.predict(f.model, f.input, f.output or "", batch_size=f.predict_batch_size)
+  # The CSV on standard output (no --output) is followed by nothing else there.
+  print(json.dumps(summary), file=sys.stdout if f.output else sys.stderr)
 
 
 def entry_point():
   kflags.define_predict_flags()
-  for name in ("model", "input", "output"):
+  for name in ("model", "input"):
     kflags.flags.mark_flag_as_required(name)
   app.run(main, "kdprune-predict")
 

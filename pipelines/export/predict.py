@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import sys
 from typing import List, Tuple
 
 import numpy as np
@@ -112,14 +113,49 @@ def _npz(path: str, spec: dict, flag: str) -> np.ndarray:
     x = x[..., None]  # [N, H, W] greyscale, as training reads it
   if x.dtype.kind not in "biuf":
     raise ConfigError("%s: %s has dtype %s; expected numbers" % (flag, key, x.dtype))
-  if x.ndim < 2 or tuple(x.shape[1:]) != shape:
-    raise ConfigError("%s: %s has shape %s; the model takes [N, %s]" % (
-        flag, key, tuple(x.shape), ", ".join(str(d) for d in shape)))
   if len(x) == 0:
     raise ConfigError("%s: %s is empty" % (flag, key))
   if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
     raise ConfigError("%s: %s contains NaN or infinite values" % (flag, key))
+  x = _as_raw_dtype(x, spec, "%s: %s" % (flag, key))
+  if (x.ndim == 4 and len(shape) == 3 and spec.get("resize") and x.shape[-1] == shape[-1]
+      and tuple(x.shape[1:3]) != shape[:2]):
+    x = _resized(x, shape[:2])  # as training resized --image_size data
+  if x.ndim < 2 or tuple(x.shape[1:]) != shape:
+    raise ConfigError("%s: %s has shape %s; the model takes [N, %s]" % (
+        flag, key, tuple(x.shape), ", ".join(str(d) for d in shape)))
   return x
+
+
+def _as_raw_dtype(x: np.ndarray, spec: dict, what: str) -> np.ndarray:
+  """``x`` in the raw dtype training read (``preprocessing.json``'s ``input.dtype``), or a
+  ConfigError: a model trained on raw integers (uint8 pixels) normalises them itself, so floats
+  (already normalised ones above all: they would be divided by 255 again) and values beyond the
+  dtype's range are refused, not converted silently."""
+  want = np.dtype(spec["input"].get("dtype", "float32"))
+  if want.kind not in "iu":
+    return x.astype(want) if x.dtype != want else x
+  info = np.iinfo(want)
+  lo, hi = x.min(), x.max()
+  if x.dtype.kind == "f":
+    looks = (" (they look normalised already: the model scales its raw inputs itself)"
+             if 0 <= lo and hi <= 1 else "")
+    raise ConfigError("%s holds %s values in [%g, %g]%s; the model was trained on raw %s values "
+                      "(%d to %d): pass those, as integers" % (
+                          what, x.dtype, lo, hi, looks, want, info.min, info.max))
+  if lo < info.min or hi > info.max:
+    raise ConfigError("%s holds values in [%d, %d]; the model was trained on raw %s values (%d to "
+                      "%d)" % (what, lo, hi, want, info.min, info.max))
+  return x.astype(want)
+
+
+def _resized(images: np.ndarray, size) -> np.ndarray:
+  """``images`` ``[N, H, W, C]`` (raw integers) resized to ``size`` as the bundle resizes
+  ``--image_size`` data: bilinear with antialiasing, rounded and clipped back to the dtype."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  info = np.iinfo(images.dtype)
+  out = tf.image.resize(images, tuple(size), antialias=True)
+  return tf.cast(tf.round(tf.clip_by_value(out, info.min, info.max)), images.dtype).numpy()
 
 
 def _csv(path: str, spec: dict, flag: str) -> np.ndarray:
@@ -168,27 +204,21 @@ def _image(path: str, spec: dict, flag: str) -> np.ndarray:
   if dtype != "uint8":
     raise ConfigError("%s: the model was trained on %s arrays, not uint8 images; pass an .npz" % (
         flag, dtype))
+  want = shape[2]
+  if want not in (1, 3, 4):
+    raise ConfigError("%s: the model takes images of %d channels; only 1, 3 or 4 decode from an "
+                      "image file" % (flag, want))
   try:
-    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    # Decoded to the model's channels by the decoder itself, as training decoded image folders
+    # and TFRecords (grey from colour by the decoder's own weights, alpha dropped).
+    image = tf.io.decode_image(tf.io.read_file(path), channels=want, expand_animations=False)
   except Exception as e:  # tf.errors.InvalidArgumentError and the like
     raise ConfigError("%s: %s is not a readable image (%s)" % (
         flag, os.path.basename(path), first_line(e))) from None
-  have, want = int(image.shape[-1]), shape[2]
-  if have in (2, 4):  # drop alpha
-    image, have = image[..., :have - 1], have - 1
-  if have != want:
-    if have == 3 and want == 1:
-      image = tf.image.rgb_to_grayscale(image)
-    elif have == 1 and want == 3:
-      image = tf.image.grayscale_to_rgb(image)
-    else:
-      raise ConfigError("%s: %s has %d channels; the model takes %d" % (
-          flag, os.path.basename(path), have, want))
+  image = image.numpy()
   if tuple(image.shape[:2]) != shape[:2]:
-    # As the bundle resizes --image_size datasets: bilinear, antialiased, back to uint8.
-    image = tf.image.resize(image, shape[:2], antialias=True)
-    image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
-  return image.numpy()
+    image = _resized(image[None], shape[:2])[0]  # as the bundle resizes --image_size datasets
+  return image
 
 
 def normalize(x: np.ndarray, spec: dict) -> np.ndarray:
@@ -199,8 +229,9 @@ def normalize(x: np.ndarray, spec: dict) -> np.ndarray:
   return fn(tf.constant(x), None)[0].numpy()
 
 
-def predict(model: str, inputs: str, output: str, batch_size: int = 256) -> dict:
-  """Runs ``model`` (see :func:`resolve_model`) on the raw ``inputs``; writes ``output`` (CSV).
+def predict(model: str, inputs: str, output: str = "", batch_size: int = 256) -> dict:
+  """Runs ``model`` (see :func:`resolve_model`) on the raw ``inputs``; writes ``output`` (CSV;
+  standard output when empty).
 
   Columns: ``input`` (file name or row index), ``prediction`` (class id, or the value; one
   ``prediction_<i>`` per target for several targets) and, for classification, ``label`` (the
@@ -210,11 +241,10 @@ def predict(model: str, inputs: str, output: str, batch_size: int = 256) -> dict
   from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
   if batch_size < 1:
     raise ConfigError("--batch_size=%d must be >= 1" % batch_size)
-  if not output:
-    raise ConfigError("--output: needs a file name (OUT.csv)")
-  out_dir = os.path.dirname(os.path.abspath(output))
-  if not os.path.isdir(out_dir):
-    raise ConfigError("--output=%s: the folder %s does not exist" % (output, out_dir))
+  if output:
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+      raise ConfigError("--output=%s: the folder %s does not exist" % (output, out_dir))
   model_path, spec = resolve_model(model)
   names, raw = read_inputs(inputs, spec)
   x = normalize(raw, spec)
@@ -244,8 +274,12 @@ def predict(model: str, inputs: str, output: str, batch_size: int = 256) -> dict
     for name, p, row in zip(names, pred, probs):
       label = class_names[p] if p < len(class_names) else str(p)
       writer.writerow([name, int(p), label, "%.6g" % row[p]])
-  rundir.atomic_write(output, text.getvalue())
-  return {"rows": len(names), "output": output, "model": model_path, "task": spec["task"]}
+  if output:
+    rundir.atomic_write(output, text.getvalue())
+  else:
+    sys.stdout.write(text.getvalue())
+    sys.stdout.flush()
+  return {"rows": len(names), "output": output or "-", "model": model_path, "task": spec["task"]}
 
 
 def read_predictions(path: str) -> List[dict]:
