@@ -24,18 +24,18 @@ Progress lines go to the ``kdprune`` logger (:mod:`pipelines.runtime.progress`);
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import tempfile
-import time
 from typing import Any, Dict, List, Optional, Union
 
 from models.spec import ModelSpec
 from pipelines.config import (
     EXPORT, QAT, STUDENT, TEACHER, DataConfig, DistillConfig, ExportConfig, PipelineConfig,
-    PruningConfig, QatConfig, StudentConfig, TeacherConfig, TrainConfig, stage_of, tasks)
+    PruningConfig, QatConfig, StudentConfig, TeacherConfig, TrainConfig, stage_of)
 from pipelines.config.errors import ConfigError
-from pipelines.runtime import execute, progress, rundir
+from pipelines.runtime import execute, rundir
 from pipelines.runtime.execute import StageOutcome
 from pipelines.stages import pipeline, qat, registry
 
@@ -110,9 +110,12 @@ def distill(teacher_model, train, test, validation=None, *,
 
   Args:
     teacher_model: a trained **tf_keras** model (Functional, Sequential or subclassed: the
-      teacher is only run, never pruned) whose output is logits, one unit per class (or one
-      per target for ``task="regression"``).
-    train, test, validation: ``tf.data.Dataset``s of ``(x, y)``, batched or not, already
+      teacher is only run, never pruned), one output unit per class (or one per target for
+      ``task="regression"``): logits, or probabilities (a softmax head, detected: their
+      logarithm is distilled). It is saved in the run directory as a SavedModel and imported as
+      ``kdprune-teacher --teacher_path`` imports one.
+    train, test, validation: ``tf.data.Dataset``s of ``(x, y)``, batched or not (batched for a
+      subclassed teacher, which knows no input shape), already
       preprocessed the way the teacher expects (kdprune applies no normalisation to them);
       ``y`` holds integer class ids (or real targets). Without ``validation`` a seeded
       ``validation_fraction`` of ``train`` is held out.
@@ -148,15 +151,20 @@ def distill(teacher_model, train, test, validation=None, *,
     tmp = tempfile.TemporaryDirectory(prefix="kdprune-")
     workdir = tmp.name
   os.makedirs(workdir, exist_ok=True)
-  in_shape = tuple(int(d) for d in teacher_model.input_shape[1:])
+  in_shape = _known_input_shape(teacher_model)
   arrays = {}
   for split, ds in (("train", train), ("test", test), ("val", validation)):
     if ds is not None:
       arrays["x_" + split], arrays["y_" + split] = _materialize(ds, in_shape, split, np)
   data_path = os.path.join(workdir, "data.npz")
-  with rundir.atomic_path(data_path) as tmp_path:
-    with open(tmp_path, "wb") as f:
-      np.savez(f, **arrays)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  # Written only when the data changed: the file's size and time are in every stage's
+  # fingerprint, so a rewrite of the same data would rerun every stage.
+  if _file_sha256(data_path) != hashlib.sha256(buffer.getvalue()).hexdigest():
+    with rundir.atomic_path(data_path) as tmp_path:
+      with open(tmp_path, "wb") as f:
+        f.write(buffer.getvalue())
   data = DataConfig(dataset="npz:" + data_path, normalization="none", task=task,
                     validation_fraction=validation_fraction, seed=seed)
   distill_config = DistillConfig(temperature=temperature, alpha=alpha)
@@ -174,20 +182,41 @@ def distill(teacher_model, train, test, validation=None, *,
       export=ExportConfig(data=data, name=name, latency_runs=latency_runs, latency_warmup=5))
   for kind in (STUDENT, QAT, EXPORT):  # every check before any work
     registry.STAGES[kind].validate(getattr(config, kind))
-  _adopt_teacher(teacher_model, workdir, data)
+  teacher_config = _adopt_teacher(teacher_model, workdir, data)
+  run_stage(teacher_config, workdir)  # imported as --teacher_path imports: checked, evaluated
   for kind in (STUDENT, QAT, EXPORT):
     stage_config = getattr(config, kind)
     run_stage(stage_config, workdir)
   return _result(workdir, name, task, tmp)
 
 
+def _file_sha256(path: str) -> Optional[str]:
+  try:
+    with open(path, "rb") as f:
+      return hashlib.sha256(f.read()).hexdigest()
+  except OSError:
+    return None
+
+
+def _known_input_shape(model):
+  """The example shape a model was built for, or None (a subclassed model knows none: its
+  datasets must then be batched)."""
+  try:
+    return tuple(int(d) for d in model.input_shape[1:])
+  except (AttributeError, ValueError, TypeError):
+    return None
+
+
 def _materialize(ds, in_shape, split: str, np):
-  """``(x, y)`` numpy arrays of a dataset of ``(x, y)``, batched or not."""
+  """``(x, y)`` numpy arrays of a dataset of ``(x, y)``, batched or not (batched when
+  ``in_shape`` is None)."""
   xs, ys = [], []
   for element in ds:
     if not isinstance(element, (tuple, list)) or len(element) != 2:
       raise ConfigError("distill: the %s dataset must yield (x, y) pairs" % split)
     x, y = (np.asarray(t) for t in element)
+    if in_shape is None:
+      in_shape = tuple(x.shape[1:])  # the first batch's examples
     if x.shape == in_shape:  # one example
       x, y = x[None], np.reshape(y, (1,) + y.shape)
     elif x.shape[1:] != in_shape:
@@ -200,40 +229,39 @@ def _materialize(ds, in_shape, split: str, np):
   return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
 
 
-def _adopt_teacher(teacher_model, workdir: str, data: DataConfig) -> None:
-  """Records ``teacher_model`` as the run directory's finished teacher (saved, evaluated on test)."""
+TEACHER_MODEL_DIR = "teacher_model"  # distill()'s teacher, saved in the run directory
+
+
+def _adopt_teacher(teacher_model, workdir: str, data: DataConfig) -> TeacherConfig:
+  """The teacher stage's config that imports ``teacher_model`` as ``--teacher_path`` imports a
+  file: the model is saved as a SavedModel (its serving function: Functional, Sequential and
+  subclassed models alike, reloaded from the run directory by every later stage) in
+  ``<workdir>/teacher_model/``, written again only when its weights changed (so a rerun with the
+  same teacher skips what is done). The import then checks that it fits the data, tells
+  probabilities (a softmax head) from logits, and evaluates it.
+  """
   # pylint: disable=g-import-not-at-top
   from pipelines.data import bundle as data_lib
-  from pipelines.train import distill as distill_lib
-  from pipelines.train import evaluation
+  from pipelines.export import tflite as tflite_tools
   # pylint: enable=g-import-not-at-top
-  run = rundir.RunDir(workdir)
-  bundle = data_lib.load(data)
-  distill_lib.load_teacher_checked(teacher_model, bundle, "distill(teacher_model=...)")
-  start = time.time()
-  test = evaluation.evaluate(teacher_model, bundle.batches("test", 256), data)
-  val = evaluation.evaluate(teacher_model, bundle.batches("validation", 256), data)
-  metrics = {**tasks.split_metrics(val=val, test=test), "params": int(teacher_model.count_params()),
-             "imported": True}
   digest = hashlib.sha256()
   for w in teacher_model.get_weights():
     digest.update(w.tobytes())
-  inputs = {"imported_model": digest.hexdigest(), "data": data.source_identity()}
-  fp = rundir.fingerprint(inputs)
-  if run.is_done(TEACHER, fp):
-    return
-  stage_dir = run.stage_dir(TEACHER)
-  os.makedirs(stage_dir, exist_ok=True)
-  run.mark_running(TEACHER, fp, inputs)
-  model_path = os.path.join(stage_dir, "model.keras")
-  with rundir.atomic_path(model_path) as tmp:
-    teacher_model.save(tmp)
-  metrics_path = os.path.join(stage_dir, "metrics.json")
-  rundir.write_json(metrics_path, {**metrics, "data": bundle.describe()})
-  run.mark_done(TEACHER, {"model": run.relpath(model_path), "metrics": run.relpath(metrics_path)},
-                metrics, time.time() - start)
-  progress.say("[teacher] imported %s (%s) -> %s" % (
-      teacher_model.name, tasks.describe_result(metrics), model_path))
+  path = os.path.join(workdir, TEACHER_MODEL_DIR)
+  marker = path + ".sha256"  # the weights the SavedModel holds
+  saved = os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isfile(marker) and \
+      open(marker).read().strip() == digest.hexdigest()
+  if not saved:
+    bundle = data_lib.load(data)
+    with rundir.atomic_path(path) as tmp:
+      try:
+        tflite_tools.save_serving(teacher_model, tmp, input_shape=bundle.input_shape)
+      except Exception as e:  # pylint: disable=broad-except
+        raise ConfigError("distill: teacher_model cannot be saved as a SavedModel for the run "
+                          "directory (%s: %s)" % (type(e).__name__, " ".join(
+                              str(e).split())[:300])) from None
+    rundir.atomic_write(marker, digest.hexdigest() + "\n")
+  return TeacherConfig(data=data, path=path, progress="none")
 
 
 def _result(workdir: str, name: str, task: str, tmp) -> DistillResult:

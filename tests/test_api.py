@@ -66,3 +66,56 @@ def test_progress_lines_follow_the_verbosity(monkeypatch):
   assert out.getvalue().splitlines() == ["[student/default] running",
                                          "[student/default] warning: shown"]
   assert logging.getLogger("kdprune") is progress.LOGGER
+
+
+def test_distill_takes_a_subclassed_teacher_with_a_softmax_head(tmp_path):
+  """pipelines.distill() distilled a softmax head's probabilities as logits without a word, and a
+  subclassed teacher (documented as supported) could not be reloaded from the run directory by
+  the later stages. Both now go through the teacher import: saved as a SavedModel, probabilities
+  detected and distilled from their logarithm."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  import pipelines  # pylint: disable=g-import-not-at-top
+  from models.compat import keras, tf  # pylint: disable=g-import-not-at-top
+
+  class Teacher(keras.Model):  # pylint: disable=abstract-method
+    def __init__(self):
+      super().__init__()
+      self.flatten = keras.layers.Flatten()
+      self.hidden = keras.layers.Dense(64, activation="relu")
+      self.out = keras.layers.Dense(10)
+
+    def call(self, x, training=False):  # pylint: disable=arguments-differ
+      return tf.nn.softmax(self.out(self.hidden(self.flatten(x))))
+
+  from pipelines.data import bundle  # pylint: disable=g-import-not-at-top
+  digits = bundle.load(bundle.DataConfig(dataset="digits", normalization="none"))
+  arrays = {split: [np.concatenate(part) for part in zip(*digits.raw[split].batch(512)
+                                                        .as_numpy_iterator())]
+            for split in ("train", "test")}
+  train, test = (tf.data.Dataset.from_tensor_slices(
+      (arrays[split][0].astype(np.float32) / 255.0, arrays[split][1])).batch(64)
+      for split in ("train", "test"))
+  keras.utils.set_random_seed(0)
+  teacher = Teacher()
+  teacher.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+  teacher.fit(train, epochs=5, verbose=0)
+  workdir = tmp_path / "run"
+  result = pipelines.distill(teacher, train, test, student=pipelines.ModelSpec("mlp", width=64),
+                             final_sparsity=0.5, epochs=6, qat_epochs=1, workdir=str(workdir),
+                             latency_runs=2)
+  teacher_metrics = json.loads((workdir / "teacher" / "metrics.json").read_text())
+  assert teacher_metrics["outputs_are"] == "probabilities"
+  assert result.metrics["teacher_test_accuracy"] > 0.8
+  assert result.metrics["int8_test_accuracy"] > 0.6
+  # Rerun with the same teacher: nothing is done again.
+  manifest = json.loads((workdir / "manifest.json").read_text())["stages"]
+  pipelines.distill(teacher, train, test, student=pipelines.ModelSpec("mlp", width=64),
+                    final_sparsity=0.5, epochs=6, qat_epochs=1, workdir=str(workdir),
+                    latency_runs=2)
+  again = json.loads((workdir / "manifest.json").read_text())["stages"]
+  assert {k: v["finished"] for k, v in again.items()} == {
+      k: v["finished"] for k, v in manifest.items()}

@@ -195,3 +195,18 @@ def test_bad_teacher_files_are_refused_in_one_line_before_work(make, tmp_path):
                 module="pipelines.cli.pipeline")
   _assert_one_line_error(result, "kdprune-pipeline", *dict(_BAD_TEACHERS)[make])
   assert not workdir.exists()  # nothing written, nothing trained
+
+
+def test_bfloat16_probabilities_are_told_from_logits():
+  """A bfloat16 softmax sums to 1 only within ~2e-3: it was taken for logits."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
+  z = np.random.default_rng(0).normal(size=(64, 10)) * 2
+  probabilities = tf.cast(tf.nn.softmax(z), tf.bfloat16)
+  assert abs(float(tf.reduce_max(tf.abs(tf.reduce_sum(
+      tf.cast(probabilities, tf.float64), axis=1) - 1)))) > 1e-3  # the case is real
+  assert teacher_import.probabilities_like(probabilities)
+  assert teacher_import.probabilities_like(tf.nn.softmax(z))
+  assert not teacher_import.probabilities_like(tf.cast(z, tf.bfloat16))

@@ -91,9 +91,11 @@ def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] =
     return convert_saved_model(path, mode, representative=representative, int8_io=int8_io)
 
 
-def save_serving(model, path: str, autograph: bool = True) -> None:
+def save_serving(model, path: str, autograph: bool = True, input_shape=None) -> None:
   """Saves ``model`` as a SavedModel whose only function is ``serving_default`` (batch of float32
-  inputs -> ``{output name: outputs}``).
+  inputs -> ``{output name: outputs}``). ``input_shape`` (one example's) is needed only for a
+  model that knows none (a subclassed one; its input is then named ``inputs``, its output
+  ``outputs``).
 
   ``autograph=False`` traces it as written: for kdprune's own students (Keras layers and tfmot's
   wrappers, which need no conversion); a teacher may hold a user's code and keeps the default.
@@ -106,12 +108,19 @@ def save_serving(model, path: str, autograph: bool = True) -> None:
   suite"). :func:`convert_saved_model` converts the file to the same ops and the same outputs as
   TF's ``from_keras_model`` gives for the model (``tests/test_qat_export.py``).
   """
-  name = model.inputs[0].name.split(":")[0]
-  spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32, name=name)
+  if getattr(model, "inputs", None):
+    name, shape = model.inputs[0].name.split(":")[0], list(model.input_shape[1:])
+    output = model.output_names[0]
+  elif input_shape is not None:
+    name, shape, output = "inputs", list(input_shape), "outputs"
+  else:
+    raise ValueError("%s has no inputs of its own (a subclassed model): pass input_shape" %
+                     type(model).__name__)
+  spec = tf.TensorSpec([None] + shape, tf.float32, name=name)
 
   @tf.function(input_signature=[spec], autograph=autograph)
   def serve(x):
-    return {model.output_names[0]: model(x, training=False)}
+    return {output: model(x, training=False)}
 
   function = serve.get_concrete_function()
   module = tf.Module()

@@ -156,11 +156,22 @@ class _Imported(keras.layers.Layer):
     return y
 
 
-def probabilities_like(outputs: np.ndarray) -> bool:
-  """Whether a batch of outputs looks like probabilities: non-negative, rows summing to 1."""
-  outputs = np.asarray(outputs, dtype=np.float64)
+# How far from 1 a row of probabilities may sum in the dtype it was computed in: each of its
+# values is rounded by up to half the dtype's epsilon, relatively (bfloat16: 2^-8, so a softmax
+# sums to 1 only within ~4e-3; float16: 2^-11).
+_SUM_TOLERANCE = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}
+
+
+def probabilities_like(outputs) -> bool:
+  """Whether a batch of outputs looks like probabilities: non-negative, rows summing to 1 (within
+  the rounding of the outputs' own dtype: a bfloat16 softmax sums to 1 only within ~2e-3)."""
+  dtype = getattr(outputs, "dtype", None)
+  name = getattr(dtype, "name", str(dtype))
+  tolerance = max(1e-3, _SUM_TOLERANCE.get(name, 0.0))
+  outputs = np.asarray(tf.cast(outputs, tf.float64) if tf.is_tensor(outputs) else outputs,
+                       dtype=np.float64)
   return bool(outputs.ndim == 2 and outputs.shape[1] > 1 and outputs.min() >= 0.0 and
-              np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
+              np.allclose(outputs.sum(axis=1), 1.0, atol=tolerance))
 
 
 def load(path: str, input_shape: Tuple[int, ...], outputs: int, regression: bool,
