@@ -416,3 +416,17 @@ def test_a_conversion_leaves_the_objects_alive_before_it_out_of_its_full_collect
   tflite_tools.convert(model, "float")
   assert seen and min(seen) >= alive  # everything alive before was out of the collection
   assert gc.get_freeze_count() == 0
+
+
+def test_the_comparison_says_slower_when_the_product_is_slower():
+  """A product 5x slower than its reference read "0.2x lower batch-1 latency"."""
+  from pipelines.export import report as report_lib
+  comparison = {"product": "student_qat_int8", "reference": "teacher_float",
+                "accuracy_delta_points": -0.5, "gzip_ratio": 40.0, "latency_ratio": 0.2,
+                "product_sparsity": 0.9}
+  lines = report_lib.comparison_lines({"comparison": comparison})
+  assert "40.0x smaller gzipped, 5.0x slower at batch 1" in lines[0]
+  assert lines[1].startswith("Warning: student_qat_int8 is slower than teacher_float")
+  lines = report_lib.comparison_lines({"comparison": dict(comparison, latency_ratio=4.0,
+                                                          gzip_ratio=0.5)})
+  assert "2.0x larger gzipped, 4.0x faster at batch 1" in lines[0] and len(lines) == 1

@@ -77,19 +77,32 @@ def story_table(story: List[dict]) -> List[str]:
   return lines
 
 
+def _times(ratio: float, better: str, worse: str) -> str:
+  """``ratio`` (the reference's figure over the product's) in words that read the right way: "4.0x
+  smaller", or "5.0x larger" for a ratio of 0.2 (not "0.2x smaller")."""
+  if ratio >= 1.0:
+    return "%.1fx %s" % (ratio, better)
+  return "%.1fx %s" % (1.0 / max(ratio, 1e-12), worse)
+
+
 def comparison_lines(report: dict) -> List[str]:
   c = report.get("comparison")
   if not c:
     return []
+  size = _times(c["gzip_ratio"], "smaller gzipped", "larger gzipped")
+  speed = _times(c["latency_ratio"], "faster at batch 1", "slower at batch 1")
   if "mse_ratio" in c:
-    return ["%s vs %s: %.2fx its test MSE, %.1fx smaller gzipped, %.1fx lower batch-1 latency, "
-            "%.1f%% of its weights zero." % (
-                c["product"], c["reference"], c["mse_ratio"], c["gzip_ratio"],
-                c["latency_ratio"], 100 * c["product_sparsity"])]
-  return ["%s vs %s: %+.2f accuracy points, %.1fx smaller gzipped, %.1fx lower batch-1 latency, "
-          "%.1f%% of its weights zero." % (
-              c["product"], c["reference"], c["accuracy_delta_points"], c["gzip_ratio"],
-              c["latency_ratio"], 100 * c["product_sparsity"])]
+    lines = ["%s vs %s: %.2fx its test MSE, %s, %s, %.1f%% of its weights zero." % (
+        c["product"], c["reference"], c["mse_ratio"], size, speed, 100 * c["product_sparsity"])]
+  else:
+    lines = ["%s vs %s: %+.2f accuracy points, %s, %s, %.1f%% of its weights zero." % (
+        c["product"], c["reference"], c["accuracy_delta_points"], size, speed,
+        100 * c["product_sparsity"])]
+  if c["latency_ratio"] < 1.0:
+    lines.append("Warning: %s is slower than %s at batch 1 on this machine: zeros in its weights "
+                 "do not make the int8 kernels faster (only removed channels, or sparse float "
+                 "kernels, do)." % (c["product"], c["reference"]))
+  return lines
 
 
 def markdown(report: dict) -> str:
