@@ -147,3 +147,13 @@ def test_one_directory_spelled_two_ways_is_one_fingerprint(tmp_path, monkeypatch
   assert fp(dataset="mnist", data_dir="../tfds") != fp(dataset="mnist", data_dir="../other")
   assert fp(dataset="npz:../d.npz") == fp(dataset="npz:" + str(tmp_path / "d.npz"))
   assert fp(dataset="images:pics") == fp(dataset="images:" + str(tmp_path / "work" / "pics"))
+
+
+def test_the_student_record_is_what_qat_and_export_read(base_run):
+  """What the student hands to QAT and the export is one typed record, read in one place."""
+  from pipelines.runtime import upstream
+  record = upstream.student_record(str(base_run[0]), "default")
+  assert record.stage == "student/default" and record.model_path.endswith("model.keras")
+  assert record.pruned_layers and set(record.layer_targets()) == set(record.layers)
+  assert 0 < record.sparsity <= record.target_sparsity + 0.005 and record.m_by_n is None
+  assert record.finished and "test_accuracy" in record.metrics

@@ -5,8 +5,10 @@ look-up that can fail raises a one-line :class:`ConfigError` saying which
 command to run, before any work.
 """
 
+import dataclasses
 import json
 import os
+from typing import Any, Dict, List, Optional, Tuple
 
 from pipelines.config import base as config_base
 from pipelines.config.data import DataConfig
@@ -163,3 +165,47 @@ def qat_files(workdir: str, name: str) -> dict:
     scheme = json.load(f)["scheme"]
   return {"student_model": run_dir.abspath(s_entry["artifacts"]["model"]), "scheme": scheme,
           "weights": run_dir.abspath(entry["artifacts"]["model"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentRecord:
+  """What a finished student stage hands to QAT and the export, read once from its manifest
+  entry, ``metrics.json`` and ``config.json`` (:func:`student_record`)."""
+
+  stage: str
+  model_path: str  # the stripped student (absolute)
+  finished: Optional[str]  # when it finished (a later QAT run refuses a retrained student)
+  metrics: Dict[str, Any]  # the manifest's metrics (test/val figures)
+  plan: Dict[str, str]  # layer -> "prune", or why it was kept dense
+  layers: Dict[str, dict]  # pruned layer -> {"weights", "zeros", "sparsity", "target"}
+  target_sparsity: float
+  sparsity: float
+  m_by_n: Optional[Tuple[int, int]]  # (m, n) when the structure is m:n
+  distilled: bool
+
+  def layer_targets(self) -> Dict[str, float]:
+    """Each pruned layer's own target sparsity (the student's target where it set none)."""
+    return {name: float(layer.get("target", self.target_sparsity))
+            for name, layer in self.layers.items()}
+
+  @property
+  def pruned_layers(self) -> List[str]:
+    return [name for name, why in self.plan.items() if why == "prune"]
+
+
+def student_record(workdir: str, name: str) -> StudentRecord:
+  """The finished student ``name`` of ``workdir`` (a ConfigError naming the command to run when
+  there is none)."""
+  entry = student_entry(workdir, name)
+  run_dir = rundir.RunDir(workdir)
+  with open(run_dir.abspath(entry["artifacts"]["metrics"])) as f:
+    metrics = json.load(f)
+  with open(run_dir.abspath(entry["artifacts"]["config"])) as f:
+    pruning = json.load(f)["pruning"]
+  m_by_n = tuple(pruning["m_by_n"]) if pruning.get("structure") == "m_by_n" else None
+  return StudentRecord(
+      stage=stage_of(STUDENT, name), model_path=run_dir.abspath(entry["artifacts"]["model"]),
+      finished=entry.get("finished"), metrics=dict(entry.get("metrics", {})),
+      plan=dict(metrics["pruning"]["plan"]), layers=dict(metrics["pruning"]["layers"]),
+      target_sparsity=float(metrics["target_sparsity"]), sparsity=float(metrics["sparsity"]),
+      m_by_n=m_by_n, distilled=bool(metrics.get("distill")))

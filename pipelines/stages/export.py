@@ -103,11 +103,10 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
 
   regression = config.data.regression
   key = "test_" + tasks.headline(config.data.task)[0]  # test_accuracy or test_mse
-  s_entry, q_entry = up["student"], up["qat"]
-  with open(run_dir.abspath(s_entry["artifacts"]["metrics"])) as f:
-    student_metrics = json.load(f)
-  pruned_layers = student_metrics["pruning"]["layers"]  # {layer: {"weights", "zeros", ...}}
-  student = (distill.load_keras_model(run_dir.abspath(s_entry["artifacts"]["model"]))
+  q_entry = up["qat"]
+  upstream_student = upstream.student_record(workdir, config.name)
+  pruned_layers = upstream_student.layers  # {layer: {"weights", "zeros", ...}}
+  student = (distill.load_keras_model(upstream_student.model_path)
              if any(b.startswith("student") for b in config.baselines) else None)
   files = upstream.qat_files(workdir, config.name)
   # The QAT stage's serving SavedModel; a QAT run recorded before it wrote one is rebuilt.
@@ -125,7 +124,7 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   elif "teacher_float" in config.baselines:
     progress.say("[%s] no finished teacher in %s: the report has no teacher reference" % (
         config.stage, run_dir.workdir))
-  student_acc = s_entry["metrics"][key]
+  student_acc = upstream_student.metrics[key]
   sources_ += [source for source in [
       ("student_float", student, "float", "the float pruned student", student_acc),
       ("student_ptq_dynamic", student, "dynamic",
@@ -239,10 +238,10 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     story.append({"what": "float teacher", key: up["teacher"]["metrics"][key],
                   "sparsity": None, "measured_on": "%s (Keras)" % up["teacher"]["artifacts"]["model"]})
   story += [
-      {"what": "pruned student (distilled)" if student_metrics.get("distill") else
+      {"what": "pruned student (distilled)" if upstream_student.distilled else
                "pruned student (hard labels)", key: student_acc,
-       "sparsity": student_metrics["sparsity"],
-       "measured_on": "%s (Keras)" % s_entry["artifacts"]["model"]},
+       "sparsity": upstream_student.sparsity,
+       "measured_on": "%s (Keras)" % run_dir.relpath(upstream_student.model_path)},
       {"what": "QAT student (%s)" % q_entry["metrics"].get("scheme"),
        key: q_entry["metrics"][key], "sparsity": q_entry["metrics"][
            "sparsity"], "measured_on": "%s (Keras, fake-quantized)" % q_entry["artifacts"]["model"]},

@@ -25,7 +25,6 @@ quantized models do not load back from ``.keras``), ``saved_model/`` (its
 ``config.json``, ``metrics.jsonl`` and TensorBoard logs under ``tb/``.
 """
 
-import json
 import os
 import time
 
@@ -78,16 +77,10 @@ def run(config: QatConfig, workdir: str) -> StageResult:
   seed = config.train.seed_or(config.data.seed)
   keras.utils.set_random_seed(seed)
   run_dir = rundir.RunDir(workdir)
-  entry = upstream.student_entry(workdir, config.name)
-  student_path = run_dir.abspath(entry["artifacts"]["model"])
-  with open(run_dir.abspath(entry["artifacts"]["config"])) as f:
-    student_config = json.load(f)
-  with open(run_dir.abspath(entry["artifacts"]["metrics"])) as f:
-    student_metrics = json.load(f)
-  plan = student_metrics["pruning"]["plan"]
-  target = float(student_metrics["target_sparsity"])
-  m_by_n = (student_config["pruning"]["m_by_n"]
-            if student_config["pruning"]["structure"] == "m_by_n" else None)
+  upstream_student = upstream.student_record(workdir, config.name)
+  student_path = upstream_student.model_path
+  plan, target = upstream_student.plan, upstream_student.target_sparsity
+  m_by_n = upstream_student.m_by_n
 
   bundle = data_lib.load(config.data)
   timing.lap("data")
@@ -107,8 +100,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       cache_path=(upstream.teacher_logits_path(workdir, config.data)
                   if teacher is not None else None))
   timing.lap("teacher_outputs")
-  pruned_layers = [n for n, why in plan.items() if why == "prune"]
-  masks = qat.zero_masks(student, pruned_layers)
+  masks = qat.zero_masks(student, upstream_student.pruned_layers)
   with distribute.strategy().scope():
     qmodel = qat.quantize(student, config.scheme)
     trainer = distill.DistillationTrainer(
@@ -137,7 +129,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                saver]  # last: backs up the epoch after early stopping has judged it
   progress.say("[%s] %s QAT of %s (%d parameters, sparsity %.3f); teacher outputs: %s" % (
       config.stage, config.scheme, student_path, student.count_params(),
-      student_metrics["sparsity"], mode))
+      upstream_student.sparsity, mode))
   start = time.time()
   history = trainer.fit(train_ds, validation_data=bundle.batches("validation", cfg.batch_size),
                         epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks,
@@ -155,18 +147,16 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                      "%s %.4f" % (n, e["drift"]) for n, e in before.items() if e["drift"])))
   drifted = qat.remask(qmodel, masks)
   view = qat.float_view(student, qmodel)
-  targets = {name: float(layer.get("target", target))
-             for name, layer in student_metrics["pruning"]["layers"].items()}
-  report = pruning.sparsity_report(view, plan, m_by_n, targets=targets)
+  report = pruning.sparsity_report(view, plan, m_by_n, targets=upstream_student.layer_targets())
   val = evaluation.evaluate(qmodel, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(qmodel, bundle.batches("test", 256), config.data)
   timing.lap("evaluation")
   headline = "test_" + tasks.headline(config.data.task)[0]
   metrics = {
       **tasks.split_metrics(val=val, test=test),
-      "student_" + headline: float(entry["metrics"][headline]),
+      "student_" + headline: float(upstream_student.metrics[headline]),
       "sparsity": report["sparsity"], "target_sparsity": target,
-      "student_sparsity": float(student_metrics["sparsity"]),
+      "student_sparsity": upstream_student.sparsity,
       "params": report["params"], "nonzero_params": report["nonzero_params"],
       "remasked_weights": int(sum(drifted.values())),
       "max_drift": max_drift,
@@ -176,7 +166,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
       "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
       "resumed_after_epoch": done or None,
-      "student_finished": entry.get("finished"),
+      "student_finished": upstream_student.finished,
   }
   metrics_path = os.path.join(stage_dir, "metrics.json")
   rundir.write_json(metrics_path, {**metrics, "remasked": drifted, "layers": report["layers"],
