@@ -160,6 +160,12 @@ def test_a_tiny_search_picks_a_student_within_budget_on_validation(searched):
   threshold = out["budget"]["threshold_val_accuracy"]
   assert best["within_budget"] and best["val_accuracy"] >= threshold - 1e-9
   assert 0.0 < best["test_accuracy"] <= 1.0  # the test figure, reported beside the choice
+  # The budget in examples, and the choice's drop on test read against it.
+  assert out["budget"]["validation_examples"] == 144 and out["budget"]["examples"] == 57.6
+  assert "--max_drop=40 points is 57.6 of the 144 validation examples" in output
+  drop = 100 * (out["teacher"]["test_accuracy"] - best["test_accuracy"])  # no teacher .tflite here
+  assert best["test_drop"] == pytest.approx(drop, abs=1e-3)
+  assert best["test_over_budget"] == (drop > 40)
   exported = [c for c in out["candidates"] if c["abandoned"] is None]
   within = [c for c in exported if c["within_budget"]]
   assert best["tflite_gzip_bytes"] <= 1.01 * min(c["tflite_gzip_bytes"] for c in within)
@@ -272,6 +278,23 @@ def test_slurm_and_kubernetes_task_commands_run_index_by_index(searched, tmp_pat
   assert collect.returncode == 0, collect.stderr[-3000:]
   assert _ran(collect.stdout + collect.stderr) == []
   assert _result(run)["best"]["name"] == _result(workdir)["best"]["name"]
+
+
+def test_a_budget_of_a_few_validation_examples_is_said_and_warned(tmp_path):
+  """--max_drop=1 on digits is 1.4 of 144 validation examples: a new user's search chose a
+  student 1.67 points below the teacher on test, silently."""
+  from pipelines.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  (tmp_path / "manifest.json").write_text(json.dumps(
+      {"stages": {"teacher": {"status": "done", "metrics": {"val_accuracy": 0.97}}}}))
+  judge = search._Judge(PipelineConfig(), SearchConfig(max_drop=1.0), str(tmp_path))
+  lines = judge.budget_lines()
+  assert lines[0] == "[search] --max_drop=1 points is 1.4 of the 144 validation examples"
+  assert "warning: a budget of 1.4 validation examples" in lines[1]
+  assert "raise --validation_fraction (now 0.1)" in lines[1]
+  assert judge.budget()["examples"] == 1.44
+  assert len(search._Judge(PipelineConfig(), SearchConfig(max_drop=5.0),
+                           str(tmp_path)).budget_lines()) == 1  # 7.2 examples: no warning
+  assert PipelineConfig().export.data.dataset == "digits"
 
 
 @pytest.mark.parametrize("task,teacher_val,max_drop,inside,outside", [

@@ -56,6 +56,7 @@ from pipelines.config import (
   stage_of,
   tasks,
 )
+from pipelines.data import sources
 from pipelines.export import pareto as pareto_lib
 from pipelines.runtime import progress, rundir
 from pipelines.stages import pipeline, sweep
@@ -152,6 +153,29 @@ class _Judge:
     teacher = rundir.RunDir(workdir).entry(TEACHER) or {}
     self.reference = float(teacher["metrics"]["val_" + self.metric])
     self._batches = None
+    sizes = sources.split_sizes(config.export.data)  # no TensorFlow; None when unrecorded
+    self.validation_examples = sizes["validation"] if sizes else None
+
+  def budget_examples(self) -> Optional[float]:
+    """The accuracy budget in validation examples (classification; None otherwise)."""
+    if not self.higher or not self.validation_examples:
+      return None
+    return self.search.max_drop / 100.0 * self.validation_examples
+
+  def budget_lines(self) -> List[str]:
+    """What the budget means in examples, and a warning line when that is only a few."""
+    examples = self.budget_examples()
+    if examples is None:
+      return []
+    lines = ["[%s] --max_drop=%g points is %.1f of the %d validation examples" % (
+        NAME, self.search.max_drop, examples, self.validation_examples)]
+    if examples < FEW_EXAMPLES:
+      lines.append(
+          "[%s] warning: a budget of %.1f validation examples is within the noise of one run: "
+          "the chosen student's test drop may well exceed --max_drop; raise "
+          "--validation_fraction (now %g), or pass a source with a validation split of its "
+          "own" % (NAME, examples, self.config.export.data.validation_fraction))
+    return lines
 
   def threshold(self) -> float:
     if self.higher:  # accuracy points below the teacher
@@ -163,11 +187,14 @@ class _Judge:
     return value >= self.threshold() - eps if self.higher else value <= self.threshold() + eps
 
   def budget(self) -> dict:
+    examples = self.budget_examples()
     return {"max_drop": self.search.max_drop,
             "unit": "accuracy points" if self.higher else "MSE ratio - 1",
             "reference": "float teacher, validation %s %.6g" % (self.label, self.reference),
             "teacher_val_" + self.metric: self.reference,
-            "threshold_val_" + self.metric: round(self.threshold(), 6)}
+            "threshold_val_" + self.metric: round(self.threshold(), 6),
+            **({"validation_examples": self.validation_examples,
+                "examples": round(examples, 2)} if examples is not None else {})}
 
   def drop(self, value: float) -> float:
     """Points below the teacher (classification) or the MSE ratio to it (regression)."""
@@ -301,6 +328,8 @@ def run(config: PipelineConfig, search: SearchConfig, workdir: str, log=None,
   rundir.check_workdir(workdir)
   ensure_teacher(config, search, workdir, log=log)
   judge = _Judge(config, search, workdir)
+  for line in judge.budget_lines():
+    (progress.warn if "warning:" in line else log)(line)
   fp = fingerprint(config, search, workdir)
   for structure, width in search.my_chains():
     run_chain(judge, structure, width, fp, log)
@@ -316,6 +345,9 @@ def _missing(config, search, workdir, fp) -> List[str]:
   names = [chain_name(config, s, w) for s, w in search.chains()]
   return [n for n in names if _read_chain(workdir, n, fp) is None]
 
+
+# A budget of fewer validation examples than this is within one run's noise: said in a warning.
+FEW_EXAMPLES = 3.0
 
 # Figures this close to the smallest count as a tie, which the better validation figure breaks:
 # a gzipped file moves by a few bytes between processes (the traced functions' names in the
@@ -383,6 +415,13 @@ def collect(config: PipelineConfig, search: SearchConfig, workdir: str, log=None
     if best is not None:
       out["best"] = dict(best, name=best["student"],
                          export=os.path.join("export", best["student"]))
+      # The budget read on test, reported: against the teacher's .tflite, else its Keras figure.
+      reference_test = out["teacher"]["tflite_test_" + m]
+      if reference_test is None:
+        reference_test = out["teacher"]["test_" + m]
+      if judge.higher and reference_test is not None:
+        out["best"]["test_drop"] = round(100.0 * (reference_test - best["test_" + m]), 4)
+        out["best"]["test_over_budget"] = out["best"]["test_drop"] > search.max_drop + 1e-9
       with rundir.atomic_path(best_dir) as tmp:
         shutil.copytree(run_dir.stage_dir(stage_of("export", best["student"])), tmp)
         rundir.write_json(os.path.join(tmp, "choice.json"), out["best"])
@@ -399,6 +438,11 @@ def collect(config: PipelineConfig, search: SearchConfig, workdir: str, log=None
     log("[%s] best: %s, int8 validation %s %.5g, test %.5g, %d B gzipped -> %s" % (
         NAME, best["student"], judge.label, best["val_" + m], best["test_" + m],
         best["tflite_gzip_bytes"], best_dir))
+    if out["best"].get("test_over_budget"):
+      progress.warn("[%s] warning: on test, %s is %.2f points below the float teacher (int8 "
+                    "test %s %.5g): beyond --max_drop=%g, which it met on validation" % (
+                        NAME, best["student"], out["best"]["test_drop"], judge.label,
+                        best["test_" + m], search.max_drop))
   return out
 
 
@@ -425,12 +469,20 @@ def markdown(out: dict) -> str:
            "Candidates are judged by their int8 .tflite on the validation split; test figures "
            "are reported, never used to choose." % (
                b["max_drop"], b["unit"], b["reference"],
-               "gzipped .tflite" if out["objective"] == "size" else "batch-1 latency"), ""]
+               "gzipped .tflite" if out["objective"] == "size" else "batch-1 latency")]
+  if "examples" in b:
+    lines += ["The budget is %.1f of the %d validation examples%s." % (
+        b["examples"], b["validation_examples"], "; fewer than %g is within one run's noise: "
+        "raise --validation_fraction" % FEW_EXAMPLES if b["examples"] < FEW_EXAMPLES else "")]
+  lines += [""]
   best = out["best"]
   if best:
     lines += ["**Best: %s**: int8 validation %s %s, test %s, %s B gzipped, %.3f ms." % (
         best["name"], out["score"]["label"], fmt(best[key]), fmt(best["test_" + m]),
         "{:,}".format(best["tflite_gzip_bytes"]), best["latency_ms"]), ""]
+    if best.get("test_over_budget"):
+      lines += ["**Warning**: on test it is %.2f points below the float teacher, beyond the "
+                "budget it met on validation." % best["test_drop"], ""]
   else:
     lines += ["**No candidate is within budget.**", ""]
   lines += ["%d students trained (%d exported) in %.1f s of chain time." % (
