@@ -105,11 +105,50 @@ def comparison_lines(report: dict) -> List[str]:
   return lines
 
 
+# Points below the teacher (classification) or an MSE ratio above which the verdict suggests a
+# larger student.
+LARGE_DROP_POINTS = 1.0
+LARGE_MSE_RATIO = 1.2
+
+
+def next_steps(report: dict, student_metrics: dict, target_sparsity: float) -> List[str]:
+  """What the run's own figures point to next, one sentence each: the verdict on the product
+  against its teacher, and whether the student was still improving when training stopped."""
+  steps = []
+  c = report.get("comparison")
+  if c and "accuracy_delta_points" in c:
+    drop = -c["accuracy_delta_points"]
+    large = drop > LARGE_DROP_POINTS
+    gap = "%.2f accuracy points below the teacher" % drop if drop > 0 else (
+        "%.2f accuracy points above the teacher" % -drop)
+  elif c and "mse_ratio" in c:
+    large = c["mse_ratio"] > LARGE_MSE_RATIO
+    gap = "at %.2fx the teacher's test MSE" % c["mse_ratio"]
+  else:
+    large, gap = None, None
+  if large:
+    steps.append("The int8 student is %s: for a smaller gap, prune less (a lower "
+                 "--final_sparsity than %g), widen the student (--student_width) or train it "
+                 "longer, or let kdprune-search find the smallest student within a budget "
+                 "(--max_drop)." % (gap, target_sparsity))
+  elif large is not None:
+    steps.append("The int8 student is %s, %.1fx smaller gzipped: to go smaller, raise "
+                 "--final_sparsity (now %g) or run kdprune-search with the drop you accept "
+                 "(--max_drop)." % (gap, c["gzip_ratio"], target_sparsity))
+  best, run = student_metrics.get("best_epoch"), student_metrics.get("epochs_run")
+  if best and run and best == run and not student_metrics.get("stopped_early"):
+    steps.append("The student's best epoch was its last (%d of %d): it was still improving; "
+                 "more --student_epochs may help." % (best, run))
+  return steps
+
+
 def markdown(report: dict) -> str:
   lat = report["latency"]
   regression = report.get("task") == "regression"
   lines = ["# kdprune export report: student `%s`" % report["student"], ""]
   lines += comparison_lines(report)
+  if report.get("next_steps"):
+    lines += ["", "## Verdict and next step", ""] + ["- " + s for s in report["next_steps"]]
   lines += ["", "## Stage by stage", ""]
   lines += story_table(report["story"])
   lines += ["", "## Exported models", "",
@@ -181,7 +220,9 @@ def table(workdir: str, name: str = "default") -> str:
     return ""
   with open(path) as f:
     out = json.load(f)
-  return "\n".join(comparison_lines(out) + [""] + models_table(out["models"]))
+  steps = ["Next: " + s for s in out.get("next_steps", [])]
+  return "\n".join(comparison_lines(out) + [""] + models_table(out["models"]) +
+                   ([""] + steps if steps else []))
 
 
 def pipeline_summary(workdir: str, outcomes, seconds: float) -> str:
