@@ -39,9 +39,12 @@ def folders(tmp_path_factory):
   return root
 
 
-def test_train_and_test_folders_by_class(folders):
+def test_train_and_test_folders_by_class(folders, caplog):
   config = data.DataConfig(dataset="images:%s" % (folders / "split"))
-  bundle = data.load(config)
+  with caplog.at_level("INFO", logger="kdprune"):
+    bundle = data.load(config)
+  # The class order is said when the data is read.
+  assert "[data] classes (folder names, sorted): 0=one, 1=two, 2=zero" in caplog.text
   assert bundle.input_shape == (8, 8, 1) and bundle.num_classes == 3
   assert bundle.class_names == ("one", "two", "zero")  # sorted folder names are the labels
   assert bundle.num_examples["test"] == 90

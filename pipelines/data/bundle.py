@@ -18,6 +18,7 @@ Example:
 """
 
 import dataclasses
+import logging
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -368,6 +369,9 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
     uncached[name] = ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
   splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in files.items()})
+  # The label of each class is its folder's place in sorted order: say it, once per load.
+  logging.getLogger("kdprune").info("[data] classes (folder names, sorted): %s", ", ".join(
+      "%d=%s" % (i, name) for i, name in enumerate(source.class_names)))
   stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
   spec = normalization_spec(config.normalization, np.dtype(np.uint8), stats)
   return DatasetBundle(
