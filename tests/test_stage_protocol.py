@@ -73,3 +73,25 @@ def test_every_driver_finds_the_built_in_stages_in_one_registry():
   assert not registry.STAGES["export"].collective and registry.STAGES["qat"].collective
   with pytest.raises(TypeError, match="no stage takes a ReportConfig"):
     registry.for_config(ReportConfig())
+
+
+def test_an_unexpected_failure_is_one_line_naming_the_stage_with_its_traceback_kept(tmp_path):
+  """In one process too: the stage, the exception and where its traceback is, at once (a chief
+  waits for a failed worker's record only under a multi-worker strategy)."""
+  import time  # pylint: disable=g-import-not-at-top
+
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  from pipelines.config.errors import StageError  # pylint: disable=g-import-not-at-top
+  from pipelines.runtime import execute  # pylint: disable=g-import-not-at-top
+
+  def run_fn(config, workdir):
+    raise tf.errors.InternalError(None, None, "a kernel\nfailed")
+
+  start = time.time()
+  with pytest.raises(StageError, match=r"^toy stage: InternalError: a kernel failed \(traceback: "
+                                       r".*toy/error.txt\)$"):
+    execute.execute("toy", run_fn, None, str(tmp_path), {}, validate=lambda: None,
+                    log=lambda *_: None)
+  assert time.time() - start < 5
+  assert "Traceback" in (tmp_path / "toy" / "error.txt").read_text()
+  assert rundir.RunDir(str(tmp_path)).entry("toy")["status"] == "failed"

@@ -149,7 +149,8 @@ def execute(name: str, run_fn: Callable[..., StageResult], config, workdir: str,
       with open(error_path, "w") as f:
         f.write(traceback.format_exc())
       # A worker that failed first made this process' collectives fail: its cause is the one.
-      peers = _worker_errors(run.stage_dir(name), wait=_is_collective_failure(e))
+      peers = _worker_errors(run.stage_dir(name), wait=_is_collective_failure(e) and
+                             distribute.name() == "multi_worker")
       if peers:
         message = "%s (here: %s)" % (peers, message)
     run.mark_failed(name, message)
