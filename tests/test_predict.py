@@ -318,3 +318,23 @@ def test_predict_without_output_writes_the_csv_to_standard_output(finished_run, 
   lines = result.stdout.strip().splitlines()
   assert lines[0] == "input,prediction,label,probability" and len(lines) == 6, result.stdout
   assert '"rows": 5' in result.stderr
+
+
+def test_inputs_far_beyond_the_training_range_get_a_warning(regression_run, tmp_path):
+  """preprocessing.json records the raw training range of array sources; inputs in other units
+  (here x 1000) are flagged on stderr, inputs like training's are not."""
+  workdir, _, config = regression_run
+  report, _ = _product(workdir)
+  lo, hi = report["preprocessing"]["input"]["range"]
+  arrays = sources.resolve(config.export.data).arrays
+  # The training rows' range (the validation rows carved from x_train are not in it).
+  assert float(arrays["x_train"].min()) - 1e-6 <= lo < hi <= float(arrays["x_train"].max()) + 1e-6
+  x = arrays["x_test"]
+  assert predict.range_warning(x, report["preprocessing"]) == ""
+  np.savez(tmp_path / "scaled.npz", x=x * 1000)
+  result = _run("--model=%s" % (workdir / "export" / "default"),
+                "--input=%s" % (tmp_path / "scaled.npz"), "--output=%s" % (tmp_path / "o.csv"),
+                module=MODULE)
+  assert result.returncode == 0, result.stderr
+  assert "kdprune-predict: warning: the inputs span" in result.stderr
+  assert "training's span [%.6g, %.6g]" % (lo, hi) in result.stderr

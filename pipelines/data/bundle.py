@@ -76,6 +76,10 @@ class DatasetBundle:
   cache_note: str = ""  # the cache mode chosen and why
   # The memory budget (--cache_budget_mb): the shuffle buffer holds at most an eighth of it.
   memory_budget: int = dataclasses.field(default_factory=caching.default_budget_bytes)
+  # ``() -> (min, max)`` of the raw training inputs (array sources; computed when asked: one
+  # pass over train), recorded by :meth:`preprocessing`; None where it would cost a pass over
+  # files.
+  input_range: Optional[Callable[[], Tuple[float, float]]] = None
 
   @property
   def train(self) -> tf.data.Dataset:
@@ -227,6 +231,9 @@ class DatasetBundle:
                 self.input_dtype).kind in "iu" else "none"},
         "normalization": self.normalization,
     }
+    if self.input_range is not None:  # what training saw: kdprune-predict warns beyond it
+      lo, hi = self.input_range()
+      out["input"]["range"] = [float(lo), float(hi)]
     if self.feature_names is not None:
       out["feature_columns"] = list(self.feature_names)
     if self.task == "regression":
@@ -308,7 +315,8 @@ def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
       validation_source=validation_source, task=config.task, normalization=spec,
       input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
       feature_names=source.feature_names, uncached=uncached, cache_note=note,
-      memory_budget=caching.budget_bytes(config.cache_budget_mb))
+      memory_budget=caching.budget_bytes(config.cache_budget_mb),
+      input_range=lambda: _range_numpy(x_train, train_idx))
 
 
 _BYTES_PER_READ = 1 << 20
@@ -656,6 +664,15 @@ def _moments_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
   mean_d = total / n
   mean, std = shift + mean_d, np.sqrt(np.maximum(squares / n - mean_d ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _range_numpy(x: np.ndarray, index: Optional[np.ndarray] = None) -> Tuple[float, float]:
+  """The smallest and largest value of ``x[index]``, a block at a time."""
+  lo, hi = np.inf, -np.inf
+  for block in _blocks(x, index):
+    if block.size:
+      lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+  return lo, hi
 
 
 def _max_abs_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):

@@ -221,6 +221,26 @@ def _image(path: str, spec: dict, flag: str) -> np.ndarray:
   return image
 
 
+RANGE_SLACK = 0.1  # inputs beyond training's range by more than this share of it are flagged
+
+
+def range_warning(raw: np.ndarray, spec: dict) -> str:
+  """A sentence when the raw inputs lie well beyond the range training saw (recorded as
+  ``input.range`` for array sources), else ''. Such inputs are usually in other units or
+  already scaled, and the model's answers for them mean little."""
+  recorded = spec["input"].get("range")
+  if not recorded or raw.size == 0:
+    return ""
+  lo, hi = float(recorded[0]), float(recorded[1])
+  slack = RANGE_SLACK * max(hi - lo, 1e-12)
+  got_lo, got_hi = float(np.min(raw)), float(np.max(raw))
+  if got_lo >= lo - slack and got_hi <= hi + slack:
+    return ""
+  return ("the inputs span [%.6g, %.6g] but training's span [%.6g, %.6g]: check their units and "
+          "scaling (kdprune normalises raw inputs itself); predictions beyond the training range "
+          "mean little" % (got_lo, got_hi, lo, hi))
+
+
 def normalize(x: np.ndarray, spec: dict) -> np.ndarray:
   """Raw inputs -> the model's float32 inputs, with the ops training used."""
   from models.compat import tf  # pylint: disable=g-import-not-at-top
@@ -247,6 +267,9 @@ def predict(model: str, inputs: str, output: str = "", batch_size: int = 256) ->
       raise ConfigError("--output=%s: the folder %s does not exist" % (output, out_dir))
   model_path, spec = resolve_model(model)
   names, raw = read_inputs(inputs, spec)
+  warning = range_warning(raw, spec)
+  if warning:
+    sys.stderr.write("kdprune-predict: warning: %s\n" % warning)
   x = normalize(raw, spec)
   with open(model_path, "rb") as f:
     runner = tflite_tools.Runner(f.read(), num_threads=2)
