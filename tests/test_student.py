@@ -318,3 +318,25 @@ def test_logged_losses_weigh_every_example_once():
   history = trainer.fit(ds, validation_data=ds, epochs=1, verbose=0)
   assert history.history["loss"][0] == pytest.approx(per_example.mean(), rel=1e-5)
   assert history.history["val_loss"][0] == pytest.approx(per_example.mean(), rel=1e-5)
+
+
+def test_agreement_with_the_teacher_is_logged_per_epoch(trained):
+  """Top-1 agreement and KL(teacher || student) at T, per epoch (metrics.jsonl, TensorBoard) and
+  the last epoch's in metrics.json, for a distilled student; measured on the training batches."""
+  workdir, _, _ = trained
+  stage = workdir / "student" / "default"
+  epochs = [json.loads(l) for l in (stage / "metrics.jsonl").read_text().splitlines()]
+  assert all(0.0 <= e["agreement"] <= 1.0 and e["teacher_kl"] >= 0.0 for e in epochs)
+  assert epochs[-1]["agreement"] > 0.5  # a student trained on its teacher mostly agrees with it
+  metrics = json.loads((stage / "metrics.json").read_text())
+  assert metrics["agreement"] == pytest.approx(epochs[-1]["agreement"], abs=1e-5)
+  assert metrics["teacher_kl"] == pytest.approx(epochs[-1]["teacher_kl"], abs=1e-5)
+  from models.compat import tf
+  from pipelines.train import losses
+  trainer = distill.DistillationTrainer(
+      distill.load_keras_model(str(stage / "model.keras")), temperature=2.0, alpha=0.5)
+  s = tf.constant([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  t = tf.constant([[1.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+  parts = trainer.compute_losses(None, tf.constant([0, 1]), t, s)
+  kl = losses.soft_kl_per_example(s, t, 2.0).numpy()
+  np.testing.assert_allclose(parts["distill"].numpy() / 4.0, kl, rtol=1e-6)  # what teacher_kl logs

@@ -160,7 +160,7 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       "params": report["params"], "nonzero_params": report["nonzero_params"],
       "remasked_weights": int(sum(drifted.values())),
       "max_drift": max_drift,
-      "scheme": config.scheme, "teacher_outputs": mode,
+      "scheme": config.scheme, "teacher_outputs": mode, **distill.agreement_metrics(history),
       "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
       "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),

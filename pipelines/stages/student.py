@@ -194,6 +194,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                      if early.first_final_epoch is not None else None),
       "epochs_run": epochs_run, "stopped_early": early.stopped_epoch is not None,
       "teacher_outputs": mode, "distill": config.distill.enabled,
+      **distill.agreement_metrics(history),
       "teacher_cache_seconds": round(cache_seconds, 2), "train_seconds": round(train_seconds, 2),
       "seconds_per_epoch": round(train_seconds / max(1, epochs_run - done), 3),
       "resumed_after_epoch": done or None,

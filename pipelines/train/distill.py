@@ -34,6 +34,8 @@ class DistillationTrainer(keras.Model):
   Logged: ``loss`` (total), ``distill_loss`` (T^2 KL), ``hard_loss`` (cross-
   entropy with the labels), ``accuracy``; on validation ``loss`` is the hard
   cross-entropy, so ``val_loss`` means the same with and without distillation.
+  When distilling a classifier, also ``agreement`` (the share of training examples whose top
+  class is the teacher's) and ``teacher_kl`` (KL(teacher || student) at T, without the T^2).
 
   With ``task="regression"`` the student's outputs are predictions: the loss
   is ``alpha * loss(labels) + (1 - alpha) * loss(teacher predictions)`` with
@@ -61,6 +63,8 @@ class DistillationTrainer(keras.Model):
     self.distill_tracker = keras.metrics.Mean(name="distill_loss")
     self.hard_tracker = keras.metrics.Mean(name="hard_loss")
     self.accuracy = task_metric(task, regression_loss)  # the task's metric (see above)
+    self.agreement_tracker = keras.metrics.Mean(name="agreement")
+    self.kl_tracker = keras.metrics.Mean(name="teacher_kl")
     # The metrics above are synchronised across replicas when read, so every replica reports the
     # global value: take the first instead of Keras' multi-worker default, which sums them.
     self.distribute_reduction_method = "first"
@@ -134,7 +138,11 @@ class DistillationTrainer(keras.Model):
 
   @property
   def metrics(self):
-    return self._test_metrics() + ([self.distill_tracker] if self.distill else [])
+    agreement = [self.agreement_tracker, self.kl_tracker] if self._agreement_logged() else []
+    return self._test_metrics() + ([self.distill_tracker] if self.distill else []) + agreement
+
+  def _agreement_logged(self) -> bool:
+    return self.distill and self.task != "regression"
 
   def call(self, x, training=False):
     return self.student(x, training=training)
@@ -165,6 +173,8 @@ class DistillationTrainer(keras.Model):
     labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
     with tf.GradientTape() as tape:
       student_logits = self.student(x, training=True)
+      if self.distill and teacher_logits is None:  # online: the teacher runs in the step
+        teacher_logits = tf.stop_gradient(self._run_teacher(x))
       parts = self.compute_losses(x, labels, teacher_logits, student_logits)
       # The optimizer sums the replicas' gradients: each replica's loss is the sum of its
       # examples' losses over the number of examples in the whole global batch, so the sum is the
@@ -191,6 +201,13 @@ class DistillationTrainer(keras.Model):
     self.hard_tracker.update_state(parts["hard"])
     if self.distill:
       self.distill_tracker.update_state(parts["distill"])
+    if self._agreement_logged():
+      # The teacher's top class: the first of its top-k classes, or the argmax of its logits.
+      top = (teacher_logits[1][:, 0] if isinstance(teacher_logits, (tuple, list))
+             else tf.argmax(teacher_logits, axis=-1))
+      self.agreement_tracker.update_state(tf.cast(tf.equal(
+          tf.cast(top, tf.int64), tf.argmax(student_logits, axis=-1)), tf.float32))
+      self.kl_tracker.update_state(parts["distill"] / (self.temperature ** 2))
     self.accuracy.update_state(labels, student_logits)
     return {m.name: m.result() for m in self.metrics}
 
@@ -217,6 +234,13 @@ class DistillationTrainer(keras.Model):
     self.hard_tracker.update_state(hard)
     self.accuracy.update_state(labels, student_logits)
     return {m.name: m.result() for m in self._test_metrics()}
+
+
+def agreement_metrics(history) -> dict:
+  """``{"agreement", "teacher_kl"}`` of the last epoch a ``fit`` ran (the student against its
+  teacher on that epoch's training batches), or ``{}`` when they were not logged."""
+  logs = getattr(history, "history", {}) or {}
+  return {k: round(float(logs[k][-1]), 6) for k in ("agreement", "teacher_kl") if logs.get(k)}
 
 
 def global_batch_mean(per_example):
