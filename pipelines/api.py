@@ -141,6 +141,7 @@ def distill(teacher_model, train, test, validation=None, *,
   # pylint: disable=g-import-not-at-top
   import numpy as np
   from models.compat import keras
+  from pipelines.train import teacher_import
   # pylint: enable=g-import-not-at-top
   if not isinstance(teacher_model, keras.Model):
     raise ConfigError("distill: teacher_model must be a tf_keras model (tf_keras.Model or "
@@ -161,7 +162,8 @@ def distill(teacher_model, train, test, validation=None, *,
   np.savez(buffer, **arrays)
   # Written only when the data changed: the file's size and time are in every stage's
   # fingerprint, so a rewrite of the same data would rerun every stage.
-  if _file_sha256(data_path) != hashlib.sha256(buffer.getvalue()).hexdigest():
+  if not os.path.isfile(data_path) or teacher_import.content_hash(data_path) != hashlib.sha256(
+      buffer.getvalue()).hexdigest():
     with rundir.atomic_path(data_path) as tmp_path:
       with open(tmp_path, "wb") as f:
         f.write(buffer.getvalue())
@@ -188,14 +190,6 @@ def distill(teacher_model, train, test, validation=None, *,
     stage_config = getattr(config, kind)
     run_stage(stage_config, workdir)
   return _result(workdir, name, task, tmp)
-
-
-def _file_sha256(path: str) -> Optional[str]:
-  try:
-    with open(path, "rb") as f:
-      return hashlib.sha256(f.read()).hexdigest()
-  except OSError:
-    return None
 
 
 def _known_input_shape(model):

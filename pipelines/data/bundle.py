@@ -364,8 +364,7 @@ def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
     image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     if config.image_size is not None:
-      image = tf.image.resize(image, (height, width), antialias=True)
-      image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+      image = resize_raw(image, (height, width), tf.uint8)
     else:
       image = tf.ensure_shape(tf.cast(image, tf.uint8), [height, width, channels])
     return image, label
@@ -412,8 +411,7 @@ def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle
     image = tf.io.decode_image(ex[image_key], channels=shape[2], expand_animations=False)
     image.set_shape([None, None, shape[2]])
     if config.image_size is not None:
-      image = tf.cast(tf.round(tf.clip_by_value(
-          tf.image.resize(image, shape[:2], antialias=True), 0.0, 255.0)), tf.uint8)
+      image = resize_raw(image, shape[:2], tf.uint8)
     else:
       image = tf.ensure_shape(tf.cast(image, tf.uint8), shape)
     return image, label
@@ -499,13 +497,9 @@ def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
   splits = {"train": train, "validation": validation, "test": test}
   if config.image_size is not None:
     size = tuple(int(s) for s in config.image_size)
-    dtype = tf.as_dtype(source.input_dtype)
 
     def resize(x, y):
-      x = tf.image.resize(x, size, antialias=True)
-      if dtype.is_integer:
-        x = tf.round(tf.clip_by_value(x, dtype.min, dtype.max))
-      return tf.cast(x, dtype), y
+      return resize_raw(x, size, source.input_dtype), y
     splits = {k: v.map(plain(resize), num_parallel_calls=tf.data.AUTOTUNE)
               for k, v in splits.items()}
 
@@ -664,6 +658,17 @@ def _moments_numpy(x: np.ndarray, index: Optional[np.ndarray] = None):
   mean_d = total / n
   mean, std = shift + mean_d, np.sqrt(np.maximum(squares / n - mean_d ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def resize_raw(images, size, dtype):
+  """Raw images (``[H, W, C]`` or a batch of them) resized to ``size`` as every ``--image_size``
+  source is: bilinear with antialiasing, rounded and clipped back into an integer ``dtype``
+  (what ``preprocessing.json`` records as ``resize``; ``kdprune-predict`` resizes the same way)."""
+  dtype = tf.as_dtype(dtype)
+  x = tf.image.resize(images, size, antialias=True)
+  if dtype.is_integer:
+    x = tf.round(tf.clip_by_value(x, dtype.min, dtype.max))
+  return tf.cast(x, dtype)
 
 
 def _range_numpy(x: np.ndarray, index: Optional[np.ndarray] = None) -> Tuple[float, float]:

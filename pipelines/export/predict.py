@@ -150,12 +150,9 @@ def _as_raw_dtype(x: np.ndarray, spec: dict, what: str) -> np.ndarray:
 
 
 def _resized(images: np.ndarray, size) -> np.ndarray:
-  """``images`` ``[N, H, W, C]`` (raw integers) resized to ``size`` as the bundle resizes
-  ``--image_size`` data: bilinear with antialiasing, rounded and clipped back to the dtype."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
-  info = np.iinfo(images.dtype)
-  out = tf.image.resize(images, tuple(size), antialias=True)
-  return tf.cast(tf.round(tf.clip_by_value(out, info.min, info.max)), images.dtype).numpy()
+  """``images`` (raw integers) resized to ``size`` as training resized ``--image_size`` data."""
+  from pipelines.data import bundle  # pylint: disable=g-import-not-at-top
+  return bundle.resize_raw(images, tuple(size), images.dtype).numpy()
 
 
 def _csv(path: str, spec: dict, flag: str) -> np.ndarray:

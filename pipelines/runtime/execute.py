@@ -179,10 +179,26 @@ def _one_line(text: str) -> str:
   return " ".join(str(text).split())
 
 
+def _worker_error_files(stage_dir: str):
+  return sorted(f for f in os.listdir(stage_dir)
+                if f.startswith("error-worker-") and f.endswith(".txt"))
+
+
 def _clear_errors(stage_dir: str) -> None:
-  for f in os.listdir(stage_dir):
-    if f == ERROR_FILE or (f.startswith("error-worker-") and f.endswith(".txt")):
-      os.remove(os.path.join(stage_dir, f))
+  for f in _worker_error_files(stage_dir) + (
+      [ERROR_FILE] if os.path.exists(os.path.join(stage_dir, ERROR_FILE)) else []):
+    os.remove(os.path.join(stage_dir, f))
+
+
+def _poll(read: Callable[[], Any], wait: bool):
+  """``read()`` until it gives something, for up to :data:`WORKER_ERROR_WAIT_SECONDS` when
+  ``wait`` (a failing peer may still be writing its record), else once."""
+  deadline = time.time() + (WORKER_ERROR_WAIT_SECONDS if wait else 0)
+  while True:
+    found = read()
+    if found or time.time() >= deadline:
+      return found
+    time.sleep(0.5)
 
 
 def _is_collective_failure(e: BaseException) -> bool:
@@ -199,13 +215,7 @@ def _worker_errors(stage_dir: str, wait: bool = False) -> str:
   ``wait``: this process' collectives failed, so a peer may be writing its record: look for up to
   a few seconds.
   """
-  deadline = time.time() + (WORKER_ERROR_WAIT_SECONDS if wait else 0)
-  while True:
-    found = sorted(f for f in os.listdir(stage_dir)
-                   if f.startswith("error-worker-") and f.endswith(".txt"))
-    if found or time.time() >= deadline:
-      break
-    time.sleep(0.5)
+  found = _poll(lambda: _worker_error_files(stage_dir), wait)
   lines = []
   for f in found:
     path = os.path.join(stage_dir, f)
@@ -286,15 +296,13 @@ def _execute_as_worker(name, run_fn, config, workdir, run, fp, collective) -> St
 def _chief_failure(run, name: str, wait: bool = False) -> Optional[str]:
   """The error the chief recorded for stage ``name`` in the manifest, else None; ``wait``: give
   a chief that is failing a few seconds to record it."""
-  deadline = time.time() + (WORKER_ERROR_WAIT_SECONDS if wait else 0)
-  while True:
+  def recorded():
     try:
       entry = run.entry(name) or {}
     except Exception:  # pylint: disable=broad-except
       entry = {}  # an unreadable manifest: no record to report
-    if entry.get("status") == "failed" or time.time() >= deadline:
-      return entry.get("error") if entry.get("status") == "failed" else None
-    time.sleep(0.5)
+    return entry.get("error") if entry.get("status") == "failed" else None
+  return _poll(recorded, wait)
 
 
 def _worker_failure(run, name: str, e: BaseException) -> StageError:
