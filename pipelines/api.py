@@ -141,7 +141,6 @@ def distill(teacher_model, train, test, validation=None, *,
   # pylint: disable=g-import-not-at-top
   import numpy as np
   from models.compat import keras
-  from pipelines.train import teacher_import
   # pylint: enable=g-import-not-at-top
   if not isinstance(teacher_model, keras.Model):
     raise ConfigError("distill: teacher_model must be a tf_keras model (tf_keras.Model or "
@@ -162,7 +161,7 @@ def distill(teacher_model, train, test, validation=None, *,
   np.savez(buffer, **arrays)
   # Written only when the data changed: the file's size and time are in every stage's
   # fingerprint, so a rewrite of the same data would rerun every stage.
-  if not os.path.isfile(data_path) or teacher_import.content_hash(data_path) != hashlib.sha256(
+  if not os.path.isfile(data_path) or rundir.content_hash(data_path) != hashlib.sha256(
       buffer.getvalue()).hexdigest():
     with rundir.atomic_path(data_path) as tmp_path:
       with open(tmp_path, "wb") as f:

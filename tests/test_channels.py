@@ -10,6 +10,7 @@ from pipelines.stages import student
 from pipelines import config as configs
 from pipelines.config.errors import ConfigError
 from pipelines.prune import channels
+from pipelines.prune import plan as prune_plan
 from pipelines.train import distill
 from tests.conftest import tiny_student_config
 
@@ -83,7 +84,7 @@ def test_importance_is_bn_scale_else_l2_norm():
 
 def test_schedule_reaches_the_asked_fraction_and_step_removes_the_weakest():
   steps = {"begin_step": 0, "end_step": 30}
-  plan = channels.schedule(steps, steps_per_epoch=10, epochs=5, fraction=0.5, exponent=3)
+  plan = prune_plan.channel_schedule(steps, steps_per_epoch=10, epochs=5, fraction=0.5, exponent=3)
   assert max(plan) == 3 and plan[3] == 0.5
   assert list(plan.values()) == sorted(plan.values())
   model = _conv_bn_conv_dense()
@@ -91,7 +92,7 @@ def test_schedule_reaches_the_asked_fraction_and_step_removes_the_weakest():
   original = channels.units(model, chains)
   for epoch in sorted(plan):
     model, _ = channels.step(model, original, plan[epoch], chains)
-  assert channels.units(model, chains) == {n: channels.units_to_keep(u, 0.5)
+  assert channels.units(model, chains) == {n: prune_plan.units_to_keep(u, 0.5)
                                            for n, u in original.items()}
   assert channels.units(model, chains) == {"conv_a": 3, "conv_b": 3, "hidden": 3}
   # One step keeps the units with the largest BN scale.
@@ -102,9 +103,9 @@ def test_schedule_reaches_the_asked_fraction_and_step_removes_the_weakest():
   best = np.sort(np.argsort(-np.abs(gamma))[:3])
   np.testing.assert_allclose(small.get_layer("bn_a").gamma.numpy(), gamma[best])
   # Epochs whose fraction removes no further unit are dropped (no rebuild, no optimizer reset).
-  assert channels.effective({1: 0.1, 2: 0.15, 3: 0.5}, {"a": 4}) == {2: 0.15, 3: 0.5}
+  assert prune_plan.effective_schedule({1: 0.1, 2: 0.15, 3: 0.5}, {"a": 4}) == {2: 0.15, 3: 0.5}
   with pytest.raises(ConfigError, match="at least one epoch must follow"):
-    channels.schedule({"begin_step": 0, "end_step": 50}, 10, 5, 0.5, 3)
+    prune_plan.channel_schedule({"begin_step": 0, "end_step": 50}, 10, 5, 0.5, 3)
 
 
 def test_layers_that_cannot_be_shrunk_are_kept_with_a_reason():

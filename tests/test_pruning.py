@@ -224,7 +224,7 @@ def _drive(callback, student, epochs, step_per_epoch, val_loss):
     if model.stop_training:
       stopped_at = epoch
       break
-  callback.on_train_end()
+  callback.restore_best()
   return stopped_at
 
 
@@ -264,7 +264,7 @@ def test_accuracy_monitor_prefers_higher():
   for epoch, a in enumerate(accs):
     student.weights_now = epoch
     es.on_epoch_end(epoch, {"val_accuracy": a})
-  es.on_train_end()
+  es.restore_best()
   assert student.restored == 1
 
 

@@ -29,6 +29,19 @@ def _latest_epoch(workdir):
     return 0
 
 
+def _kill_after_epoch(args, workdir, epoch: int) -> int:
+  """Starts the student, SIGKILLs it once its backup holds ``epoch`` epochs; returns the epochs
+  the backup holds then."""
+  proc = _start(args)
+  deadline = time.time() + 240
+  while _latest_epoch(workdir) < epoch and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "finished before the kill: %s" % proc.communicate()[1][-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  return _latest_epoch(workdir)
+
+
 @pytest.mark.parametrize("method", ["magnitude", "dynamic"])
 def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   workdir = str(tmp_path / "run")
@@ -39,14 +52,7 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
           "--student_depth=1", "--student_epochs=20", "--student_patience=0",
           "--pruning_begin=0.1", "--pruning_end=0.6", "--final_sparsity=0.8", "--progress=epoch",
           "--steps_per_execution=1", "--pruning_method=%s" % method, "--mask_update_every=20"]
-  proc = _start(args)
-  deadline = time.time() + 240
-  while _latest_epoch(workdir) < 4 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert proc.poll() is None, "finished before the kill: %s" % proc.communicate()[1][-2000:]
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_after = _latest_epoch(workdir)
+  killed_after = _kill_after_epoch(args, workdir, 4)
   assert 4 <= killed_after < 20
   manifest = json.loads(open(os.path.join(workdir, "manifest.json")).read())
   assert manifest["stages"]["student/default"]["status"] == "running"  # killed: never marked done
@@ -76,6 +82,35 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
     every = steps["mask_update_every"]
     assert m["mask_revisions"] == len(range(steps["mask_update_begin"] + every,
                                             steps["mask_update_end"], every)) > 0
+
+
+def test_a_channels_student_killed_after_losing_units_resumes_at_its_smaller_size(tmp_path):
+  workdir = str(tmp_path / "run")
+  # 32 hidden units lose half of them in steps after epochs 2-7 of 12; the kill lands after some
+  # have gone, so the backup holds a smaller model than the one the stage builds.
+  args = ["--workdir=%s" % workdir, "--nodistill", "--train_examples=384", "--student_model=mlp",
+          "--student_width=32", "--student_depth=1", "--student_epochs=12",
+          "--student_patience=0", "--pruning_structure=channels", "--channel_fraction=0.5",
+          "--pruning_begin=0.1", "--pruning_end=0.6", "--progress=epoch",
+          "--steps_per_execution=1"]
+  killed_after = _kill_after_epoch(args, workdir, 5)
+  with open(os.path.join(workdir, "student", "default", "backup", "latest.json")) as f:
+    shape = json.load(f)["shape"]
+  assert 5 <= killed_after < 12 and shape and min(shape.values()) < 32, shape
+
+  rerun = subprocess.run([sys.executable, "-m", "pipelines.cli.student", *args], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "resuming after epoch %d" % killed_after in rerun.stdout
+  assert "Epoch 1/12" not in rerun.stdout
+  metrics = json.loads(open(os.path.join(workdir, "student", "default", "metrics.json")).read())
+  assert metrics["resumed_after_epoch"] == killed_after and metrics["epochs_run"] == 12
+  assert all(entry["units_after"] == 16 for entry in metrics["channels"]["layers"].values()), metrics[
+      "channels"]["layers"]
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "student", "default",
+                                                    "metrics.jsonl"))]
+  assert [l["epoch"] for l in lines] == list(range(1, 13))
+  assert not os.path.exists(os.path.join(workdir, "student", "default", "backup"))
 
 
 def test_backups_wait_for_the_interval(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from pipelines.cli import flags as kflags
 from pipelines.config.errors import ConfigError, StageError
 from pipelines.runtime import distribute, progress
+from pipelines.runtime import execute, rundir
 
 _HELP_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "h", "?"}
 
@@ -86,9 +87,6 @@ def run_stage(stage, config, after=None):
   ``stage`` is a :class:`pipelines.runtime.execute.Stage` (a stage module's ``STAGE``);
   ``after(workdir)`` may print more (the export stage prints its table).
   """
-  # pylint: disable=g-import-not-at-top
-  from pipelines.runtime import distribute, execute, rundir
-  # pylint: enable=g-import-not-at-top
   # The checks that read no data first (a dataset may need TensorFlow and preparing): the flags,
   # the run directory, the upstream stages in the manifest; then the stage's own validation.
   config.validate()

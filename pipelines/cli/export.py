@@ -6,14 +6,12 @@ the end.
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.export import report
+from pipelines.stages import export
 
 
 def main(argv):
   del argv
-  # pylint: disable=g-import-not-at-top
-  from pipelines.export import report
-  from pipelines.stages import export
-  # pylint: enable=g-import-not-at-top
   config = kflags.export_config_from_flags()
   app.run_stage(export.STAGE, config, after=lambda workdir: print(report.table(workdir, config.name)))
 

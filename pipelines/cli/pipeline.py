@@ -11,15 +11,13 @@ import time
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.export import report
+from pipelines.runtime import distribute, rundir
+from pipelines.stages import pipeline
 
 
 def main(argv):
   del argv
-  # pylint: disable=g-import-not-at-top
-  from pipelines.export import report
-  from pipelines.runtime import distribute, rundir
-  from pipelines.stages import pipeline
-  # pylint: enable=g-import-not-at-top
   config = kflags.pipeline_config_from_flags()
   rundir.check_workdir(kflags.FLAGS.workdir)  # before the data source is read
   distribute.setup(kflags.FLAGS.strategy, lambda: pipeline.validate(config))

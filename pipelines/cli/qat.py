@@ -5,11 +5,11 @@ See :mod:`pipelines.stages.qat` for what it does and writes.
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.stages import qat
 
 
 def main(argv):
   del argv
-  from pipelines.stages import qat  # pylint: disable=g-import-not-at-top
   app.run_stage(qat.STAGE, kflags.qat_config_from_flags())
 
 

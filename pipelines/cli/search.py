@@ -10,6 +10,7 @@ See :mod:`pipelines.stages.search`; ``launch/search_slurm.sbatch`` and
 ``launch/k8s/search-indexed-job.yaml`` run the tasks on a cluster.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import sys
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
 from pipelines.config.errors import ConfigError, StageError
+from pipelines.runtime import distribute, progress, rundir
+from pipelines.stages import search
 
 PROGRAM = "kdprune-search"
 _TASK_FLAGS = ("parallel", "task_index", "num_tasks", "collect", "search_auto_collect")
@@ -32,12 +35,6 @@ def child_argv(argv, index: int, count: int):
 
 
 def _parallel(base, config, workdir, n: int):
-  # pylint: disable=g-import-not-at-top
-  import dataclasses
-
-  from pipelines.runtime import progress
-  from pipelines.stages import search
-  # pylint: enable=g-import-not-at-top
   search.ensure_teacher(base, config, workdir)  # once, before the tasks start
   logs = os.path.join(os.path.abspath(workdir), search.NAME, "logs")
   os.makedirs(logs, exist_ok=True)
@@ -64,10 +61,6 @@ def _parallel(base, config, workdir, n: int):
 
 def main(argv):
   del argv
-  # pylint: disable=g-import-not-at-top
-  from pipelines.runtime import distribute, rundir
-  from pipelines.stages import search
-  # pylint: enable=g-import-not-at-top
   f = kflags.FLAGS
   base = kflags.pipeline_config_from_flags()
   config = kflags.search_config_from_flags()

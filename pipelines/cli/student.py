@@ -5,11 +5,11 @@ See :mod:`pipelines.stages.student` for what it does and writes.
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.stages import student
 
 
 def main(argv):
   del argv
-  from pipelines.stages import student  # pylint: disable=g-import-not-at-top
   app.run_stage(student.STAGE, kflags.student_config_from_flags())
 
 

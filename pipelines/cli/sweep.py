@@ -7,15 +7,13 @@ import os
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.export import pareto
+from pipelines.runtime import distribute
+from pipelines.stages import sweep
 
 
 def main(argv):
   del argv
-  # pylint: disable=g-import-not-at-top
-  from pipelines.export import pareto
-  from pipelines.runtime import distribute
-  from pipelines.stages import sweep
-  # pylint: enable=g-import-not-at-top
   base = kflags.pipeline_config_from_flags()
   config = kflags.sweep_config_from_flags()
   distribute.setup(kflags.FLAGS.strategy, lambda: sweep.validate(base, config))

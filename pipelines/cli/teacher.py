@@ -5,11 +5,11 @@ See :mod:`pipelines.stages.teacher` for what it does and writes.
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
+from pipelines.stages import teacher
 
 
 def main(argv):
   del argv
-  from pipelines.stages import teacher  # pylint: disable=g-import-not-at-top
   app.run_stage(teacher.STAGE, kflags.teacher_config_from_flags())
 
 

@@ -51,9 +51,7 @@ def markdown(out: dict) -> str:
 
 
 def plot(out: dict, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   key, label, _ = _score(out)
   scale = 100 if key.endswith("_accuracy") else 1

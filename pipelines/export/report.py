@@ -5,6 +5,7 @@ Pure formatting of ``report.json``'s content (no TensorFlow); every number
 comes from the export stage's measurements on the ``.tflite`` files.
 """
 
+import importlib
 import json
 import os
 import platform
@@ -174,12 +175,18 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
+def pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (imported at the first plot: it is slow to
+  load, and no other command needs it)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  return importlib.import_module("matplotlib.pyplot")
+
+
 def plot(report: dict, path: str) -> None:
   """``accuracy_vs_size.png``: test accuracy (or MSE) against gzip size (log axis), one point per
   model."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   regression = report.get("task") == "regression"
 

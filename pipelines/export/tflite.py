@@ -28,7 +28,9 @@ import time
 import warnings
 from typing import Callable, Dict, Iterable, Optional
 
+import flatbuffers
 import numpy as np
+from absl import logging
 
 from models.compat import is_startup_noise, native_output_filtered, tf
 
@@ -57,7 +59,6 @@ def _is_noise(line: str) -> bool:
 @contextlib.contextmanager
 def _quiet():
   """Silences the converter's Python warnings and absl INFO chatter for one call."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
   level = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   tf_logger = std_logging.getLogger("tensorflow")
@@ -177,7 +178,6 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
 
   Files whose buffers live outside the flatbuffer (the >2 GB layout) are returned as they are.
   """
-  import flatbuffers  # pylint: disable=g-import-not-at-top
   schema = _schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
   if any(getattr(b, "offset", 0) for b in model.buffers):

@@ -18,8 +18,8 @@ units makes every following tensor smaller too. Three parts:
   (and, in consumers, the matching input channels) sliced out. After Flatten
   a Dense kernel's rows are indexed ``(h * W + w) * C + c``, so the rows of
   every position are kept for each surviving channel.
-* :func:`schedule` (no TensorFlow): the fraction of units removed after each
-  epoch, growing polynomially (the shape of the magnitude-pruning schedule)
+* :func:`pipelines.prune.plan.channel_schedule` (no TensorFlow): the fraction of units removed
+  after each epoch, growing polynomially (the shape of the magnitude-pruning schedule)
   from 0 at ``--pruning_begin`` to ``--channel_fraction`` at ``--pruning_end``.
 
 Importance is the BatchNorm scale ``|gamma|`` of the unit when a
@@ -33,7 +33,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from models.compat import keras
 from pipelines.config.errors import ConfigError
+from pipelines.prune.plan import units_to_keep
 
 OWNERS = ("Conv2D", "Dense")
 PASS_THROUGH = ("BatchNormalization", "ReLU", "Activation", "LeakyReLU", "ELU", "Softmax",
@@ -150,56 +152,6 @@ def _follow(owner: str, layers, users, outputs, ranks):
     current = name
 
 
-def schedule(steps: dict, steps_per_epoch: int, epochs: int, fraction: float,
-             exponent: float) -> Dict[int, float]:
-  """When units are removed: ``{epoch: fraction removed after that epoch}`` (epochs from 1).
-
-  The fraction follows the magnitude-pruning polynomial
-  ``f(t) = F (1 - (1 - (t - t_0) / (t_e - t_0))^exponent)`` at the end of
-  every epoch between ``begin_step`` and ``end_step`` (from
-  ``PruningConfig.resolve_steps``) and reaches ``fraction`` at the first epoch
-  that ends at or after ``end_step``; only epochs where it grows are listed.
-  At least one epoch must follow the last removal (the model trains, and
-  early stopping chooses, at its final size): a schedule that leaves none is
-  refused with a ConfigError.
-  """
-  begin, end = steps["begin_step"], steps["end_step"]
-  out, last = {}, 0.0
-  for epoch in range(1, epochs + 1):
-    t = epoch * steps_per_epoch
-    if t < begin or last >= fraction:
-      continue
-    if t >= end or end <= begin:
-      f = fraction
-    else:
-      f = fraction * (1.0 - (1.0 - (t - begin) / float(end - begin)) ** exponent)
-    if f > last:
-      out[epoch] = round(f, 6)
-      last = f
-  if not out or max(out) >= epochs:
-    raise ConfigError(
-        "--pruning_structure=channels removes its last units after epoch %s of %d; at least one "
-        "epoch must follow (lower --pruning_end or raise the epochs)" % (
-            max(out) if out else "(never)", epochs))
-  return out
-
-
-def units_to_keep(original: int, fraction: float) -> int:
-  """How many of ``original`` units survive once ``fraction`` of them is removed (at least 1)."""
-  return max(1, original - int(round(original * fraction)))
-
-
-def effective(plan: Dict[int, float], original: Dict[str, int]) -> Dict[int, float]:
-  """``plan`` without the epochs whose fraction removes no further unit of any layer (layer ->
-  original number of units): a rebuild that changes nothing would only reset the optimizer."""
-  out, last = {}, 0.0
-  for epoch in sorted(plan):
-    if any(units_to_keep(n, plan[epoch]) < units_to_keep(n, last) for n in original.values()):
-      out[epoch] = plan[epoch]
-      last = plan[epoch]
-  return out
-
-
 # ----------------------------------------------------------------------------
 # TensorFlow parts.
 
@@ -211,7 +163,6 @@ def _ranks(model) -> Dict[str, int]:
 
 def analyze_model(model):
   """:func:`analyze` of a built Functional ``model``; refuses a model that is not Functional."""
-  from models.compat import keras  # pylint: disable=g-import-not-at-top
   if isinstance(model, keras.Sequential) or not getattr(model, "_is_graph_network", False):
     raise ConfigError("--pruning_structure=channels needs a Functional student (got %s)" %
                       type(model).__name__)
@@ -256,7 +207,6 @@ def shrink(model, keep: Dict[str, "np.ndarray"], chains: Optional[dict] = None):
   consumer's input channels are sliced to match. The new model has the same
   layer names, so it is built and saved like any student.
   """
-  from models.compat import keras  # pylint: disable=g-import-not-at-top
   if chains is None:
     chains, kept = analyze_model(model)
   else:
@@ -328,7 +278,6 @@ def zeroed_copy(model, drop: Dict[str, Sequence[int]], chains: dict):
   """A copy of ``model`` (same shapes) whose units ``drop`` (owner -> indices) output exactly
   zero into their consumer: the consumer's input weights from those channels are zeroed. Its
   outputs equal those of :func:`shrink` without the dropped units (used by the tests)."""
-  from models.compat import keras  # pylint: disable=g-import-not-at-top
   copy = keras.Model.from_config(model.get_config())
   copy.set_weights(model.get_weights())
   for owner, idx in drop.items():

@@ -76,3 +76,57 @@ def plan(layers: Sequence[Layer], config: PruningConfig,
     raise ConfigError("no layer of the student would be pruned (%s)" % "; ".join(
         "%s: %s" % kv for kv in out.items()))
   return out
+
+
+# ----------------------------------------------------------------------------
+# Channel pruning's schedule (pipelines.prune.channels removes the units).
+
+
+def channel_schedule(steps: dict, steps_per_epoch: int, epochs: int, fraction: float,
+             exponent: float) -> Dict[int, float]:
+  """When units are removed: ``{epoch: fraction removed after that epoch}`` (epochs from 1).
+
+  The fraction follows the magnitude-pruning polynomial
+  ``f(t) = F (1 - (1 - (t - t_0) / (t_e - t_0))^exponent)`` at the end of
+  every epoch between ``begin_step`` and ``end_step`` (from
+  ``PruningConfig.resolve_steps``) and reaches ``fraction`` at the first epoch
+  that ends at or after ``end_step``; only epochs where it grows are listed.
+  At least one epoch must follow the last removal (the model trains, and
+  early stopping chooses, at its final size): a schedule that leaves none is
+  refused with a ConfigError.
+  """
+  begin, end = steps["begin_step"], steps["end_step"]
+  out, last = {}, 0.0
+  for epoch in range(1, epochs + 1):
+    t = epoch * steps_per_epoch
+    if t < begin or last >= fraction:
+      continue
+    if t >= end or end <= begin:
+      f = fraction
+    else:
+      f = fraction * (1.0 - (1.0 - (t - begin) / float(end - begin)) ** exponent)
+    if f > last:
+      out[epoch] = round(f, 6)
+      last = f
+  if not out or max(out) >= epochs:
+    raise ConfigError(
+        "--pruning_structure=channels removes its last units after epoch %s of %d; at least one "
+        "epoch must follow (lower --pruning_end or raise the epochs)" % (
+            max(out) if out else "(never)", epochs))
+  return out
+
+
+def units_to_keep(original: int, fraction: float) -> int:
+  """How many of ``original`` units survive once ``fraction`` of them is removed (at least 1)."""
+  return max(1, original - int(round(original * fraction)))
+
+
+def effective_schedule(plan: Dict[int, float], original: Dict[str, int]) -> Dict[int, float]:
+  """``plan`` without the epochs whose fraction removes no further unit of any layer (layer ->
+  original number of units): a rebuild that changes nothing would only reset the optimizer."""
+  out, last = {}, 0.0
+  for epoch in sorted(plan):
+    if any(units_to_keep(n, plan[epoch]) < units_to_keep(n, last) for n in original.values()):
+      out[epoch] = plan[epoch]
+      last = plan[epoch]
+  return out

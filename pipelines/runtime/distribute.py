@@ -36,10 +36,18 @@ import tempfile
 from typing import Optional
 
 from pipelines.config.errors import ConfigError
+from pipelines.runtime import progress
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 _STATE = {"strategy": None, "name": None, "tmp": None, "barrier": None}
+
+
+def tensorflow():
+  """TensorFlow (through :mod:`models.compat`), imported at the first call: the runtime layer
+  decides and records without it, and the stages' checks run before it loads."""
+  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  return tf
 
 
 def cluster_size(environ=os.environ) -> int:
@@ -66,7 +74,7 @@ def resolve_name(name: str, num_gpus: Optional[int] = None, environ=os.environ) 
   if cluster_size(environ) > 1:
     return "multi_worker"
   if num_gpus is None:
-    from models.compat import tf  # pylint: disable=g-import-not-at-top
+    tf = tensorflow()
     num_gpus = len(tf.config.list_physical_devices("GPU"))
   return "mirrored" if num_gpus > 1 else "default"
 
@@ -77,7 +85,7 @@ def init(name: str = "auto"):
     if _STATE["name"] != resolve_name(name):
       raise RuntimeError("strategy already %s" % _STATE["name"])
     return _STATE["strategy"]
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = tensorflow()
   resolved = resolve_name(name)
   if resolved == "multi_worker":
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -110,14 +118,14 @@ def strategy():
   """The strategy :func:`init` made, else TensorFlow's default one."""
   if _STATE["strategy"] is not None:
     return _STATE["strategy"]
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = tensorflow()
   return tf.distribute.get_strategy()
 
 
 def holds_distributed_variables(model) -> bool:
   """True if ``model`` has a weight that a strategy distributes (built in a mirrored or
   multi-worker strategy's scope)."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = tensorflow()
   return any(isinstance(w, tf.distribute.DistributedValues) for w in model.weights)
 
 
@@ -169,7 +177,7 @@ def barrier() -> None:
   if s is None or _STATE["name"] != "multi_worker":
     return
   if _STATE.get("barrier") is None:
-    from models.compat import tf  # pylint: disable=g-import-not-at-top
+    tf = tensorflow()
 
     # A function, not eager calls: an eager all-reduce under MultiWorkerMirroredStrategy runs on
     # a thread pool that a failed collective leaves open (Python then prints a traceback of its
@@ -194,8 +202,7 @@ def finish() -> None:
   """
   if _STATE["strategy"] is None or _STATE["name"] != "multi_worker":
     return
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
-  from pipelines.runtime import progress  # pylint: disable=g-import-not-at-top
+  tf = tensorflow()
   try:
     barrier()
   except tf.errors.OpError as e:

@@ -9,6 +9,7 @@ failed, and keeps the other workers of a multi-worker run in step with the chief
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import time
@@ -28,6 +29,16 @@ class StageResult:
 
   artifacts: Dict[str, str]
   metrics: Dict[str, object]
+
+
+def lazy(module: str, attr: str = "run") -> Callable:
+  """``module.attr``, imported at its first call: a stage's work imports TensorFlow at its top,
+  while its checks (the stage's own module) must run without it."""
+  def call(*args, **kwargs):
+    return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+  call.__name__, call.__qualname__ = attr, "%s.%s" % (module, attr)
+  call.__doc__ = "Runs :func:`%s.%s` (imported on first use)." % (module, attr)
+  return call
 
 
 def _no_upstream(config, workdir: str) -> None:
@@ -203,7 +214,7 @@ def _poll(read: Callable[[], Any], wait: bool):
 
 def _is_collective_failure(e: BaseException) -> bool:
   """True for the errors a collective raises when a peer has failed or left."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = distribute.tensorflow()
   return isinstance(e, (tf.errors.UnavailableError, tf.errors.CancelledError,
                         tf.errors.DeadlineExceededError, tf.errors.InternalError,
                         tf.errors.AbortedError))
@@ -234,7 +245,7 @@ WORKER_ERROR_WAIT_SECONDS = 10.0
 def _final_barrier(run, name: str) -> None:
   """The barrier after the chief recorded the stage done; a worker that failed after its part of
   the training (so that this barrier cannot complete) fails the run with that worker's cause."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = distribute.tensorflow()
   try:
     distribute.barrier()
   except tf.errors.OpError as e:
@@ -279,7 +290,7 @@ def _execute_as_worker(name, run_fn, config, workdir, run, fp, collective) -> St
         if chief:  # the chief failed first; this is only the consequence
           raise StageError(name, "the chief failed this stage: %s" % chief) from e
       raise _worker_failure(run, name, e) from e
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
+  tf = distribute.tensorflow()
   try:
     distribute.barrier()  # wait for the chief's manifest
   except tf.errors.OpError as e:

@@ -45,6 +45,20 @@ def fingerprint(obj) -> str:
   return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def content_hash(path: str) -> str:
+  """sha256 of the file, or of every file of a SavedModel directory (names and bytes): a changed
+  file (a teacher, a student's start weights, data) reruns what was made from it."""
+  digest = hashlib.sha256()
+  files = [path] if not os.path.isdir(path) else sorted(
+      os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+  for name in files:
+    digest.update(os.path.relpath(name, path).encode() if name != path else b"")
+    with open(name, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+  return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
   """Yields a temporary path beside ``path``; renames it onto ``path`` on success.

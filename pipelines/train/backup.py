@@ -82,10 +82,12 @@ class StageBackup(keras.callbacks.Callback):
       private one on the other workers of a multi-worker run, which restore from the
       chief's ``directory`` (the run directory is shared) but never write it.
     extra: further trackable state of the stage (e.g. dynamic pruning's counters), or None.
+    shape: ``shape() -> dict``: the model's shape now, recorded with each backup for a model
+      that changes shape between epochs (the channel phases), or None.
   """
 
   def __init__(self, directory: str, fingerprint: str, model, optimizer, variables, early,
-               write_directory: Optional[str] = None, extra=None):
+               write_directory: Optional[str] = None, extra=None, shape=None):
     super().__init__()
     self.directory = directory
     self.write_directory = write_directory or directory
@@ -93,7 +95,9 @@ class StageBackup(keras.callbacks.Callback):
     self.optimizer = optimizer
     self.variables = list(variables)
     self.early = early
+    self.shape = shape
     self.resumed_from: Optional[int] = None
+    self.written: Optional[int] = None  # the epochs done at the last backup this run wrote or read
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                           **({"extra": extra} if extra is not None else {}))
     self.interval = 0.0 if distribute.name() == "multi_worker" else rundir.backup_interval_seconds()
@@ -108,8 +112,7 @@ class StageBackup(keras.callbacks.Callback):
     """Loads the latest backup if there is one for this config; returns the epochs already done."""
     latest = self.latest()
     if latest is None:
-      if os.path.isdir(self.write_directory):  # another config's, or incomplete
-        shutil.rmtree(self.write_directory, ignore_errors=True)
+      self.clear(self.write_directory)  # another config's, or incomplete
       return 0
     # Slots exist, so they restore now, not deferred (inside a LossScaleOptimizer, its inner one).
     getattr(self.optimizer, "inner_optimizer", self.optimizer).build(self.variables)
@@ -120,7 +123,7 @@ class StageBackup(keras.callbacks.Callback):
     with np.load(os.path.join(self.directory, latest["state"]), allow_pickle=False) as state:
       self.early.load_state(json.loads(str(state["meta"])),
                             [state["w%d" % i] for i in range(int(state["n"]))])
-    self.resumed_from = int(latest["epoch"])
+    self.resumed_from = self.written = int(latest["epoch"])
     return self.resumed_from
 
   # -- save ----------------------------------------------------------------
@@ -146,7 +149,9 @@ class StageBackup(keras.callbacks.Callback):
         np.savez(f, meta=json.dumps(meta), n=len(weights),
                  **{"w%d" % i: w for i, w in enumerate(weights)})
     rundir.write_json(os.path.join(directory, LATEST), {
-        "epoch": done, "checkpoint": prefix, "state": state, "fingerprint": self.fingerprint})
+        "epoch": done, "checkpoint": prefix, "state": state, "fingerprint": self.fingerprint,
+        "shape": self.shape() if self.shape is not None else None})
+    self.written = done
     for old in glob.glob(os.path.join(directory, "ckpt-*")) + glob.glob(
         os.path.join(directory, "state-*")):
       if not os.path.basename(old).startswith((prefix + ".", state)):
@@ -154,7 +159,12 @@ class StageBackup(keras.callbacks.Callback):
 
   def discard(self) -> None:
     """Deletes this process' backup (the stage finished)."""
-    shutil.rmtree(self.write_directory, ignore_errors=True)
+    self.clear(self.write_directory)
+
+  @staticmethod
+  def clear(directory: str) -> None:
+    """Deletes the backup in ``directory``, if any."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def resume(saver: "StageBackup", stage: str, jsonl: str, epochs: int):

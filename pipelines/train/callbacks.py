@@ -38,7 +38,7 @@ class PruningAwareEarlyStopping(keras.callbacks.Callback):
   weights, so its "best" can be an epoch before pruning finished: the least
   sparse one. Here patience and the choice of the best epoch only consider
   epochs that end at or after ``final_step``; at the end of training the best
-  such state of ``student`` is restored. If no epoch reached ``final_step`` a
+  such state of ``student`` is restored (:meth:`restore_best`). If no epoch reached ``final_step`` a
   :class:`StageError` is raised (schedules are checked beforehand, so this
   means training was cut short).
 
@@ -103,7 +103,9 @@ class PruningAwareEarlyStopping(keras.callbacks.Callback):
     self.stopped_epoch, self.first_final_epoch = meta["stopped_epoch"], meta["first_final_epoch"]
     self.best_weights = list(best_weights) if meta["best_epoch"] is not None else None
 
-  def on_train_end(self, logs=None):
+  def restore_best(self) -> None:
+    """Puts the best epoch's weights back into ``student`` (the loop calls it once, after its
+    last ``fit``: a model that changes shape between epochs is fitted in several stretches)."""
     if self.best_weights is None:
       raise StageError(self.stage, "training ended at pruning step %d, before the schedule "
                        "reached its final sparsity at step %d" % (self.step_fn(), self.final_step))

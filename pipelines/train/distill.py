@@ -21,9 +21,11 @@ from typing import Optional
 import numpy as np
 
 from models.compat import keras, tf
+from models.registry import build_model
+from models.weights import load_start_weights
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
-from pipelines.runtime import distribute, progress, upstream
+from pipelines.runtime import distribute, progress, rundir, upstream
 from pipelines.train import losses, teacher_import, teacher_store
 from pipelines.train import optimizers  # also registers the schedules saved models name
 
@@ -237,9 +239,10 @@ class DistillationTrainer(keras.Model):
 
 
 def agreement_metrics(history) -> dict:
-  """``{"agreement", "teacher_kl"}`` of the last epoch a ``fit`` ran (the student against its
+  """``{"agreement", "teacher_kl"}`` of the last epoch a ``fit`` ran (its History, or the
+  ``{key: per-epoch values}`` of :class:`pipelines.train.loop.Trained`) (the student against its
   teacher on that epoch's training batches), or ``{}`` when they were not logged."""
-  logs = getattr(history, "history", {}) or {}
+  logs = getattr(history, "history", history) or {}
   return {k: round(float(logs[k][-1]), 6) for k in ("agreement", "teacher_kl") if logs.get(k)}
 
 
@@ -343,7 +346,7 @@ def load_teacher(workdir: str, bundle, dataset: str):
     with open(path) as f:
       record = json.load(f)
     if not os.path.exists(record["path"]) or \
-        teacher_import.content_hash(record["path"]) != record["sha256"]:
+        rundir.content_hash(record["path"]) != record["sha256"]:
       raise ConfigError("the imported teacher %s is missing or changed since kdprune-teacher "
                         "imported it; rerun kdprune-teacher --workdir=%s" % (record["path"], workdir))
     teacher, _ = teacher_import.load(record["path"], bundle.input_shape, bundle.num_classes,
@@ -380,10 +383,6 @@ def teacher_for_training(workdir: str, bundle, data, distill_config, train_confi
 def build_student(config, bundle):
   """The built ``config.model`` (a StudentConfig's), started from ``config.weights``
   (``--student_weights``) when given; a file that does not fit is a ConfigError."""
-  # pylint: disable=g-import-not-at-top
-  from models.registry import build_model
-  from models.weights import load_start_weights
-  # pylint: enable=g-import-not-at-top
   student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
                         flag="--student_model")
   if config.weights is not None:

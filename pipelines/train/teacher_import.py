@@ -13,8 +13,9 @@ Every check runs before any training: the path exists and loads, its input shape
 class (per target for regression).
 """
 
-import hashlib
+import json
 import os
+import zipfile
 from typing import Optional, Tuple
 
 import numpy as np
@@ -42,23 +43,7 @@ def kind_of(path: str) -> str:
                     % path)
 
 
-def content_hash(path: str) -> str:
-  """sha256 of the file, or of every file of a SavedModel directory (names and bytes): a changed
-  teacher reruns the students."""
-  digest = hashlib.sha256()
-  files = [path] if not os.path.isdir(path) else sorted(
-      os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
-  for name in files:
-    digest.update(os.path.relpath(name, path).encode() if name != path else b"")
-    with open(name, "rb") as f:
-      for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _is_keras3_archive(path: str) -> bool:
-  import json  # pylint: disable=g-import-not-at-top
-  import zipfile  # pylint: disable=g-import-not-at-top
   try:
     with zipfile.ZipFile(path) as archive:
       meta = json.loads(archive.read("metadata.json"))

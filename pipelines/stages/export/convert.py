@@ -1,92 +1,35 @@
-"""Export stage: the int8 student as TFLite and SavedModel, baselines, and a report measured on the files.
-
-  kdprune-export --workdir=runs/demo        # after kdprune-qat
-
-Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
-``default`` unless given):
-
-* ``student_qat_int8.tflite``: the product, int8 weights and activations
-  converted from the QAT model; ``saved_model/``: the QAT student as a
-  SavedModel (``serving_default`` signature);
-* baselines (``--export_baselines``): ``teacher_float.tflite`` (the float
-  teacher, the default: the report's comparison), and on request
-  ``student_float.tflite`` (the float pruned student),
-  ``student_ptq_dynamic.tflite`` and ``student_ptq_int8.tflite``
-  (post-training dynamic-range and full-integer quantization of it);
-* ``report.json``, ``report.md``, ``accuracy_vs_size.png`` and a TensorBoard
-  text summary of the table under ``tb/``;
-* ``preprocessing.json`` (also under ``preprocessing`` in ``report.json``): what
-  the models expect, so the folder can be served alone: the raw input's shape
-  and dtype, the resizing and the normalisation as explicit numbers (the
-  statistics fitted on train), the CSV feature columns, the task and the class
-  names (see :meth:`pipelines.data.bundle.DatasetBundle.preprocessing`;
-  ``kdprune-predict`` reads it). Every ``.tflite`` also carries it as the
-  metadata entry ``kdprune_preprocessing``.
-
-Every figure is measured on the exported files (see
-:mod:`pipelines.export.tflite`). The stage fails if the product is not
-integer-only (an op other than the input QUANTIZE and the output DEQUANTIZE
-touches a float tensor; the op list is in ``report.json``'s ``product_ops``)
-or if a pruned layer's weight tensor in an exported student holds fewer zeros
-than that layer had in the student.
-"""
+"""The export stage's work (TensorFlow imported here, at the top); its checks are in
+:mod:`pipelines.stages.export`."""
 
 import json
 import os
 import shutil
 import time
 
-from pipelines.config import EXPORT as NAME
+import numpy as np
+
+from models.compat import tf
 from pipelines.config import (
   BASELINES,
   PREPROCESSING_FILE,
   PREPROCESSING_METADATA,
   PRODUCT,
-  STUDENT,
   ExportConfig,
-  stage_of,
   tasks,
 )
 from pipelines.config.errors import StageError
-from pipelines.data import sources
+from pipelines.data import bundle as data_lib
+from pipelines.export import report
+from pipelines.export import tflite as tflite_tools
+from pipelines.quantize import qat
 from pipelines.runtime import progress, rundir, timing, upstream
-from pipelines.runtime.execute import Stage, StageResult
-
-__all__ = ["NAME", "STAGE", "PRODUCT", "ExportConfig", "validate", "fingerprint_inputs", "run"]
-
-
-def validate(config: ExportConfig) -> None:
-  config.validate()
-  sources.resolve(config.data)
-
-
-def check_upstream(config: ExportConfig, workdir: str) -> None:
-  """The finished QAT run and student it exports (read from the manifest only)."""
-  upstream.export_inputs(workdir, config.name)
-
-
-def fingerprint_inputs(config: ExportConfig, workdir: str) -> dict:
-  inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
-  upstream.check_data_matches(workdir, stage_of(STUDENT, config.name), config.data,
-                              "kdprune-student")
-  for stage, entry in upstream.export_inputs(workdir, config.name).items():
-    inputs[stage] = upstream.identity(entry)
-  return inputs
+from pipelines.runtime.execute import StageResult
+from pipelines.stages.export import validate
+from pipelines.train import distill, summaries
 
 
 def run(config: ExportConfig, workdir: str) -> StageResult:
   """Converts, measures and reports; see the module docstring."""
-  # TensorFlow is imported here, not at the top: flags are checked before it loads.
-  # pylint: disable=g-import-not-at-top
-  import numpy as np
-
-  from models.compat import tf
-  from pipelines.data import bundle as data_lib
-  from pipelines.export import report
-  from pipelines.export import tflite as tflite_tools
-  from pipelines.quantize import qat
-  from pipelines.train import distill, summaries
-  # pylint: enable=g-import-not-at-top
   validate(config)
   timing.lap("startup")
   run_dir = rundir.RunDir(workdir)
@@ -310,6 +253,3 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
 
 
 # Conversion and measurement need no other worker: the chief does them, the others wait.
-STAGE = Stage(kind=NAME, config_type=ExportConfig, validate=validate,
-              fingerprint_inputs=fingerprint_inputs, run=run, check_upstream=check_upstream,
-              collective=False)
