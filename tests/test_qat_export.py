@@ -1,5 +1,6 @@
 """QAT that keeps the sparsity, TFLite conversion and measurement, and the export report."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -10,6 +11,7 @@ import pytest
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError, StageError
 from pipelines.export import tflite as tflite_tools
+from pipelines.quantize import backend as quantize_backend
 from pipelines.quantize import qat as qat_lib
 from pipelines.runtime import execute as stage
 from pipelines.runtime import rundir
@@ -227,7 +229,8 @@ def test_qat_fails_loudly_when_the_sparsity_falls(finished_run, tmp_path, monkey
   workdir = tmp_path / "copy"
   shutil.copytree(finished_run[0], workdir)
   teacher_model = (workdir / "teacher" / "model.keras").read_bytes()
-  monkeypatch.setattr(qat_lib, "remask", lambda qmodel, masks: {})  # as if drift were not repaired
+  monkeypatch.setattr(quantize_backend, "TFMOT", dataclasses.replace(  # drift not repaired
+      quantize_backend.TFMOT, remask=lambda qmodel, masks: {}))
   config = tiny_qat_config(scheme="default", epochs=2, learning_rate=0.5, optimizer="sgd")
   with pytest.raises(StageError, match=r"sparsity .* is below the target .*QAT moved weights"):
     stage.execute(config.stage, qat.run, config, str(workdir),
@@ -373,7 +376,8 @@ def test_export_converts_the_qat_stages_savedmodel_without_rebuilding_the_qat_mo
   def refuse(*args, **kwargs):
     built.append(args)
     raise AssertionError("the export rebuilt the QAT model")
-  monkeypatch.setattr(qat_lib, "rebuild", refuse)
+  monkeypatch.setattr(quantize_backend, "TFMOT", dataclasses.replace(quantize_backend.TFMOT,
+                                                                      rebuild=refuse))
   config = tiny_export_config()
   stage.execute(config.stage, export.run, config, str(workdir),
                 export.fingerprint_inputs(config, str(workdir)), force=True, log=lambda *_: None)
@@ -393,8 +397,9 @@ def test_export_converts_the_qat_stages_savedmodel_without_rebuilding_the_qat_mo
   (workdir / "manifest.json").write_text(json.dumps(manifest))
   shutil.rmtree(workdir / "qat" / "default" / "saved_model")
   rebuilt = []
-  real = qat_lib.rebuild
-  monkeypatch.setattr(qat_lib, "rebuild", lambda *a, **k: rebuilt.append(1) or real(*a, **k))
+  real = quantize_backend.TFMOT.rebuild
+  monkeypatch.setattr(quantize_backend, "TFMOT", dataclasses.replace(
+      quantize_backend.TFMOT, rebuild=lambda *a, **k: rebuilt.append(1) or real(*a, **k)))
   stage.execute(config.stage, export.run, config, str(workdir),
                 export.fingerprint_inputs(config, str(workdir)), force=True, log=lambda *_: None)
   assert rebuilt == [1]

@@ -55,18 +55,6 @@ def latest(directory: str, fingerprint: Optional[str]) -> Optional[dict]:
   return found if found.get("fingerprint") == fingerprint else None
 
 
-def locate(workdir: str, stage: str):
-  """``(backup directory, stage fingerprint, committed backup or None)`` for ``stage``.
-
-  The fingerprint is the one :func:`pipelines.stage.execute` recorded when it
-  started the stage (None when a stage's ``run`` is called directly).
-  """
-  run_dir = rundir.RunDir(workdir)
-  fp = (run_dir.entry(stage) or {}).get("fingerprint")
-  directory = os.path.join(run_dir.stage_dir(stage), "backup")
-  return directory, fp, latest(directory, fp)
-
-
 class StageBackup(keras.callbacks.Callback):
   """Epoch-end backups of ``model`` + ``optimizer`` + ``early``'s state; restore on rerun.
 

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from models.compat import keras
 from pipelines.config.errors import StageError
-from pipelines.prune.magnitude import pruning_step
+from pipelines.prune import backend as prune_backend
 
 
 def keras_verbosity(progress: str) -> int:
@@ -60,7 +60,7 @@ class PruningAwareEarlyStopping(keras.callbacks.Callback):
     self.monitor = monitor
     self.patience = int(patience)
     self.min_delta = abs(float(min_delta))
-    self.step_fn = step_fn or (lambda: pruning_step(student))
+    self.step_fn = step_fn or (lambda: prune_backend.for_model(student).step(student))
     self.stage = stage
     self.higher_is_better = "acc" in monitor
     self.best = None

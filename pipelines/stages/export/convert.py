@@ -21,7 +21,7 @@ from pipelines.config.errors import StageError
 from pipelines.data import bundle as data_lib
 from pipelines.export import report
 from pipelines.export import tflite as tflite_tools
-from pipelines.quantize import qat
+from pipelines.quantize import backend as quantize_backend
 from pipelines.runtime import progress, rundir, timing, upstream
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.export import validate
@@ -55,9 +55,12 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
   # The QAT stage's serving SavedModel; a QAT run recorded before it wrote one is rebuilt.
   qat_serving = run_dir.abspath(q_entry["artifacts"]["saved_model"]) if (
       "saved_model" in q_entry["artifacts"]) else None
-  qmodel = None if qat_serving else qat.rebuild(
-      distill.load_keras_model(files["student_model"]), files["scheme"], files["weights"],
-      "kdprune-qat --workdir=%s" % workdir)
+  if qat_serving:
+    qmodel = None
+  else:
+    qat_student = distill.load_keras_model(files["student_model"])
+    qmodel = quantize_backend.for_model(qat_student).rebuild(
+        qat_student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)
   sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
                q_entry["metrics"][key])]
   if "teacher" in up and "teacher_float" in config.baselines:

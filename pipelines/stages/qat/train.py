@@ -6,8 +6,8 @@ import os
 from pipelines.config import QatConfig, tasks
 from pipelines.config.errors import ConfigError
 from pipelines.export import tflite
-from pipelines.prune import magnitude as pruning
-from pipelines.quantize import qat
+from pipelines.prune import backend as prune_backend
+from pipelines.quantize import backend as quantize_backend
 from pipelines.runtime import distribute, progress, rundir, timing, upstream
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.qat import validate
@@ -37,6 +37,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
       cache_path=(upstream.teacher_logits_path(workdir, config.data)
                   if teacher is not None else None))
   timing.lap("teacher_outputs")
+  qat = quantize_backend.for_model(student)
+  pruning = prune_backend.for_model(student)
   masks = qat.zero_masks(student, upstream_student.pruned_layers)
   with distribute.strategy().scope():
     qmodel = qat.quantize(student, config.scheme)
@@ -133,7 +135,7 @@ def _serving_copy(qmodel, student, scheme: str):
   values = qmodel.get_weights()
   if not distribute.is_chief():
     return None
-  copy = qat.quantize(student, scheme)
+  copy = quantize_backend.for_model(student).quantize(student, scheme)
   copy.set_weights(values)
   return copy
 
@@ -147,4 +149,5 @@ def load_model(workdir: str, name: str = "default"):
   """
   files = upstream.qat_files(workdir, name)
   student = distill.load_keras_model(files["student_model"])
-  return qat.rebuild(student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)
+  return quantize_backend.for_model(student).rebuild(
+      student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)

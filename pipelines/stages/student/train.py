@@ -5,8 +5,8 @@ import os
 
 from pipelines.config import STUDENT as NAME
 from pipelines.config import StudentConfig, tasks
-from pipelines.prune import channels, dynamic
-from pipelines.prune import magnitude as pruning
+from pipelines.prune import backend as prune_backend
+from pipelines.prune import channels
 from pipelines.runtime import distribute, progress, timing, upstream
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.student import validate
@@ -53,12 +53,11 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       progress.warn("[%s] warning: the student (%d parameters) is larger than its teacher (%d); "
                     "check --student_model/--student_width" % (
                         config.stage, student.count_params(), teacher.count_params()))
-    pruned, plan = pruning.apply_pruning(student, config.pruning, steps)
-    revision = None
-    if config.pruning.method == "dynamic":
-      # The revisions own the mask after tfmot's schedule has reached its final sparsity.
-      revision = dynamic.MaskRevision(pruned, steps["mask_update_begin"], steps["mask_update_end"],
-                                      steps["mask_update_every"], config.pruning.drop_fraction)
+    backend = prune_backend.for_model(student)
+    pruned, plan = backend.wrap(student, config.pruning, steps)
+    # Dynamic pruning: the revisions own the mask once the schedule has its final sparsity.
+    revision = backend.revision(pruned, config.pruning, steps) \
+        if config.pruning.method == "dynamic" else None
     trainer = distill.DistillationTrainer(
         pruned, teacher=online, temperature=config.distill.temperature,
         alpha=config.distill.alpha, distill=config.distill.enabled, mask_revision=revision,
@@ -68,15 +67,15 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   timing.lap("build")
 
   def own_callbacks(tb_dir: str):
-    return [*pruning.training_callbacks(tb_dir),
-            *([dynamic.RevisionSummaries(revision, os.path.join(tb_dir, "train"))]
+    return [*backend.callbacks(pruned, tb_dir),
+            *(backend.revision_callbacks(revision, os.path.join(tb_dir, "train"))
               if revision is not None else []),
-            *([pruning.MByNSummary(pruned, steps, os.path.join(tb_dir, "train"))]
+            *(backend.m_by_n_callbacks(pruned, steps, os.path.join(tb_dir, "train"))
               if config.pruning.structure == "m_by_n" else [])]
 
   phase = loop.Phase(
       model=pruned, trainer=trainer, final_step=steps["final_step"],
-      step_fn=lambda: pruning.pruning_step(pruned), tensorboard=False, extra=revision,
+      step_fn=lambda: backend.step(pruned), tensorboard=False, extra=revision,
       callbacks=own_callbacks)
   pruned_names = [n for n, why in plan.items() if why == "prune"]
   targets = {n: config.pruning.target_for(n) for n in pruned_names}
@@ -99,9 +98,9 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   trained = loop.train(config, workdir, phase, train_ds, val_ds, "--student_learning_rate",
                        fresh=bool(shrunk) and shrunk.epochs_run > shrunk.done)
 
-  stripped = precision.to_float32(pruning.strip(pruned))  # what is measured is what is saved
+  stripped = precision.to_float32(backend.strip(pruned))  # what is measured is what is saved
   m_by_n = config.pruning.m_by_n if config.pruning.structure == "m_by_n" else None
-  report = pruning.sparsity_report(stripped, plan, m_by_n, targets=targets)
+  report = backend.sparsity_report(stripped, plan, m_by_n, targets=targets)
   metrics = {
       **loop.evaluate_splits(stripped, bundle, config.data),
       "sparsity": report["sparsity"], "target_sparsity": report["target"],
@@ -113,7 +112,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       "pruning_method": config.pruning.method,
   }
   if m_by_n:
-    metrics["m_by_n_applied_step"] = pruning.m_by_n_applied_step(pruned, steps)
+    metrics["m_by_n_applied_step"] = backend.m_by_n_applied_step(pruned, steps)
   if revision is not None:
     metrics.update(revision.report())
   if shrunk:
@@ -126,7 +125,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       lambda: loop.save_keras(stripped, stage_dir),
       final={"final/sparsity": metrics["sparsity"],
              "final/nonzero_params": float(metrics["nonzero_params"])},
-      check=lambda: pruning.check_sparsity(report, report["target"], config.stage, m_by_n))
+      check=lambda: backend.check_sparsity(report, report["target"], config.stage, m_by_n))
   progress.say("[%s] %s at sparsity %.4f (%d of %d parameters nonzero; best epoch %s of "
                "%d, %.1f s) -> %s" % (
                    config.stage, tasks.describe_result(metrics), metrics["sparsity"],
@@ -147,7 +146,7 @@ def _channels_result(config: StudentConfig, workdir: str, stage_dir: str, bundle
   not_pruned = dict(info["kept"])
   not_pruned.update({name: "channels: %d of %d units kept" % (after[name], info["original"][name])
                      for name in info["chains"]})
-  report = pruning.sparsity_report(final, not_pruned)
+  report = prune_backend.for_model(final).sparsity_report(final, not_pruned)
   metrics = {
       **loop.evaluate_splits(final, bundle, config.data),
       "sparsity": report["sparsity"], "target_sparsity": 0.0,
