@@ -265,11 +265,11 @@ def load(config: DataConfig) -> DatasetBundle:
   splits, note = caching.cache_splits(config, uncached, counts,
                                       carved=validation_rows is not None and read.pick is None)
   mode = source.kind.auto_normalization if config.normalization == "auto" else config.normalization
-  stats = None
-  if read.x_train is not None and mode in ("standardize", "maxabs"):
-    stats = (_moments_numpy if mode == "standardize" else _max_abs_numpy)(read.x_train, train_rows)
-  elif mode == "standardize":
-    stats = _moments_dataset(splits["train"])
+  stats, x = None, read.x_train  # fitted on train: the array's rows, else the cached split
+  if mode == "standardize":
+    stats = _moments_dataset(splits["train"]) if x is None else _moments_numpy(x, train_rows)
+  elif mode == "maxabs":
+    stats = _max_abs_dataset(splits["train"]) if x is None else _max_abs_numpy(x, train_rows)
   spec = normalization_spec(mode, source.input_dtype, stats)
   return DatasetBundle(
       name=config.dataset, source=source.kind.name, raw=splits, normalize=normalizer(spec),
@@ -281,8 +281,7 @@ def load(config: DataConfig) -> DatasetBundle:
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
       file_shards=read.file_shards, uncached=uncached, cache_note=note,
       memory_budget=caching.budget_bytes(config.cache_budget_mb),
-      input_range=None if read.x_train is None else (
-          lambda: _range_numpy(read.x_train, train_rows)))
+      input_range=None if x is None else lambda: _range_numpy(x, train_rows))
 
 
 def _positions(stream: tf.data.Dataset, n: int, rows: np.ndarray) -> tf.data.Dataset:
@@ -480,3 +479,11 @@ def _moments_dataset(ds: tf.data.Dataset):
   mean = (s / n).numpy()
   std = np.sqrt(np.maximum((ss / n).numpy() - mean ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _max_abs_dataset(ds: tf.data.Dataset):
+  """Per-last-axis largest absolute value of the inputs of ``ds`` (1 where all zero), one pass."""
+  channels = ds.element_spec[0].shape[-1]
+  top = ds.reduce(tf.zeros([channels], tf.float32), lambda top, xy: tf.maximum(top, tf.reduce_max(
+      tf.abs(tf.reshape(tf.cast(xy[0], tf.float32), [-1, channels])), axis=0))).numpy()
+  return np.where(top > 0, top, 1.0).astype(np.float32)
