@@ -211,6 +211,13 @@ def test_an_unknown_name_lists_every_kind_of_source_and_suggests_a_name_once():
     assert kind in message
 
 
+def test_an_empty_dataset_lists_every_kind_of_source():
+  with pytest.raises(ConfigError) as err:
+    data.DataConfig(dataset="").validate()
+  for kind in ("images:", "tfrecord:", "npz:", "csv:", "synthetic_regression", "digits"):
+    assert kind in str(err.value)
+
+
 def _make_source(root, kind):
   if kind == "images:":
     (root / "photos" / "cat").mkdir(parents=True)
