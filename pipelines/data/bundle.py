@@ -287,7 +287,7 @@ def load(config: DataConfig) -> DatasetBundle:
 def _positions(stream: tf.data.Dataset, n: int, rows: np.ndarray) -> tf.data.Dataset:
   """The examples at the sorted positions ``rows`` of ``stream`` (``n`` examples): a filter over
   the stream that ends at the last one."""
-  if len(rows) == n or rows[-1] == len(rows) - 1:  # all, or the first len(rows)
+  if rows[-1] == len(rows) - 1:  # the first len(rows): all of them, or --train_examples
     return stream.take(len(rows))
   mask = np.zeros(n, dtype=bool)
   mask[rows] = True

@@ -48,8 +48,8 @@ class Tfds(SourceKind):
     splits = {role: builder.as_dataset(split=spec, shuffle_files=False).map(
         plain(lambda ex: (ex[input_key], tf.cast(ex[label_key], tf.int32))))
               for role, spec in roles.items()}
-    sizes = self.split_sizes(source) or {
-        role: int(ds.reduce(np.int64(0), lambda c, _: c + 1).numpy()) for role, ds in splits.items()}
+    sizes = self.split_sizes(source) or {  # no counts recorded: count once
+        role: int(ds.reduce(np.int64(0), lambda c, _: c + 1)) for role, ds in splits.items()}
     return Read(splits, sizes, validation_source="validation split" if roles.get(
         "validation") == "validation" else "split %s" % roles.get("validation"))
 
@@ -148,7 +148,8 @@ def _resolve(kind: Tfds, config: DataConfig) -> Source:
         "(e.g. train=train[:98%%],validation=train[98%%:],test=%s)", given, roles["test"])
   return Source(kind=kind, input_shape=tuple(int(d) for d in shape),
                 num_classes=int(label_feature.num_classes),
-                input_dtype=np.dtype(input_feature.np_dtype), class_names=_class_names(label_feature),
+                input_dtype=np.dtype(input_feature.np_dtype),
+                class_names=_class_names(label_feature),
                 payload={"builder": builder, "keys": (input_key, label_key), "roles": roles})
 
 
