@@ -92,6 +92,25 @@ def test_npz_carves_validation(tmp_path):
   assert bundle.num_examples == {"train": 45, "validation": 5, "test": 20}
 
 
+@pytest.mark.parametrize("kind", ["npz", "csv", "synthetic", "tfds"])
+def test_the_kind_that_claims_a_dataset_counts_and_reads_it_alike(tmp_path, kind):
+  """One dispatch (sources.KINDS) and one carve-and-count plan: split_sizes, without TensorFlow,
+  says what load gives, carve and --train_examples included."""
+  table = "\n".join(["a,b,y"] + ["%d,%d,%d" % (i, i * i, i % 2) for i in range(40)])
+  (tmp_path / "d.csv").write_text(table + "\n")
+  config = {"npz": dict(dataset="npz:" + write_npz(tmp_path / "d.npz", n_train=50)),
+            "csv": dict(dataset="csv:%s" % (tmp_path / "d.csv"), target_column="y"),
+            "synthetic": dict(task="regression", dataset="synthetic_regression:n_samples=90,"
+                              "n_features=3,n_informative=2"),
+            "tfds": dict(dataset="digits")}[kind]
+  config = data.DataConfig(train_examples=20, validation_fraction=0.2, **config)
+  assert sources.kind_of(config.dataset).name == kind
+  bundle = data.load(config)
+  assert bundle.source == kind and bundle.num_examples["train"] == 20
+  assert sources.split_sizes(config) == bundle.num_examples
+  assert sum(1 for _ in bundle.validation) == bundle.num_examples["validation"]
+
+
 def test_npz_with_validation_split_and_uint8_scaling(tmp_path):
   rng = np.random.default_rng(0)
   path = write_npz(tmp_path / "d.npz", with_val=True,
@@ -209,6 +228,13 @@ def test_an_unknown_name_lists_every_kind_of_source_and_suggests_a_name_once():
   assert "(did you mean digits?)" in message  # "digits or digits" before
   for kind in ("images:", "tfrecord:", "npz:", "csv:", "synthetic_regression"):
     assert kind in message
+
+
+def test_an_empty_dataset_lists_every_kind_of_source():
+  with pytest.raises(ConfigError) as err:
+    data.DataConfig(dataset="").validate()
+  for kind in ("images:", "tfrecord:", "npz:", "csv:", "synthetic_regression", "digits"):
+    assert kind in str(err.value)
 
 
 def _make_source(root, kind):

@@ -64,9 +64,9 @@ def test_one_folder_is_split_seeded_and_resized(folders):
   assert bundle.num_examples["test"] == round(90 * 0.25)
   x, _ = next(iter(bundle.batches("train", 4)))
   assert x.shape == (4, 12, 10, 1) and float(x.numpy().max()) <= 1.0  # uint8 scaled to [0, 1]
-  first = list(sources.resolve(config).files["test"][0])
+  first = list(sources.resolve(config).payload["test"][0])
   sources._LAST.clear()  # pylint: disable=protected-access  (resolve again, not from the memo)
-  assert list(sources.resolve(config).files["test"][0]) == first  # the same seeded test split
+  assert list(sources.resolve(config).payload["test"][0]) == first  # the same seeded test split
 
 
 def test_a_teacher_trains_on_an_image_folder(folders, tmp_path):

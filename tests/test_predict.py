@@ -82,7 +82,7 @@ def test_preprocessing_reproduces_the_bundle_normalisation_bit_for_bit(tmp_path,
   if kind == "csv":
     assert spec["feature_columns"] == ["f%d" % i for i in range(10)]
     # mean/std fitted on the training split only
-    train = sources.resolve(config).arrays["x_train"]
+    train = sources.resolve(config).payload["x_train"]
     tr, _ = sources.carve_indices(len(train), config.validation_fraction, config.seed)
     assert np.allclose(spec["normalization"]["mean"], train[tr].mean(0), rtol=1e-5)
   got = predict.normalize(raw, spec)
@@ -215,7 +215,7 @@ def test_predict_on_a_raw_csv_gives_the_reported_accuracy(csv_run, tmp_path):
   report, product = _product(workdir)
   spec = report["preprocessing"]
   assert spec["normalization"]["kind"] == "standardize" and len(spec["normalization"]["std"]) == 10
-  arrays = sources.resolve(config.export.data).arrays
+  arrays = sources.resolve(config.export.data).payload
   x, y = arrays["x_test"], arrays["y_test"]
   assert len(x) == report["test_examples"]
   # Columns in another order, the target and an extra column: features are taken by name.
@@ -247,7 +247,7 @@ def test_predict_on_a_regression_npz_gives_the_reported_mse(regression_run, tmp_
   assert report["preprocessing"]["task"] == "regression"
   assert report["preprocessing"]["outputs"] == {"kind": "values", "targets": 1}
   assert "class_names" not in report["preprocessing"]
-  arrays = sources.resolve(config.export.data).arrays
+  arrays = sources.resolve(config.export.data).payload
   x, y = arrays["x_test"], arrays["y_test"]
   np.savez(tmp_path / "raw.npz", x=x)
   rows = _cli(tmp_path, workdir / "export" / "default", tmp_path / "raw.npz")
@@ -326,7 +326,7 @@ def test_inputs_far_beyond_the_training_range_get_a_warning(regression_run, tmp_
   workdir, _, config = regression_run
   report, _ = _product(workdir)
   lo, hi = report["preprocessing"]["input"]["range"]
-  arrays = sources.resolve(config.export.data).arrays
+  arrays = sources.resolve(config.export.data).payload
   # The training rows' range (the validation rows carved from x_train are not in it).
   assert float(arrays["x_train"].min()) - 1e-6 <= lo < hi <= float(arrays["x_train"].max()) + 1e-6
   x = arrays["x_test"]

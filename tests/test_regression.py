@@ -83,7 +83,7 @@ def test_make_regression_matches_scikit_learn():
 def test_synthetic_regression_is_normalised_as_the_seed_and_split():
   config = data.DataConfig(dataset=SYNTHETIC, task="regression")
   source = sources.resolve(config)
-  a = source.arrays
+  a = source.payload
   x = np.concatenate([a["x_train"], a["x_test"]])
   y = np.concatenate([a["y_train"], a["y_test"]])
   np.testing.assert_allclose(np.abs(x).max(axis=0), 1.0, rtol=1e-6)  # x / abs(x).max(axis=0)

@@ -86,6 +86,23 @@ def test_tabular_records_and_file_sharding(tmp_path):
   assert zipped.experimental_distribute.auto_shard_policy == policy.DATA  # cached teacher rows
 
 
+def test_maxabs_on_feature_records_is_fitted_on_train(tmp_path):
+  """--normalization=maxabs on feature records gave a NaN scale (no statistics were fitted)."""
+  rng = np.random.default_rng(1)
+  x = {"train": rng.normal(size=(30, 3)).astype(np.float32) * [1, 5, 0], "test": np.ones((5, 3))}
+  for split, rows in x.items():
+    _write(tmp_path / split, [tf.train.Example(features=tf.train.Features(feature={
+        "features": tf.train.Feature(float_list=tf.train.FloatList(value=f)),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))})).SerializeToString()
+        for f in rows])
+  bundle = data.load(data.DataConfig(dataset="tfrecord:%s" % tmp_path, num_classes=2,
+                                     tfrecord_label_key="label", normalization="maxabs",
+                                     validation_fraction=0.2))
+  seen = np.concatenate([xb.numpy() for xb, _ in bundle.raw["train"].batch(100)])
+  top = np.abs(seen).max(axis=0)
+  np.testing.assert_array_equal(bundle.normalization["max_abs"], [top[0], top[1], 1.0])
+
+
 def test_records_without_the_keys_name_the_keys_found(records, tmp_path):
   root = records[0]
   with pytest.raises(ConfigError, match=r"has no label 'label/id' .*image/class/label \(int64_list\)"):

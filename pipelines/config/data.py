@@ -27,6 +27,7 @@ class DataConfig:
   Attributes:
     dataset: ``digits`` (embedded default), a TFDS name such as ``mnist`` or
       ``cifar10`` (optionally ``name/config:version``), ``npz:/path/file.npz``,
+      ``images:/path/folder``, ``tfrecord:/path/folder``,
       ``csv:/path/file.csv`` (numeric columns, one of them ``target_column``) or
       ``synthetic_regression[:n_samples=...,n_features=...,n_informative=...,noise=...,seed=...]``
       (scikit-learn's ``make_regression``, reimplemented in numpy).
@@ -135,7 +136,8 @@ class DataConfig:
     """Raises ConfigError for values that can be judged without touching data."""
     if not self.dataset:
       raise ConfigError("--dataset is empty; use digits, a TFDS name, npz:/path/file.npz, "
-                        "csv:/path/file.csv, images:/path/folder or synthetic_regression")
+                        "csv:/path/file.csv, images:/path/folder, tfrecord:/path/folder or "
+                        "synthetic_regression")
     if self.npz_path == "":
       raise ConfigError("--dataset=npz: needs a path, e.g. npz:/data/my_data.npz")
     if self.csv_path == "":

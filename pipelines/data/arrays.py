@@ -1,4 +1,5 @@
-"""User arrays: ``.npz`` files and the checks every array source passes. Imports no TensorFlow."""
+"""``--dataset=npz:FILE``: user arrays, the checks every array source passes, and the tf.data
+builder of the array kinds (npz, csv, synthetic). Checks import no TensorFlow."""
 
 import os
 import struct
@@ -7,23 +8,68 @@ from typing import Optional
 
 import numpy as np
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import NPZ_PREFIX, DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.base import Source, carve_indices, first_line
+from pipelines.data.base import Read, Source, SourceKind, carve_indices, first_line
+
+_BYTES_PER_READ = 1 << 20
 
 
-def resolve_npz(config: DataConfig) -> Source:
-  arrays = load_npz_arrays(config.npz_path, config.num_classes, config.task)
-  if config.image_size is not None:
-    raise ConfigError("--image_size is for TFDS image datasets; resize the arrays of %s instead"
-                      % config.npz_path)
-  return array_source("npz", arrays)
+class Arrays(SourceKind):
+  """A ``.npz`` of ``x_<split>`` / ``y_<split>`` arrays, and the base of the other array kinds."""
+
+  name, prefix, usage = "npz", NPZ_PREFIX, "npz:/path/file.npz"
+
+  def resolve(self, config: DataConfig) -> Source:
+    arrays = load_npz_arrays(config.npz_path, config.num_classes, config.task)
+    if config.image_size is not None:
+      raise ConfigError("--image_size is for TFDS image datasets; resize the arrays of %s instead"
+                        % config.npz_path)
+    return self.source(arrays)
+
+  def source(self, arrays: dict) -> Source:
+    x = arrays["x_train"]
+    return Source(kind=self, input_shape=tuple(int(d) for d in x.shape[1:]),
+                  num_classes=int(arrays["num_classes"]), input_dtype=x.dtype, payload=arrays)
+
+  def split_sizes(self, source: Source) -> dict:
+    a = source.payload
+    sizes = {"train": len(a["x_train"]), "test": len(a["x_test"])}
+    if "x_val" in a:
+      sizes["validation"] = len(a["x_val"])
+    return sizes
+
+  def read(self, source: Source, config: DataConfig) -> Read:
+    """The arrays are never copied whole: each split is read a block of rows at a time
+    (:func:`rows`), so a memory-mapped ``.npz`` (:func:`mapped_npz`) stays on disk."""
+    a = source.payload
+    splits = {"test": rows(a["x_test"], a["y_test"])}
+    if "x_val" in a:
+      splits["validation"] = rows(a["x_val"], a["y_val"])
+    return Read(splits, self.split_sizes(source), validation_source="x_val/y_val",
+                pick=lambda index: rows(a["x_train"], a["y_train"], index), x_train=a["x_train"])
 
 
-def array_source(kind: str, arrays: dict) -> Source:
-  x = arrays["x_train"]
-  return Source(kind=kind, input_shape=tuple(int(d) for d in x.shape[1:]),
-                num_classes=int(arrays["num_classes"]), input_dtype=x.dtype, arrays=arrays)
+def rows(x: np.ndarray, y: np.ndarray, index: Optional[np.ndarray] = None):
+  """The examples ``(x[i], y[i])`` for ``i`` in ``index`` (all rows when None), in order, read
+  from the arrays about ``_BYTES_PER_READ`` at a time: a memory-mapped array is read page by page
+  and never copied whole (``from_tensor_slices`` would copy it into one tensor)."""
+  from models.compat import plain, tf  # pylint: disable=g-import-not-at-top  (reading, not checks)
+  index = np.arange(len(x), dtype=np.int64) if index is None else np.asarray(index, np.int64)
+  row_shape, target_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
+
+  def read(i):
+    if len(i) and i[-1] - i[0] == len(i) - 1:  # a contiguous block: a slice, no gather
+      return np.ascontiguousarray(x[i[0]:i[-1] + 1]), np.ascontiguousarray(y[i[0]:i[-1] + 1])
+    return np.asarray(x[i]), np.asarray(y[i])
+
+  def load(i):
+    xs, ys = tf.numpy_function(read, [i], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)],
+                               stateful=False)
+    return tf.ensure_shape(xs, (None,) + row_shape), tf.ensure_shape(ys, (None,) + target_shape)
+  per_read = max(1, min(4096, _BYTES_PER_READ // max(1, x.itemsize * int(np.prod(row_shape)))))
+  ds = tf.data.Dataset.from_tensor_slices(index).batch(per_read)
+  return ds.map(plain(load), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def load_npz_arrays(path: str, num_classes: Optional[int] = None,
@@ -186,3 +232,6 @@ def split_table(x: np.ndarray, y: np.ndarray, config: DataConfig, flag: str) -> 
   train_idx, test_idx = carve_indices(len(x), config.test_fraction, config.seed)
   return {"x_train": x[train_idx], "y_train": y[train_idx],
           "x_test": x[test_idx], "y_test": y[test_idx]}
+
+
+NPZ = Arrays()

@@ -1,31 +1,79 @@
-"""A checked data source, and the seeded carve-outs every source shares. Imports no TensorFlow."""
+"""The data-source protocol: a :class:`SourceKind` per kind of ``--dataset``, the checked
+:class:`Source` it resolves, the raw splits its tf.data builder gives (:class:`Read`), and the
+one seeded validation carve every kind shares (:func:`plan`). Imports no TensorFlow."""
 
+import abc
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from pipelines.config.data import DataConfig
 from pipelines.config.errors import ConfigError
 
 
 @dataclasses.dataclass
 class Source:
-  """A checked data source."""
+  """A checked data source; ``payload`` is what its kind keeps for reading it (the arrays, the
+  files per split, the records, the TFDS builder)."""
 
-  kind: str  # "tfds", "npz", "csv", "synthetic" or "images"
+  kind: "SourceKind"
   input_shape: Tuple[int, ...]
   num_classes: int
   input_dtype: np.dtype
-  builder: Any = None  # tfds.core.DatasetBuilder, for kind == "tfds"
-  input_key: Optional[str] = None
-  label_key: Optional[str] = None
-  splits: Tuple[str, ...] = ()
-  roles: Optional[dict] = None  # TFDS: role (train/validation/test) -> split spec read for it
-  files: Optional[dict] = None  # images: split -> (paths, int32 labels)
-  records: Optional[dict] = None  # tfrecord: {"files", "counts", "form", "label_dtype"}
-  arrays: Optional[dict] = None  # for the array sources (npz, csv, synthetic)
+  payload: Any = None
   feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in the model's order
   class_names: Optional[Tuple[str, ...]] = None  # TFDS ClassLabel names / image class folders
+
+
+@dataclasses.dataclass
+class Read:
+  """A kind's tf.data pipelines of raw examples, before the shared carve, resize, cache and
+  normalisation of :func:`pipelines.data.bundle.load`."""
+
+  splits: Dict[str, Any]  # "train" (all of it), "test", and "validation" when the source has one
+  sizes: Dict[str, int]  # the examples of each
+  validation_source: str = "validation split"  # what the source's own validation split is
+  # Sorted positions of train -> those examples; None: a filter over the training stream.
+  pick: Optional[Callable] = None
+  # The training inputs as an array (array kinds): statistics and the input range come from its
+  # rows; None: statistics are fitted on the cached train split.
+  x_train: Optional[np.ndarray] = None
+  file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
+
+
+class UnknownSource(ConfigError):
+  """A ``--dataset`` no kind knows; :func:`pipelines.data.sources.resolve` adds every kind."""
+
+
+class SourceKind(abc.ABC):
+  """One kind of ``--dataset``: the values it claims, its checks (:meth:`resolve`), the examples
+  it holds per split (:meth:`split_sizes`) and its tf.data builder (:meth:`read`).
+
+  ``resolve`` and ``split_sizes`` import no TensorFlow; ``read`` imports it when called.
+  """
+
+  name = ""  # the bundle's ``source``, e.g. "npz"
+  prefix = ""  # the --dataset prefix it claims
+  usage = ""  # how the message that lists every kind names it
+  seeded = False  # its test split is carved from one table with --seed
+  auto_normalization = "auto"  # what --normalization=auto means for it
+
+  def claims(self, dataset: str) -> bool:
+    return dataset.startswith(self.prefix)
+
+  @abc.abstractmethod
+  def resolve(self, config: DataConfig) -> Source:
+    """Checks the source: every problem a one-line ConfigError naming the flag or file."""
+
+  @abc.abstractmethod
+  def split_sizes(self, source: Source) -> Optional[Dict[str, int]]:
+    """The examples the source holds: train, test, and validation when it has its own; None when
+    it records no counts."""
+
+  @abc.abstractmethod
+  def read(self, source: Source, config: DataConfig) -> Read:
+    """The tf.data pipelines of the source's raw examples."""
 
 
 def carve_size(n: int, fraction: float) -> int:
@@ -44,6 +92,25 @@ def carve_indices(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.nd
   n_val = carve_size(n, fraction)
   perm = np.random.default_rng(seed).permutation(n)
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def plan(sizes: Dict[str, int], config: DataConfig):
+  """Examples per split as loaded from a source holding ``sizes`` (see
+  :meth:`SourceKind.split_sizes`), with the positions of train that the train and validation
+  splits take: without a validation split of its own one is carved from train
+  (:func:`carve_indices`; ``None`` when the source has one); train keeps its first
+  ``--train_examples``. ``split_sizes`` and ``load`` both count with it.
+  """
+  n = sizes["train"]
+  if "validation" in sizes:
+    train, validation = np.arange(n), None
+  else:
+    train, validation = carve_indices(n, config.validation_fraction, config.seed)
+  if config.train_examples:
+    train = train[:config.train_examples]
+  counts = {"train": len(train), "test": sizes["test"],
+            "validation": sizes["validation"] if validation is None else len(validation)}
+  return {k: int(counts[k]) for k in ("train", "validation", "test")}, train, validation
 
 
 def first_line(e: Exception) -> str:

@@ -1,14 +1,11 @@
-"""Datasets: TFDS by name, the embedded ``digits`` default, the user's ``.npz`` or CSV, or the
-synthetic regression dataset.
-
-Every source ends in the same :class:`DatasetBundle`: unbatched train / validation / test
-``tf.data`` pipelines of ``(x float32, y int32)``, cached as ``--cache`` says
-(:mod:`pipelines.data.caching`)
-(``y float32 [targets]`` for regression),
-plus the input shape, the number of classes and the number of examples per
-split. When the source has no validation split one is carved from train,
-deterministically (``validation_fraction``, ``seed``). The source is checked
-first (:mod:`pipelines.sources`), so a bad one fails before any example is read.
+"""Datasets: every kind of source (:mod:`pipelines.data.sources`) ends in the same
+:class:`DatasetBundle`: unbatched train / validation / test ``tf.data`` pipelines of
+``(x float32, y int32)`` (``y float32 [targets]`` for regression), cached as ``--cache`` says
+(:mod:`pipelines.data.caching`), plus the input shape, the number of classes and the number of
+examples per split. When the source has no validation split one is carved from train,
+deterministically (``validation_fraction``, ``seed``). The source is checked first, so a bad one
+fails before any example is read; its kind's module builds its raw pipelines, and the carve,
+resize, cache and normalisation here are the same for every kind.
 
 Example:
   >>> bundle = load(DataConfig(dataset="digits"))          # doctest: +SKIP
@@ -18,26 +15,16 @@ Example:
 """
 
 import dataclasses
-import logging
+import functools
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from models.compat import tf
+from models.compat import keras, plain, tf
 from pipelines.config import DEFAULT_DATASET, NORMALIZATIONS, DataConfig  # noqa: F401
+from pipelines.config.errors import ConfigError
 from pipelines.data import caching, sources, tfrecords
-from pipelines.data.sources import carve_indices  # noqa: F401  (re-exported)
-
-
-def plain(fn: Callable) -> Callable:
-  """``fn`` for ``tf.data`` as written, not rewritten by AutoGraph.
-
-  ``Dataset.map`` runs every function through AutoGraph, which parses and rewrites its source:
-  0.65 s per process for kdprune's own input functions, which have no data-dependent Python
-  control flow to convert (BUILD_NOTES "Test suite"). Only kdprune's functions are marked.
-  """
-  return tf.autograph.experimental.do_not_convert(fn)
-
+from pipelines.data.base import carve_indices, plan  # noqa: F401  (carve_indices re-exported)
 
 _MAX_SHUFFLE_BUFFER = 65536
 
@@ -260,263 +247,67 @@ class DatasetBundle:
 
 
 def load(config: DataConfig) -> DatasetBundle:
-  """Builds the bundle for ``config``; raises ConfigError for a bad source."""
+  """Builds the bundle for ``config``; raises ConfigError for a bad source.
+
+  The source's kind (:data:`pipelines.data.sources.KINDS`) checks it and builds its raw
+  pipelines (:meth:`~pipelines.data.base.SourceKind.read`); then, the same for every kind: the
+  validation carve and ``--train_examples`` (:func:`~pipelines.data.base.plan`), ``--image_size``,
+  the cache and the normalisation fitted on train.
+  """
   source = sources.resolve(config)
-  if source.arrays is not None:
-    return _from_arrays(config, source)
-  if source.files is not None:
-    return _from_images(config, source)
-  if source.records is not None:
-    return _from_tfrecords(config, source)
-  return _from_tfds(config, source)
-
-
-def _carved(config: DataConfig) -> str:
-  return "carved from train (fraction %g, seed %d)" % (config.validation_fraction, config.seed)
-
-
-def _from_arrays(config: DataConfig, source: sources.Source) -> DatasetBundle:
-  """Array sources (npz, CSV, synthetic). The arrays are never copied whole: each split is a
-  list of row indices, and the pipeline reads the rows a block at a time (:func:`_rows`), so a
-  memory-mapped ``.npz`` (:func:`pipelines.data.arrays.mapped_npz`) stays on disk."""
-  arrays = source.arrays
-  x_train, y_train = arrays["x_train"], arrays["y_train"]
-  rows = {"test": (arrays["x_test"], arrays["y_test"], None)}
-  if "x_val" in arrays:
-    rows["validation"] = (arrays["x_val"], arrays["y_val"], None)
-    train_idx = np.arange(len(x_train))
-    validation_source = "x_val/y_val"
-  else:
-    train_idx, va = carve_indices(len(x_train), config.validation_fraction, config.seed)
-    rows["validation"] = (x_train, y_train, va)
-    validation_source = _carved(config)
-  if config.train_examples:
-    train_idx = train_idx[:config.train_examples]
-  rows["train"] = (x_train, y_train, train_idx)
-  rows = {k: rows[k] for k in ("train", "validation", "test")}
-  counts = {k: int(len(x) if idx is None else len(idx)) for k, (x, _, idx) in rows.items()}
-
-  mode = config.normalization
-  if mode == "auto" and source.kind == "csv":
-    mode = "standardize"  # tabular columns come in arbitrary units
-  stats = None
-  if mode == "standardize":
-    stats = _moments_numpy(x_train, train_idx)
-  elif mode == "maxabs":
-    stats = _max_abs_numpy(x_train, train_idx)
-  uncached = {name: _rows(x, y, idx) for name, (x, y, idx) in rows.items()}
-  splits, note = caching.cache_splits(config, uncached, counts)
-  spec = normalization_spec(mode, x_train.dtype, stats)
-  return DatasetBundle(
-      name=config.dataset, source=source.kind, raw=splits,
-      normalize=normalizer(spec),
-      input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples=counts,
-      validation_source=validation_source, task=config.task, normalization=spec,
-      input_dtype=np.dtype(x_train.dtype).name, class_names=source.class_names,
-      feature_names=source.feature_names, uncached=uncached, cache_note=note,
-      memory_budget=caching.budget_bytes(config.cache_budget_mb),
-      input_range=lambda: _range_numpy(x_train, train_idx))
-
-
-_BYTES_PER_READ = 1 << 20
-
-
-def _rows(x: np.ndarray, y: np.ndarray, index: Optional[np.ndarray] = None) -> tf.data.Dataset:
-  """The examples ``(x[i], y[i])`` for ``i`` in ``index`` (all rows when None), in order, read
-  from the arrays about ``_BYTES_PER_READ`` at a time: a memory-mapped array is read page by page
-  and never copied whole (``from_tensor_slices`` would copy it into one tensor)."""
-  index = np.arange(len(x), dtype=np.int64) if index is None else np.asarray(index, np.int64)
-  row_shape, target_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
-
-  def read(i):
-    if len(i) and i[-1] - i[0] == len(i) - 1:  # a contiguous block: a slice, no gather
-      return np.ascontiguousarray(x[i[0]:i[-1] + 1]), np.ascontiguousarray(y[i[0]:i[-1] + 1])
-    return np.asarray(x[i]), np.asarray(y[i])
-
-  def load(i):
-    xs, ys = tf.numpy_function(read, [i], [tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)],
-                               stateful=False)
-    return tf.ensure_shape(xs, (None,) + row_shape), tf.ensure_shape(ys, (None,) + target_shape)
-  per_read = max(1, min(4096, _BYTES_PER_READ // max(1, x.itemsize * int(np.prod(row_shape)))))
-  ds = tf.data.Dataset.from_tensor_slices(index).batch(per_read)
-  return ds.map(plain(load), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-
-
-def _from_images(config: DataConfig, source: sources.Source) -> DatasetBundle:
-  """Image folders: file paths and labels in memory, images decoded (and resized) per example in
-  the input pipeline, kept as uint8 like TFDS images."""
-  height, width, channels = source.input_shape
-  files = dict(source.files)
-  if "validation" in files:
-    validation_source = "validation folder"
-  else:
-    paths, labels = files["train"]
-    tr, va = carve_indices(len(paths), config.validation_fraction, config.seed)
-    files["validation"] = ([paths[i] for i in va], labels[va])
-    files["train"] = ([paths[i] for i in tr], labels[tr])
-    validation_source = _carved(config)
-  if config.train_examples:
-    paths, labels = files["train"]
-    files["train"] = (paths[:config.train_examples], labels[:config.train_examples])
-
-  def decode(path, label):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    if config.image_size is not None:
-      image = resize_raw(image, (height, width), tf.uint8)
-    else:
-      image = tf.ensure_shape(tf.cast(image, tf.uint8), [height, width, channels])
-    return image, label
-
-  uncached = {}
-  for name, (paths, labels) in files.items():
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
-                                             tf.constant(labels, tf.int32)))
-    uncached[name] = ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
-  splits, note = caching.cache_splits(config, uncached, {k: len(v[0]) for k, v in files.items()})
-  # The label of each class is its folder's place in sorted order: say it, once per load.
-  logging.getLogger("kdprune").info("[data] classes (folder names, sorted): %s", ", ".join(
-      "%d=%s" % (i, name) for i, name in enumerate(source.class_names)))
-  stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
-  spec = normalization_spec(config.normalization, np.dtype(np.uint8), stats)
-  return DatasetBundle(
-      name=config.dataset, source="images", raw=splits, normalize=normalizer(spec),
-      input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples={k: len(v[0]) for k, v in files.items()},
-      validation_source=validation_source, normalization=spec, input_dtype="uint8",
-      class_names=source.class_names, image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
-      memory_budget=caching.budget_bytes(config.cache_budget_mb))
-
-
-def _from_tfrecords(config: DataConfig, source: sources.Source) -> DatasetBundle:
-  """TFRecord files: interleaved in parallel (deterministic order, so cached teacher outputs stay
-  with their examples), parsed and decoded per example; training files are sharded by file under
-  multi-worker training when there are at least as many files as workers."""
-  files, counts = source.records["files"], dict(source.records["counts"])
-  spec, form = tfrecords.parse_spec(config, source)
-  image_key, label_key = config.tfrecord_image_key, config.tfrecord_label_key
-  features_key = config.tfrecord_features_key
-  regression = config.regression
-  shape = source.input_shape
-
-  def parse(record):
-    ex = tf.io.parse_single_example(record, spec)
-    label = ex[label_key]
-    label = tf.reshape(tf.cast(label, tf.float32), [1]) if regression else tf.cast(label, tf.int32)
-    if form == "features":
-      return ex[features_key], label
-    image = tf.io.decode_image(ex[image_key], channels=shape[2], expand_animations=False)
-    image.set_shape([None, None, shape[2]])
-    if config.image_size is not None:
-      image = resize_raw(image, shape[:2], tf.uint8)
-    else:
-      image = tf.ensure_shape(tf.cast(image, tf.uint8), shape)
-    return image, label
-
-  def read(paths):
-    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.map(plain(parse), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-  if "validation" in files:
-    train, validation = read(files["train"]), read(files["validation"])
-    validation_source = "validation* files"
-  else:
-    tr_idx, va_idx = carve_indices(counts["train"], config.validation_fraction, config.seed)
-    mask = np.zeros(counts["train"], dtype=bool)
-    mask[va_idx] = True
-    is_val = tf.constant(mask)
-    indexed = read(files["train"]).enumerate()
-    train = indexed.filter(plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
-        plain(_drop_index))
-    validation = indexed.filter(plain(lambda i, ex: tf.gather(is_val, i))).map(
-        plain(_drop_index))
-    counts["train"], counts["validation"] = len(tr_idx), len(va_idx)
-    validation_source = _carved(config)
-  if config.train_examples:
-    train = train.take(config.train_examples)
-    counts["train"] = min(counts["train"], config.train_examples)
-  uncached = {"train": train, "validation": validation, "test": read(files["test"])}
+  read = source.kind.read(source, config)
+  counts, train_rows, validation_rows = plan(read.sizes, config)
+  pick = read.pick or functools.partial(_positions, read.splits.get("train"), read.sizes["train"])
+  raw = {"train": pick(train_rows), "test": read.splits["test"],
+         "validation": read.splits["validation"] if validation_rows is None else pick(
+             validation_rows)}
+  uncached = {k: _sized(raw[k], config, source) for k in ("train", "validation", "test")}
   splits, note = caching.cache_splits(config, uncached, counts,
-                                      carved="validation" not in files)
-  mode = config.normalization
-  stats = None
+                                      carved=validation_rows is not None and read.pick is None)
+  mode = source.kind.auto_normalization if config.normalization == "auto" else config.normalization
+  stats, x = None, read.x_train  # fitted on train: the array's rows, else the cached split
   if mode == "standardize":
-    stats = _moments_dataset(splits["train"])
+    stats = _moments_dataset(splits["train"]) if x is None else _moments_numpy(x, train_rows)
+  elif mode == "maxabs":
+    stats = _max_abs_dataset(splits["train"]) if x is None else _max_abs_numpy(x, train_rows)
   spec = normalization_spec(mode, source.input_dtype, stats)
   return DatasetBundle(
-      name=config.dataset, source="tfrecord", raw=splits, normalize=normalizer(spec),
-      input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples={k: int(v) for k, v in counts.items()},
-      validation_source=validation_source, task=config.task, normalization=spec,
-      input_dtype=np.dtype(source.input_dtype).name,
+      name=config.dataset, source=source.kind.name, raw=splits, normalize=normalizer(spec),
+      input_shape=source.input_shape, num_classes=source.num_classes, num_examples=counts,
+      validation_source=read.validation_source if validation_rows is None else (
+          "carved from train (fraction %g, seed %d)" % (config.validation_fraction, config.seed)),
+      task=config.task, normalization=spec, input_dtype=np.dtype(source.input_dtype).name,
+      class_names=source.class_names, feature_names=source.feature_names,
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
-      file_shards={"train": len(files["train"])} if "validation" in files else {},
-      uncached=uncached, cache_note=note,
-      memory_budget=caching.budget_bytes(config.cache_budget_mb))
+      file_shards=read.file_shards, uncached=uncached, cache_note=note,
+      memory_budget=caching.budget_bytes(config.cache_budget_mb),
+      input_range=None if x is None else lambda: _range_numpy(x, train_rows))
 
 
-def _from_tfds(config: DataConfig, source: sources.Source) -> DatasetBundle:
-  builder = source.builder
-  info = builder.info
+def _positions(stream: tf.data.Dataset, n: int, rows: np.ndarray) -> tf.data.Dataset:
+  """The examples at the sorted positions ``rows`` of ``stream`` (``n`` examples): a filter over
+  the stream that ends at the last one."""
+  if rows[-1] == len(rows) - 1:  # the first len(rows): all of them, or --train_examples
+    return stream.take(len(rows))
+  mask = np.zeros(n, dtype=bool)
+  mask[rows] = True
+  keep = tf.constant(mask)
+  return stream.enumerate().filter(plain(lambda i, ex: tf.gather(keep, i))).map(
+      plain(_drop_index)).take(len(rows))
 
-  def read(split):
-    ds = builder.as_dataset(split=split, shuffle_files=False)
-    return ds.map(plain(lambda ex: (ex[source.input_key],
-                                     tf.cast(ex[source.label_key], tf.int32))))
 
-  roles = source.roles
-  n_train = _num_examples(info, roles["train"], read)
-  if "validation" in roles:
-    train, validation = read(roles["train"]), read(roles["validation"])
-    counts = {"train": n_train, "validation": _num_examples(info, roles["validation"], read)}
-    validation_source = ("validation split" if roles["validation"] == "validation" else
-                         "split %s" % roles["validation"])
-  else:
-    tr_idx, va_idx = carve_indices(n_train, config.validation_fraction, config.seed)
-    mask = np.zeros(n_train, dtype=bool)
-    mask[va_idx] = True
-    is_val = tf.constant(mask)
-    indexed = read(roles["train"]).enumerate()
-    train = indexed.filter(plain(lambda i, ex: tf.logical_not(tf.gather(is_val, i)))).map(
-        plain(_drop_index))
-    validation = indexed.filter(plain(lambda i, ex: tf.gather(is_val, i))).map(
-        plain(_drop_index))
-    counts = {"train": len(tr_idx), "validation": len(va_idx)}
-    validation_source = _carved(config)
-  test = read(roles["test"])
-  counts["test"] = _num_examples(info, roles["test"], read)
-  if config.train_examples:
-    train = train.take(config.train_examples)
-    counts["train"] = min(counts["train"], config.train_examples)
-
-  splits = {"train": train, "validation": validation, "test": test}
+def _sized(ds: tf.data.Dataset, config: DataConfig, source) -> tf.data.Dataset:
+  """Raw images resized to ``--image_size``, or given their shape where decoding leaves it
+  unknown; other inputs as they are."""
   if config.image_size is not None:
     size = tuple(int(s) for s in config.image_size)
-
-    def resize(x, y):
-      return resize_raw(x, size, source.input_dtype), y
-    splits = {k: v.map(plain(resize), num_parallel_calls=tf.data.AUTOTUNE)
-              for k, v in splits.items()}
-
-  uncached = splits  # the compact decoded form is cached; normalising is cheap
-  splits, note = caching.cache_splits(config, uncached, counts, carved="validation" not in roles)
-  stats = _moments_dataset(splits["train"]) if config.normalization == "standardize" else None
-  spec = normalization_spec(config.normalization, source.input_dtype, stats)
-  return DatasetBundle(
-      name=config.dataset, source="tfds", raw=splits,
-      normalize=normalizer(spec),
-      input_shape=source.input_shape, num_classes=source.num_classes,
-      num_examples={k: int(v) for k, v in counts.items()},
-      validation_source=validation_source, normalization=spec,
-      input_dtype=np.dtype(source.input_dtype).name, class_names=source.class_names,
-      image_size=None if config.image_size is None else tuple(
-          int(s) for s in config.image_size), uncached=uncached, cache_note=note,
-      memory_budget=caching.budget_bytes(config.cache_budget_mb))
+    return ds.map(plain(lambda x, y: (resize_raw(x, size, source.input_dtype), y)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+  if ds.element_spec[0].shape.is_fully_defined():
+    return ds
+  shape = source.input_shape
+  return ds.map(plain(lambda x, y: (tf.ensure_shape(x, shape), y)),
+                num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def augmenter(kind: str, input_shape, seed: int = 0):
@@ -530,8 +321,6 @@ def augmenter(kind: str, input_shape, seed: int = 0):
   Raises:
     ConfigError: for inputs that are not images.
   """
-  from models.compat import keras  # pylint: disable=g-import-not-at-top
-  from pipelines.config.errors import ConfigError  # pylint: disable=g-import-not-at-top
   if len(input_shape) != 3:
     raise ConfigError("augmentation %r needs images [H, W, C]; the data has shape %s" % (
         kind, tuple(input_shape)))
@@ -572,17 +361,6 @@ def _crop_flip(input_shape, seed: int, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)):
     flip = generator.uniform([n]) < 0.5
     return tf.where(flip[:, None, None, None], tf.image.flip_left_right(crops), crops)
   return transform
-
-
-def _num_examples(info, split, read):
-  try:
-    n = int(info.splits[split].num_examples) if info.splits else 0
-  except (KeyError, ValueError):
-    n = 0
-  if n > 0:
-    return n
-  # Metadata without counts (e.g. under tfds.testing.mock_data): count once.
-  return int(read(split).reduce(np.int64(0), lambda c, _: c + 1).numpy())
 
 
 def _drop_index(i, example):
@@ -701,3 +479,11 @@ def _moments_dataset(ds: tf.data.Dataset):
   mean = (s / n).numpy()
   std = np.sqrt(np.maximum((ss / n).numpy() - mean ** 2, 0.0))
   return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _max_abs_dataset(ds: tf.data.Dataset):
+  """Per-last-axis largest absolute value of the inputs of ``ds`` (1 where all zero), one pass."""
+  channels = ds.element_spec[0].shape[-1]
+  top = ds.reduce(tf.zeros([channels], tf.float32), lambda top, xy: tf.maximum(top, tf.reduce_max(
+      tf.abs(tf.reshape(tf.cast(xy[0], tf.float32), [-1, channels])), axis=0))).numpy()
+  return np.where(top > 0, top, 1.0).astype(np.float32)

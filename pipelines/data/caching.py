@@ -23,7 +23,10 @@ import logging
 import os
 from typing import Dict, Optional, Tuple
 
+from pipelines.config import base
 from pipelines.config.data import CACHE_MODES  # noqa: F401  (re-exported)
+from pipelines.config.errors import ConfigError
+
 _MAX_BUDGET = 2 << 30
 _PER_TENSOR_OVERHEAD = 64  # bytes tf.data's memory cache adds per cached tensor, roughly
 _STATE = {"root": None}
@@ -86,7 +89,6 @@ def choose(mode: str, split_bytes: Dict[str, Optional[int]], budget: int,
 
 def cache_key(config) -> str:
   """What the cached examples depend on: the data config and the source's identity on disk."""
-  from pipelines.config import base  # pylint: disable=g-import-not-at-top
   data = base.resolved(config)
   for field in ("cache", "cache_mode", "cache_budget_mb"):  # how, not what, is cached
     data.pop(field, None)
@@ -142,7 +144,6 @@ def cache_splits(config, splits: dict, counts: Dict[str, int],
     sizes[name] = None if per is None else per * int(counts[name])
   mode, reason = choose(config.cache_policy, sizes, budget, root() is not None)
   if mode == "disk" and root() is None:
-    from pipelines.config.errors import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError("--cache=disk needs a run directory (the stages set one under --workdir)")
   key = cache_key(config) if root() is not None else None
   out = {name: apply(ds, mode, key, name) for name, ds in splits.items()}

@@ -5,24 +5,24 @@ The layout Keras' ``image_dataset_from_directory`` and TFDS' ``ImageFolder`` use
 ``DIR/train/<class>/...`` and ``DIR/test/<class>/...`` with an optional ``DIR/validation/...``.
 Labels are the sorted class-folder names (kept for reports and the export). Only file names and
 image headers are read here (a few bytes per file), so a folder of any size is checked in
-seconds and nothing is decoded before training; :mod:`pipelines.data.bundle` decodes and
-resizes in the input pipeline.
+seconds and nothing is decoded before training: :meth:`Images.read` decodes in the input
+pipeline (and :func:`pipelines.data.bundle.load` resizes).
 
 Every problem is one line naming the folder or file: an empty folder, a class present in train
 but not in test, a file that is not an image, images of mixed sizes without ``--image_size``.
 """
 
+import logging
 import os
 import struct
 from typing import Dict, List, Tuple
 
 import numpy as np
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import IMAGES_PREFIX, DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.base import Source, carve_indices
+from pipelines.data.base import Read, Source, SourceKind, carve_indices
 
-PREFIX = "images:"
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "validation", "test")
 
@@ -123,36 +123,68 @@ def scan(root: str) -> Dict[str, Dict[str, List[str]]]:
   return splits
 
 
-def resolve_images(config: DataConfig) -> Source:
-  """The checked image-folder source: file lists and labels per split, shape and class names."""
-  root = config.dataset[len(PREFIX):]
-  splits = scan(root)
-  names = sorted(next(iter(splits.values())))
-  sizes = set()
-  channels = set()
-  for classes in splits.values():
-    for files in classes.values():
-      for path in files:
-        h, w, c = header_size(path)
-        sizes.add((h, w))
-        channels.add(c)
-  if config.image_size is None and len(sizes) > 1:
-    example = sorted(sizes)[:3]
-    raise ConfigError("--dataset=images:%s: images of mixed sizes (%s, ...); pass --image_size=H,W "
-                      "to resize them" % (root, ", ".join("%dx%d" % s for s in example)))
-  height, width = (tuple(config.image_size) if config.image_size is not None
-                   else next(iter(sizes)))
-  depth = 3 if 3 in channels else 1
-  files = {}
-  for split, classes in splits.items():
-    paths = [p for name in names for p in classes[name]]
-    labels = np.array([i for i, name in enumerate(names) for _ in classes[name]], np.int32)
-    files[split] = (paths, labels)
-  if "pool" in files:
-    paths, labels = files.pop("pool")
-    train_idx, test_idx = carve_indices(len(paths), config.test_fraction, config.seed)
-    files["train"] = ([paths[i] for i in train_idx], labels[train_idx])
-    files["test"] = ([paths[i] for i in test_idx], labels[test_idx])
-  return Source(kind="images", input_shape=(int(height), int(width), depth),
-                num_classes=len(names), input_dtype=np.dtype(np.uint8),
-                splits=tuple(sorted(files)), files=files, class_names=tuple(names))
+class Images(SourceKind):
+  """Image files in class folders; labels are the sorted folder names."""
+
+  name, prefix, usage = "images", IMAGES_PREFIX, "images:/folder (a folder per class)"
+  seeded = True  # the one-folder layout's test split
+
+  def resolve(self, config: DataConfig) -> Source:
+    """File lists and labels per split, shape and class names."""
+    root = config.images_path
+    splits = scan(root)
+    names = sorted(next(iter(splits.values())))
+    headers = [header_size(path) for classes in splits.values() for files in classes.values()
+               for path in files]
+    sizes = {(h, w) for h, w, _ in headers}
+    if config.image_size is None and len(sizes) > 1:
+      example = sorted(sizes)[:3]
+      raise ConfigError("--dataset=images:%s: images of mixed sizes (%s, ...); pass "
+                        "--image_size=H,W to resize them" % (
+                            root, ", ".join("%dx%d" % s for s in example)))
+    height, width = (tuple(config.image_size) if config.image_size is not None
+                     else next(iter(sizes)))
+    files = {}
+    for split, classes in splits.items():
+      paths = [p for name in names for p in classes[name]]
+      labels = np.array([i for i, name in enumerate(names) for _ in classes[name]], np.int32)
+      files[split] = (paths, labels)
+    if "pool" in files:
+      paths, labels = files.pop("pool")
+      train_idx, test_idx = carve_indices(len(paths), config.test_fraction, config.seed)
+      files["train"] = ([paths[i] for i in train_idx], labels[train_idx])
+      files["test"] = ([paths[i] for i in test_idx], labels[test_idx])
+    depth = 3 if any(c == 3 for _, _, c in headers) else 1
+    return Source(kind=self, input_shape=(int(height), int(width), depth),
+                  num_classes=len(names), input_dtype=np.dtype(np.uint8), payload=files,
+                  class_names=tuple(names))
+
+  def split_sizes(self, source: Source) -> dict:
+    return {split: len(paths) for split, (paths, _) in source.payload.items()}
+
+  def read(self, source: Source, config: DataConfig) -> Read:
+    """File paths and labels in memory, each image decoded in the input pipeline (uint8, as
+    TFDS images)."""
+    from models.compat import plain, tf  # pylint: disable=g-import-not-at-top  (reading)
+    channels = source.input_shape[2]
+
+    def decode(path, label):
+      image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+      image.set_shape([None, None, channels])
+      return image, label
+
+    def dataset(paths, labels):
+      ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
+                                               tf.constant(labels, tf.int32)))
+      return ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The label of each class is its folder's place in sorted order: say it, once per load.
+    logging.getLogger("kdprune").info("[data] classes (folder names, sorted): %s", ", ".join(
+        "%d=%s" % (i, name) for i, name in enumerate(source.class_names)))
+    paths, labels = source.payload["train"]
+    return Read({split: dataset(*files) for split, files in source.payload.items()
+                 if split != "train"},
+                self.split_sizes(source), validation_source="validation folder",
+                pick=lambda rows: dataset([paths[i] for i in rows], labels[rows]))
+
+
+IMAGES = Images()

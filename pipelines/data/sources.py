@@ -1,58 +1,51 @@
-"""Resolving and checking a data source before any work. Imports no TensorFlow.
+"""The kinds of data source, and resolving and checking one before any work. Imports no
+TensorFlow.
 
-:func:`resolve` turns a :class:`DataConfig` into a :class:`Source`: a TFDS
-builder that exists, holds image-classification data and is prepared (the
-embedded ``digits`` is prepared on first use, offline), or the arrays of a
-user ``.npz`` that passed every check (keys, shapes, dtypes, label range,
-NaN/inf). Every problem is a one-line :class:`ConfigError` naming the flag or
-file. TFDS imports TensorFlow lazily, so unknown names and unprepared datasets
-are refused in about a second.
+:data:`KINDS` lists every :class:`~pipelines.data.base.SourceKind`; the first that claims
+``--dataset`` checks it (:func:`resolve`), counts its splits (:func:`split_sizes`) and builds
+its tf.data pipelines (:func:`pipelines.data.bundle.load`). Every problem is a one-line
+:class:`ConfigError` naming the flag or file; TFDS imports TensorFlow lazily, so unknown names and
+unprepared datasets are refused in about a second.
 """
 
 import os
 from typing import Optional
 
-from pipelines.config.data import (
-  CSV_PREFIX,
-  IMAGES_PREFIX,
-  NPZ_PREFIX,
-  TFRECORD_PREFIX,
-  DataConfig,
-)
+from pipelines.config.data import DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.arrays import resolve_npz
-from pipelines.data.images import resolve_images
-from pipelines.data.tfrecords import resolve_tfrecord
-from pipelines.data.base import Source, carve_indices, carve_size  # noqa: F401  (re-exported)
-from pipelines.data.tabular import resolve_csv, resolve_synthetic
-from pipelines.data.tfds_source import KINDS, resolve_tfds
+from pipelines.data.arrays import NPZ
+from pipelines.data.base import Source, SourceKind, UnknownSource, carve_indices, plan  # noqa: F401
+from pipelines.data.images import IMAGES
+from pipelines.data.tabular import CSV, SYNTHETIC
+from pipelines.data.tfds_source import TFDS
+from pipelines.data.tfrecords import TFRECORD
 
+KINDS = (NPZ, CSV, SYNTHETIC, IMAGES, TFRECORD, TFDS)  # TFDS last: it claims any other name
+# Every kind of --dataset, for the messages that refuse one.
+EVERY_KIND = "use %s or %s" % (", ".join(k.usage for k in KINDS[:-1]), KINDS[-1].usage)
 _LAST: dict = {}
+
+
+def kind_of(dataset: str) -> SourceKind:
+  """The kind that claims ``dataset``."""
+  return next(kind for kind in KINDS if kind.claims(dataset))
 
 
 def resolve(config: DataConfig) -> Source:
   """Checks ``config``'s source and returns it; the last result is memoised."""
   config.validate()
+  kind = kind_of(config.dataset)
   key = (config.dataset, config.data_dir, config.num_classes, config.image_size, config.task,
          config.splits, config.tfrecord_image_key, config.tfrecord_label_key,
-         config.tfrecord_features_key,
-         config.target_column, config.test_fraction, config.seed if config.is_synthetic or
-         config.csv_path or config.images_path else None, repr(config.source_identity()))
+         config.tfrecord_features_key, config.target_column, config.test_fraction,
+         config.seed if kind.seeded else None, repr(config.source_identity()))
   if _LAST.get("key") == key:
     return _LAST["source"]
   _refuse_bare_path(config.dataset)
-  if config.npz_path is not None:
-    source = resolve_npz(config)
-  elif config.csv_path is not None:
-    source = resolve_csv(config)
-  elif config.is_synthetic:
-    source = resolve_synthetic(config)
-  elif config.images_path is not None:
-    source = resolve_images(config)
-  elif config.tfrecord_path is not None:
-    source = resolve_tfrecord(config)
-  else:
-    source = resolve_tfds(config)
+  try:
+    source = kind.resolve(config)
+  except UnknownSource as e:
+    raise ConfigError("%s; %s" % (e, EVERY_KIND)) from None
   _LAST.clear()
   _LAST.update(key=key, source=source)
   return source
@@ -70,16 +63,16 @@ def _refuse_bare_path(dataset: str) -> None:
       raise ConfigError("--dataset=%s: no such file or folder" % dataset)
     return  # "name/config" is a TFDS name
   if os.path.isdir(path):
-    entries = os.listdir(path)
-    records = any(".tfrecord" in f or f.endswith(".tfrec") for f in entries)
-    prefix = TFRECORD_PREFIX if records else IMAGES_PREFIX
+    records = any(".tfrecord" in f or f.endswith(".tfrec") for f in os.listdir(path))
+    prefix = (TFRECORD if records else IMAGES).prefix
   else:
     ext = os.path.splitext(path)[1].lower()
-    prefix = {".npz": NPZ_PREFIX, ".csv": CSV_PREFIX}.get(ext)
+    prefix = {".npz": NPZ.prefix, ".csv": CSV.prefix}.get(ext)
     if prefix is None:
-      raise ConfigError("--dataset=%s is a file kdprune does not read; %s" % (dataset, KINDS))
+      raise ConfigError("--dataset=%s is a file kdprune does not read; %s" % (
+          dataset, EVERY_KIND))
   raise ConfigError("--dataset=%s is a %s: pass --dataset=%s%s (%s)" % (
-      dataset, "folder" if os.path.isdir(path) else "file", prefix, dataset, KINDS))
+      dataset, "folder" if os.path.isdir(path) else "file", prefix, dataset, EVERY_KIND))
 
 
 def check_augment(config: DataConfig, augment: str, flag: str) -> None:
@@ -97,27 +90,5 @@ def split_sizes(config: DataConfig) -> Optional[dict]:
   ``None`` when the source records no counts (e.g. under ``tfds.testing.mock_data``).
   """
   source = resolve(config)
-  if source.arrays is not None:
-    a = source.arrays
-    n_train, n_test = len(a["x_train"]), len(a["x_test"])
-    n_val = len(a["x_val"]) if "x_val" in a else None
-  elif source.records is not None:
-    counts = source.records["counts"]
-    n_train, n_test, n_val = counts["train"], counts["test"], counts.get("validation")
-  elif source.files is not None:
-    n_train, n_test = len(source.files["train"][0]), len(source.files["test"][0])
-    n_val = len(source.files["validation"][0]) if "validation" in source.files else None
-  else:
-    splits = source.builder.info.splits
-    if not splits:
-      return None
-    counts = {role: int(splits[spec].num_examples) for role, spec in source.roles.items()}
-    if not counts.get("train") or not counts.get("test"):
-      return None
-    n_train, n_test, n_val = counts["train"], counts["test"], counts.get("validation")
-  if n_val is None:
-    n_val = carve_size(n_train, config.validation_fraction)
-    n_train -= n_val
-  if config.train_examples:
-    n_train = min(n_train, config.train_examples)
-  return {"train": n_train, "validation": n_val, "test": n_test}
+  sizes = source.kind.split_sizes(source)
+  return None if sizes is None else plan(sizes, config)[0]

@@ -1,30 +1,62 @@
-"""Tables: CSV files and the seed experiment's synthetic regression data. Imports no TensorFlow."""
+"""Tables: CSV files and the seed experiment's synthetic regression data, read as arrays
+(:class:`pipelines.data.arrays.Arrays`). Imports no TensorFlow."""
 
+import csv
 import os
 from typing import Tuple
 
 import numpy as np
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import CSV_PREFIX, SYNTHETIC_REGRESSION, DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.arrays import array_source, check_arrays, split_table
+from pipelines.data.arrays import Arrays, check_arrays, split_table
 from pipelines.data.base import Source, first_line
 
 
-def resolve_csv(config: DataConfig) -> Source:
-  flag = "--dataset=csv:%s" % config.csv_path
-  if config.image_size is not None:
-    raise ConfigError("--image_size is for TFDS image datasets, not %s" % flag)
-  x, y = load_csv(config.csv_path, config.target_column)
-  arrays = check_arrays(flag, split_table(x, y, config, flag), config.num_classes, config.task)
-  source = array_source("csv", arrays)
-  source.feature_names = tuple(csv_feature_names(config.csv_path, config.target_column))
-  return source
+class Csv(Arrays):
+  """``--dataset=csv:FILE``: numeric columns, one of them ``--target_column``; the test split is
+  held out with ``--seed``, and ``--normalization=auto`` standardizes the columns."""
+
+  name, prefix, usage = "csv", CSV_PREFIX, "csv:/path/file.csv"
+  seeded, auto_normalization = True, "standardize"  # tabular columns come in arbitrary units
+
+  def resolve(self, config: DataConfig) -> Source:
+    flag = "--dataset=csv:%s" % config.csv_path
+    if config.image_size is not None:
+      raise ConfigError("--image_size is for TFDS image datasets, not %s" % flag)
+    x, y = load_csv(config.csv_path, config.target_column)
+    arrays = check_arrays(flag, split_table(x, y, config, flag), config.num_classes, config.task)
+    source = self.source(arrays)
+    source.feature_names = tuple(csv_feature_names(config.csv_path, config.target_column))
+    return source
+
+
+class Synthetic(Arrays):
+  """``--dataset=synthetic_regression[:name=value,...]``: the seed experiment's data:
+  ``make_regression``, normalised as the article does it (``x / abs(x).max(axis=0)``,
+  ``y / abs(y).max()``, over all samples), then a test split."""
+
+  name, usage, seeded = "synthetic", SYNTHETIC_REGRESSION, True
+
+  def claims(self, dataset: str) -> bool:
+    return dataset.split(":", 1)[0] == SYNTHETIC_REGRESSION
+
+  def resolve(self, config: DataConfig) -> Source:
+    if config.image_size is not None:
+      raise ConfigError("--image_size is for TFDS image datasets, not --dataset=%s" %
+                        config.dataset)
+    p = synthetic_params(config.dataset)
+    x, y = make_regression(p["n_samples"], p["n_features"], p["n_informative"], p["noise"],
+                           p["seed"])
+    x = x / np.where(np.abs(x).max(axis=0) > 0, np.abs(x).max(axis=0), 1.0)
+    y = y / max(float(np.abs(y).max()), 1e-12)
+    flag = "--dataset=%s" % config.dataset
+    arrays = split_table(x.astype(np.float32), y.astype(np.float32), config, flag)
+    return self.source(check_arrays(flag, arrays, task="regression"))
 
 
 def csv_header(path: str) -> list:
   """The column names of a CSV's header row (stripped), as :func:`load_csv` reads them."""
-  import csv  # pylint: disable=g-import-not-at-top
   with open(path, newline="", encoding="utf-8-sig") as f:
     for row in csv.reader(f):
       if any(c.strip() for c in row):
@@ -44,7 +76,6 @@ def load_csv(path: str, target_column: str) -> Tuple[np.ndarray, np.ndarray]:
   cells, ragged rows and a missing target column are refused with a one-line
   ConfigError naming the file, the row and the column.
   """
-  import csv  # pylint: disable=g-import-not-at-top
   flag = "--dataset=csv:%s" % path
   if not os.path.isfile(path):
     raise ConfigError("%s: no such file" % flag)
@@ -144,16 +175,4 @@ def make_regression(n_samples: int, n_features: int, n_informative: int, noise: 
   return x, np.squeeze(y, axis=1)
 
 
-def resolve_synthetic(config: DataConfig) -> Source:
-  """The seed experiment's data: ``make_regression``, normalised as the article does it
-  (``x / abs(x).max(axis=0)``, ``y / abs(y).max()``, over all samples), then a test split."""
-  if config.image_size is not None:
-    raise ConfigError("--image_size is for TFDS image datasets, not --dataset=%s" % config.dataset)
-  p = synthetic_params(config.dataset)
-  x, y = make_regression(p["n_samples"], p["n_features"], p["n_informative"], p["noise"],
-                         p["seed"])
-  x = x / np.where(np.abs(x).max(axis=0) > 0, np.abs(x).max(axis=0), 1.0)
-  y = y / max(float(np.abs(y).max()), 1e-12)
-  flag = "--dataset=%s" % config.dataset
-  arrays = split_table(x.astype(np.float32), y.astype(np.float32), config, flag)
-  return array_source("synthetic", check_arrays(flag, arrays, task="regression"))
+CSV, SYNTHETIC = Csv(), Synthetic()

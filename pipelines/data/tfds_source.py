@@ -4,6 +4,7 @@ TFDS imports TensorFlow lazily, so unknown names and unprepared datasets are
 refused in about a second.
 """
 
+import contextlib
 import difflib
 import logging
 import os
@@ -12,7 +13,7 @@ import numpy as np
 
 from pipelines.config.data import DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.base import Source, first_line
+from pipelines.data.base import Read, Source, SourceKind, UnknownSource, first_line
 
 
 def tfds_module():
@@ -23,12 +24,38 @@ def tfds_module():
   return tfds
 
 
-# Every kind of --dataset, for the messages that refuse one.
-KINDS = ("use digits, a TFDS name, images:/folder (a folder per class), tfrecord:/folder, "
-         "npz:/path/file.npz, csv:/path/file.csv or synthetic_regression")
+class Tfds(SourceKind):
+  """Any other ``--dataset``: a TFDS name, ``name/config:version``; the embedded ``digits``."""
+
+  name, usage = "tfds", "a TFDS name (digits, mnist, ...)"
+
+  def resolve(self, config: DataConfig) -> Source:
+    return _resolve(self, config)
+
+  def split_sizes(self, source: Source):
+    splits = source.payload["builder"].info.splits
+    if not splits:
+      return None
+    sizes = {role: int(splits[spec].num_examples) for role, spec in source.payload["roles"].items()}
+    return sizes if sizes.get("train") and sizes.get("test") else None
+
+  def read(self, source: Source, config: DataConfig) -> Read:
+    """Each role's split as ``(input, int32 label)``; counted by reading where the metadata has
+    no counts (e.g. under ``tfds.testing.mock_data``)."""
+    from models.compat import plain, tf  # pylint: disable=g-import-not-at-top  (reading)
+    builder, (input_key, label_key) = source.payload["builder"], source.payload["keys"]
+    roles = source.payload["roles"]
+    splits = {role: builder.as_dataset(split=spec, shuffle_files=False).map(
+        plain(lambda ex: (ex[input_key], tf.cast(ex[label_key], tf.int32))))
+              for role, spec in roles.items()}
+    sizes = self.split_sizes(source) or {  # no counts recorded: count once
+        role: int(ds.reduce(np.int64(0), lambda c, _: c + 1)) for role, ds in splits.items()}
+    return Read(splits, sizes, validation_source="validation split" if roles.get(
+        "validation") == "validation" else "split %s" % roles.get("validation"))
 
 
-def resolve_tfds(config: DataConfig) -> Source:
+def _resolve(kind: Tfds, config: DataConfig) -> Source:
+  """The prepared builder, its input and label keys and the split each role reads."""
   tfds = tfds_module()
   flag = "--dataset=%s" % config.dataset
   try:
@@ -41,7 +68,7 @@ def resolve_tfds(config: DataConfig) -> Source:
     names = sorted(set(known) | {"digits", "synthetic_regression"})
     close = difflib.get_close_matches(base, names, n=3)
     hint = (" (did you mean %s?)" % " or ".join(close)) if close else ""
-    raise ConfigError("%s: no such TFDS dataset%s; %s" % (flag, hint, KINDS)) from None
+    raise UnknownSource("%s: no such TFDS dataset%s" % (flag, hint)) from None
   except Exception as e:  # bad version/config strings and the like
     raise ConfigError("%s: %s" % (flag, first_line(e))) from None
 
@@ -119,11 +146,11 @@ def resolve_tfds(config: DataConfig) -> Source:
         "[data] warning: --splits=%s: validation and test read the same split, so early stopping "
         "chooses on the data the test figures come from; carve validation from train instead "
         "(e.g. train=train[:98%%],validation=train[98%%:],test=%s)", given, roles["test"])
-  return Source(kind="tfds", input_shape=tuple(int(d) for d in shape),
+  return Source(kind=kind, input_shape=tuple(int(d) for d in shape),
                 num_classes=int(label_feature.num_classes),
-                input_dtype=np.dtype(input_feature.np_dtype), builder=builder,
-                input_key=input_key, label_key=label_key, splits=splits, roles=roles,
-                class_names=_class_names(label_feature))
+                input_dtype=np.dtype(input_feature.np_dtype),
+                class_names=_class_names(label_feature),
+                payload={"builder": builder, "keys": (input_key, label_key), "roles": roles})
 
 
 def _class_names(label_feature):
@@ -135,22 +162,20 @@ def _class_names(label_feature):
   return names if len(names) == int(label_feature.num_classes) else None
 
 
-class _quiet_absl:  # pylint: disable=invalid-name
+@contextlib.contextmanager
+def _quiet_absl():
   """Raises absl's Python logger to ERROR inside the block."""
-
-  def __enter__(self):
-    self._logger = logging.getLogger("absl")
-    self._level = self._logger.level
-    self._logger.setLevel(logging.ERROR)
-
-  def __exit__(self, *exc):
-    self._logger.setLevel(self._level)
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _prepare(tfds, builder, quiet: bool) -> None:
   """Runs ``download_and_prepare``; the embedded dataset is prepared silently (about 1 s)."""
-  import contextlib  # pylint: disable=g-import-not-at-top
-
   from models import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   if not quiet:
     builder.download_and_prepare()
@@ -163,3 +188,6 @@ def _prepare(tfds, builder, quiet: bool) -> None:
     finally:
       tfds.enable_progress_bar()
   print("[data] prepared %s in %s (first use)" % (builder.name, builder.data_dir))
+
+
+TFDS = Tfds()

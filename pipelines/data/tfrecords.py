@@ -7,23 +7,23 @@ or tabular records with a float feature vector (``--tfrecord_features_key``, def
 ``features``) and the label. Before any work the files are found and their records counted by
 walking the TFRecord framing (length fields only: no decoding, so a truncated file is named
 at once), and the first record is parsed to check the keys (the error names the keys found) and
-to read the input shape. Records are read by :mod:`pipelines.data.bundle` with parallel,
-deterministic interleaving of the files; under multi-worker training the training files are
-sharded by file when there are at least as many files as workers.
+to read the input shape (the one check that imports TensorFlow). :meth:`TFRecords.read` reads
+the files with parallel, deterministic interleaving; under multi-worker training the training
+files are sharded by file when there are at least as many files as workers.
 """
 
 import glob
+import json
 import os
 import struct
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import TFRECORD_PREFIX, DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.base import Source
+from pipelines.data.base import Read, Source, SourceKind
 
-PREFIX = "tfrecord:"
 ROLES = ("train", "validation", "test")
 
 
@@ -70,64 +70,106 @@ def _feature_keys(example) -> Dict[str, str]:
   return {key: feature.WhichOneof("kind") for key, feature in example.features.feature.items()}
 
 
-def resolve_tfrecord(config: DataConfig) -> Source:
-  """Files, record counts, the record form and the input shape; one-line errors."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top  (parsing the first record)
-  root = config.dataset[len(PREFIX):]
-  files = find_files(root)
-  counts = {role: sum(count_records(p) for p in paths) for role, paths in files.items()}
-  for role, n in counts.items():
-    if n == 0:
-      raise ConfigError("--dataset=tfrecord:%s: the %s files hold no records" % (root, role))
-  first = files["train"][0]
-  try:
-    example = tf.train.Example.FromString(_first_record(first))
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError("--dataset=tfrecord: %s does not hold tf.train.Example records (%s)" % (
-        first, " ".join(str(e).split())[:120])) from None
-  keys = _feature_keys(example)
-  found = ", ".join("%s (%s)" % kv for kv in sorted(keys.items()))
-  label_key = config.tfrecord_label_key
-  if label_key not in keys:
-    raise ConfigError("--dataset=tfrecord: %s has no label %r (--tfrecord_label_key); its records "
-                      "hold %s" % (first, label_key, found))
-  if config.tfrecord_image_key in keys:
-    form = "image"
-    encoded = example.features.feature[config.tfrecord_image_key].bytes_list.value[0]
+class TFRecords(SourceKind):
+  """``tf.train.Example`` files per split, of images or of feature vectors."""
+
+  name, prefix, usage = "tfrecord", TFRECORD_PREFIX, "tfrecord:/folder"
+
+  def resolve(self, config: DataConfig) -> Source:
+    """Files, record counts, the record form and the input shape; one-line errors."""
+    from models.compat import tf  # pylint: disable=g-import-not-at-top  (parsing the first record)
+    root = config.tfrecord_path
+    files = find_files(root)
+    counts = {role: sum(count_records(p) for p in paths) for role, paths in files.items()}
+    for role, n in counts.items():
+      if n == 0:
+        raise ConfigError("--dataset=tfrecord:%s: the %s files hold no records" % (root, role))
+    first = files["train"][0]
     try:
-      image = tf.io.decode_image(encoded, expand_animations=False).numpy()
-    except Exception:  # pylint: disable=broad-except
-      raise ConfigError("--dataset=tfrecord: the first %r of %s is not a PNG/JPEG/BMP/GIF image" % (
-          config.tfrecord_image_key, first)) from None
-    shape = image.shape if config.image_size is None else (
-        int(config.image_size[0]), int(config.image_size[1]), image.shape[2])
-    dtype = np.dtype(np.uint8)
-  elif config.tfrecord_features_key in keys:
-    form = "features"
-    shape = (len(example.features.feature[config.tfrecord_features_key].float_list.value),)
-    dtype = np.dtype(np.float32)
-    if config.image_size is not None:
-      raise ConfigError("--image_size is for image records; %s holds feature vectors" % first)
-  else:
-    raise ConfigError("--dataset=tfrecord: %s has neither image %r (--tfrecord_image_key) nor "
-                      "features %r (--tfrecord_features_key); its records hold %s" % (
-                          first, config.tfrecord_image_key, config.tfrecord_features_key, found))
-  if config.regression:
-    num_classes = 1
-  elif config.num_classes is None:
-    raise ConfigError("--dataset=tfrecord:%s needs --num_classes (records do not say how many "
-                      "classes there are)" % root)
-  else:
-    num_classes = int(config.num_classes)
-  return Source(kind="tfrecord", input_shape=tuple(int(d) for d in shape),
-                num_classes=num_classes, input_dtype=dtype, splits=tuple(sorted(files)),
-                records={"files": files, "counts": counts, "form": form,
-                         "label_dtype": keys[label_key]})
+      example = tf.train.Example.FromString(_first_record(first))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError("--dataset=tfrecord: %s does not hold tf.train.Example records (%s)" % (
+          first, " ".join(str(e).split())[:120])) from None
+    keys = _feature_keys(example)
+    found = ", ".join("%s (%s)" % kv for kv in sorted(keys.items()))
+    label_key = config.tfrecord_label_key
+    if label_key not in keys:
+      raise ConfigError("--dataset=tfrecord: %s has no label %r (--tfrecord_label_key); its "
+                        "records hold %s" % (first, label_key, found))
+    if config.tfrecord_image_key in keys:
+      form = "image"
+      encoded = example.features.feature[config.tfrecord_image_key].bytes_list.value[0]
+      try:
+        image = tf.io.decode_image(encoded, expand_animations=False).numpy()
+      except Exception:  # pylint: disable=broad-except
+        raise ConfigError("--dataset=tfrecord: the first %r of %s is not a PNG/JPEG/BMP/GIF "
+                          "image" % (config.tfrecord_image_key, first)) from None
+      shape = image.shape if config.image_size is None else (
+          int(config.image_size[0]), int(config.image_size[1]), image.shape[2])
+      dtype = np.dtype(np.uint8)
+    elif config.tfrecord_features_key in keys:
+      form = "features"
+      shape = (len(example.features.feature[config.tfrecord_features_key].float_list.value),)
+      dtype = np.dtype(np.float32)
+      if config.image_size is not None:
+        raise ConfigError("--image_size is for image records; %s holds feature vectors" % first)
+    else:
+      raise ConfigError("--dataset=tfrecord: %s has neither image %r (--tfrecord_image_key) nor "
+                        "features %r (--tfrecord_features_key); its records hold %s" % (
+                            first, config.tfrecord_image_key, config.tfrecord_features_key,
+                            found))
+    if config.regression:
+      num_classes = 1
+    elif config.num_classes is None:
+      raise ConfigError("--dataset=tfrecord:%s needs --num_classes (records do not say how many "
+                        "classes there are)" % root)
+    else:
+      num_classes = int(config.num_classes)
+    return Source(kind=self, input_shape=tuple(int(d) for d in shape), num_classes=num_classes,
+                  input_dtype=dtype, payload={"files": files, "counts": counts, "form": form,
+                                              "label_dtype": keys[label_key]})
+
+  def split_sizes(self, source: Source) -> dict:
+    return dict(source.payload["counts"])
+
+  def read(self, source: Source, config: DataConfig) -> Read:
+    """The files of each split interleaved in parallel (deterministic order, so cached teacher
+    outputs stay with their examples), each record parsed and decoded."""
+    from models.compat import plain, tf  # pylint: disable=g-import-not-at-top  (reading)
+    files, form, shape = source.payload["files"], source.payload["form"], source.input_shape
+    image_key, label_key = config.tfrecord_image_key, config.tfrecord_label_key
+    features_key = config.tfrecord_features_key
+    label_type = tf.float32 if source.payload["label_dtype"] == "float_list" else tf.int64
+    spec = {label_key: tf.io.FixedLenFeature([], label_type)}
+    if form == "image":
+      spec[image_key] = tf.io.FixedLenFeature([], tf.string)
+    else:
+      spec[features_key] = tf.io.FixedLenFeature(list(shape), tf.float32)
+
+    def parse(record):
+      ex = tf.io.parse_single_example(record, spec)
+      label = ex[label_key]
+      label = (tf.reshape(tf.cast(label, tf.float32), [1]) if config.regression else
+               tf.cast(label, tf.int32))
+      if form == "features":
+        return ex[features_key], label
+      image = tf.io.decode_image(ex[image_key], channels=shape[2], expand_animations=False)
+      image.set_shape([None, None, shape[2]])
+      return image, label
+
+    def read(paths):
+      ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
+          tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      return ds.map(plain(parse), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return Read({role: read(paths) for role, paths in files.items()}, self.split_sizes(source),
+                validation_source="validation* files",
+                # Training files sharded by file under multi-worker training (see bundle.batches).
+                file_shards={"train": len(files["train"])} if "validation" in files else {})
 
 
 def cluster_workers(environ=os.environ) -> int:
   """Workers of the TF_CONFIG cluster (1 without one): how many file shards training needs."""
-  import json  # pylint: disable=g-import-not-at-top
   try:
     cluster = json.loads(environ.get("TF_CONFIG", "{}")).get("cluster", {})
   except ValueError:
@@ -135,15 +177,4 @@ def cluster_workers(environ=os.environ) -> int:
   return max(1, sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")))
 
 
-def parse_spec(config: DataConfig, source: Source) -> Tuple[dict, str]:
-  """The ``tf.io.parse_single_example`` spec of the records, and the form."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
-  label = tf.io.FixedLenFeature([], tf.float32 if source.records["label_dtype"] == "float_list"
-                                else tf.int64)
-  if source.records["form"] == "image":
-    spec = {config.tfrecord_image_key: tf.io.FixedLenFeature([], tf.string)}
-  else:
-    spec = {config.tfrecord_features_key: tf.io.FixedLenFeature(list(source.input_shape),
-                                                                tf.float32)}
-  spec[config.tfrecord_label_key] = label
-  return spec, source.records["form"]
+TFRECORD = TFRecords()

@@ -33,8 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.compat import tf
-from pipelines.data.bundle import plain
+from models.compat import plain, tf
 from pipelines.runtime import distribute, progress, rundir
 
 META = "meta.json"
