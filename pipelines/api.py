@@ -30,6 +30,9 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional, Union
 
+import numpy as np
+
+from models.compat import keras
 from models.spec import ModelSpec
 from pipelines.config import (
     EXPORT, QAT, STUDENT, TEACHER, DataConfig, DistillConfig, ExportConfig, PipelineConfig,
@@ -37,7 +40,10 @@ from pipelines.config import (
 from pipelines.config.errors import ConfigError
 from pipelines.runtime import execute, rundir
 from pipelines.runtime.execute import StageOutcome
+from pipelines.data import bundle as data_lib
+from pipelines.export import tflite as tflite_tools
 from pipelines.stages import pipeline, qat, registry
+from pipelines.train import distill as distill_lib
 
 __all__ = ["run_pipeline", "run_stage", "distill", "DistillResult"]
 
@@ -138,10 +144,6 @@ def distill(teacher_model, train, test, validation=None, *,
     ConfigError: a bad argument, a teacher that does not fit the data, or an empty dataset,
       before any training.
   """
-  # pylint: disable=g-import-not-at-top
-  import numpy as np
-  from models.compat import keras
-  # pylint: enable=g-import-not-at-top
   if not isinstance(teacher_model, keras.Model):
     raise ConfigError("distill: teacher_model must be a tf_keras model (tf_keras.Model or "
                       "models.compat.keras), not %s" % type(teacher_model).__name__)
@@ -155,7 +157,7 @@ def distill(teacher_model, train, test, validation=None, *,
   arrays = {}
   for split, ds in (("train", train), ("test", test), ("val", validation)):
     if ds is not None:
-      arrays["x_" + split], arrays["y_" + split] = _materialize(ds, in_shape, split, np)
+      arrays["x_" + split], arrays["y_" + split] = _materialize(ds, in_shape, split)
   data_path = os.path.join(workdir, "data.npz")
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
@@ -200,7 +202,7 @@ def _known_input_shape(model):
     return None
 
 
-def _materialize(ds, in_shape, split: str, np):
+def _materialize(ds, in_shape, split: str):
   """``(x, y)`` numpy arrays of a dataset of ``(x, y)``, batched or not (batched when
   ``in_shape`` is None)."""
   xs, ys = [], []
@@ -233,10 +235,6 @@ def _adopt_teacher(teacher_model, workdir: str, data: DataConfig) -> TeacherConf
   same teacher skips what is done). The import then checks that it fits the data, tells
   probabilities (a softmax head) from logits, and evaluates it.
   """
-  # pylint: disable=g-import-not-at-top
-  from pipelines.data import bundle as data_lib
-  from pipelines.export import tflite as tflite_tools
-  # pylint: enable=g-import-not-at-top
   digest = hashlib.sha256()
   for w in teacher_model.get_weights():
     digest.update(w.tobytes())
@@ -258,9 +256,6 @@ def _adopt_teacher(teacher_model, workdir: str, data: DataConfig) -> TeacherConf
 
 
 def _result(workdir: str, name: str, task: str, tmp) -> DistillResult:
-  # pylint: disable=g-import-not-at-top
-  from pipelines.train import distill as distill_lib
-  # pylint: enable=g-import-not-at-top
   run = rundir.RunDir(workdir)
   s_entry, q_entry = run.entry(stage_of(STUDENT, name)), run.entry(stage_of(QAT, name))
   e_entry, t_entry = run.entry(stage_of(EXPORT, name)), run.entry(TEACHER)

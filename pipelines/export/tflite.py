@@ -34,6 +34,8 @@ from absl import logging
 
 from models.compat import is_startup_noise, native_output_filtered, tf
 
+from tensorflow.lite.python import schema_py_generated as schema  # noqa: E402  (TFLite's flatbuffer schema)
+
 # Ops whose input 1 is a weight tensor and input 2 (if any) a bias.
 _WEIGHT_OPS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2),
                "TRANSPOSE_CONV": (1, 3), "CONV_3D": (1, 2)}
@@ -178,7 +180,6 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
 
   Files whose buffers live outside the flatbuffer (the >2 GB layout) are returned as they are.
   """
-  schema = _schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
   if any(getattr(b, "offset", 0) for b in model.buffers):
     return data
@@ -196,7 +197,6 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
 
 def read_metadata(data: bytes, name: str) -> Optional[bytes]:
   """The metadata entry ``name`` of a .tflite (see :func:`with_metadata`), or None."""
-  schema = _schema()
   model = schema.Model.GetRootAsModel(bytearray(data), 0)
   for i in range(model.MetadataLength()):
     entry = model.Metadata(i)
@@ -213,11 +213,6 @@ def gzip_size(data: bytes) -> int:
   return len(buf.getvalue())
 
 
-def _schema():
-  from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
-  return schema
-
-
 def inspect_weights(data: bytes) -> dict:
   """Reads the weights of every conv/fully-connected op out of the flatbuffer.
 
@@ -229,7 +224,6 @@ def inspect_weights(data: bytes) -> dict:
   tensor's zero point (0 for TFLite's symmetric int8 weights), so the count
   is exactly the zeros the int8 kernels multiply by.
   """
-  schema = _schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
   op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
   type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -285,7 +279,6 @@ def inspect_ops(data: bytes) -> dict:
   ``--int8_io`` there are none). ``float_ops`` describes every other op that
   touches a float tensor, e.g. ``"#3 SIN (float32 -> float32)"``.
   """
-  schema = _schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
   op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
   type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}

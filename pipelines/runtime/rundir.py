@@ -28,6 +28,8 @@ import tempfile
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
+import h5py
+
 from pipelines.config.errors import ConfigError
 
 MANIFEST = "manifest.json"
@@ -143,7 +145,6 @@ def artifact_problem(path: str) -> Optional[str]:
         if not {"config.json", "model.weights.h5"} <= names:
           return "not a Keras model archive (members: %s)" % ", ".join(sorted(names))
     elif path.endswith(".h5"):
-      import h5py  # pylint: disable=g-import-not-at-top
       with h5py.File(path, "r") as f:
         list(f.keys())
     elif path.endswith(".json"):
@@ -226,7 +227,6 @@ class RunDir:
       if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
         raise ValueError("not a kdprune manifest")
     except (OSError, ValueError) as e:
-      from pipelines.config.errors import ConfigError  # pylint: disable=g-import-not-at-top
       raise ConfigError("%s is unreadable (%s); move it aside to start this run directory "
                         "afresh" % (self.manifest_path, str(e).splitlines()[0])) from None
     manifest.setdefault("stages", {})

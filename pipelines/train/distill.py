@@ -29,6 +29,10 @@ from pipelines.runtime import distribute, progress, rundir, upstream
 from pipelines.train import losses, teacher_import, teacher_store
 from pipelines.train import optimizers  # also registers the schedules saved models name
 
+# Private: _minimum_control_deps and reduce_per_replica, for the multi-step loop (_looped;
+# pinned by tests/test_student.py::test_a_multi_step_execution_traces_each_step_once_...).
+from tf_keras.src.engine import training as keras_training  # noqa: E402
+
 
 class DistillationTrainer(keras.Model):
   """Trains ``student`` on the distillation loss (or on labels alone with ``teacher=None``).
@@ -104,7 +108,6 @@ class DistillationTrainer(keras.Model):
                 or self._steps_per_execution is None)
 
   def _looped(self, step_fn, counter, metrics):
-    from tf_keras.src.engine import training as keras_training  # pylint: disable=g-import-not-at-top
     strategy = self.distribute_strategy
     steps = self._steps_per_execution
 
