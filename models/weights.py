@@ -8,6 +8,7 @@ with one line that names the first weight that differs.
 
 import os
 
+from models import files
 from models.compat import keras
 from models.errors import ConfigError
 
@@ -16,20 +17,24 @@ def _shape(w):
   return tuple(int(d) for d in w.shape)
 
 
-def _load_model(path):
+def _load_model(path, allow_unsafe: bool):
   if path.endswith(".weights.h5") or not path.endswith((".keras", ".h5")):
     return None
   try:
-    return keras.models.load_model(path, compile=False)
+    return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
   except (ValueError, OSError, TypeError, KeyError):
     return None  # an .h5 of weights alone: load_weights decides
 
 
-def load_start_weights(model, path: str, what: str = "--student_weights"):
-  """Sets ``model``'s weights from ``path``; raises ConfigError (one line) if they do not fit."""
+def load_start_weights(model, path: str, what: str = "--student_weights",
+                       allow_unsafe: bool = False):
+  """Sets ``model``'s weights from ``path``; raises ConfigError (one line) if they do not fit, or
+  if loading the file would run Python stored in it and not ``allow_unsafe``
+  (:mod:`models.files`)."""
   if not os.path.exists(path) and not os.path.exists(path + ".index"):
     raise ConfigError("%s=%s: no such file or directory" % (what, path))
-  source = _load_model(path)
+  files.check_safe(path, what, allow_unsafe)
+  source = _load_model(path, allow_unsafe)
   if source is not None:
     got, want = source.weights, model.weights
     for mine, theirs in zip(want, got):

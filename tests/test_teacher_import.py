@@ -210,3 +210,43 @@ def test_bfloat16_probabilities_are_told_from_logits():
   assert teacher_import.probabilities_like(probabilities)
   assert teacher_import.probabilities_like(tf.nn.softmax(z))
   assert not teacher_import.probabilities_like(tf.cast(z, tf.bfloat16))
+
+
+def _code_file(directory, suffix, marker):
+  """A model file whose Lambda layer creates ``marker`` when called: tf_keras calls it while it
+  rebuilds the model from the file (an .h5 Lambda is unmarshalled bytecode)."""
+  marker = str(marker)
+  model = keras.Sequential([
+      keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+      keras.layers.Lambda(lambda x: (open(marker, "w").close(), x)[1], name="code"),
+      keras.layers.Dense(10)])
+  path = str(directory / ("code" + suffix))
+  model.save(path)
+  os.remove(marker)  # building the model above called the Lambda once
+  return path
+
+
+def test_a_crafted_h5_file_runs_code_when_loaded_and_kdprune_refuses_it(tmp_path):
+  marker = tmp_path / "ran"
+  path = _code_file(tmp_path, ".h5", marker)
+  keras.models.load_model(path, compile=False)  # what a plain load does: the code runs
+  assert marker.exists()
+  os.remove(marker)
+  for flag in ("--teacher_path", "--student_weights"):
+    result = _run("--workdir=%s" % (tmp_path / "run"), "%s=%s" % (flag, path),
+                  module="pipelines.cli.pipeline")
+    _assert_one_line_error(result, "kdprune-pipeline", "%s=%s" % (flag, path),
+                           "Lambda code", "--allow_unsafe_deserialization")
+    assert not marker.exists()
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_model_file_with_code_loads_only_when_the_user_allows_it(suffix, tmp_path):
+  marker = tmp_path / "ran"
+  path = _code_file(tmp_path, suffix, marker)
+  with pytest.raises(ConfigError, match="holds Python code that runs when the file is loaded"):
+    teacher.validate(teacher.TeacherConfig(data=DIGITS, path=path))
+  assert not marker.exists()
+  teacher.validate(teacher.TeacherConfig(data=DIGITS, path=path, allow_unsafe=True))
+  assert marker.exists()  # trusted by the user: loaded, its Lambda rebuilt and called

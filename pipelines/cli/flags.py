@@ -131,6 +131,10 @@ def _define_student_flags():
   flags.DEFINE_string("student_weights", None, "Start the student from these trained weights "
                       "(a .keras/.h5 model file, or an .h5/.weights.h5 weights file) instead of a fresh "
                       "initialisation; they must fit the built --student_model layer by layer.")
+  flags.DEFINE_bool("allow_unsafe_deserialization", False, "Load a --teacher_path or "
+                    "--student_weights file whose model holds Python code (a Lambda layer), "
+                    "which runs when the file is loaded; only for files you trust (refused "
+                    "otherwise).")
   flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
                       "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
                       "can have many students.")
@@ -464,7 +468,8 @@ def student_config_from_flags() -> configs.StudentConfig:
           channel_fraction=FLAGS.channel_fraction),
       name=FLAGS.student_name,
       progress=FLAGS.progress,
-      weights=FLAGS.student_weights)
+      weights=FLAGS.student_weights,
+      allow_unsafe=FLAGS.allow_unsafe_deserialization)
 
 
 def qat_config_from_flags() -> configs.QatConfig:
@@ -506,7 +511,8 @@ def teacher_config_from_flags() -> configs.TeacherConfig:
       train=train_config_from_flags("teacher"),
       progress=FLAGS.progress,
       path=FLAGS.teacher_path,
-      outputs_are=FLAGS.teacher_outputs_are)
+      outputs_are=FLAGS.teacher_outputs_are,
+      allow_unsafe=FLAGS.allow_unsafe_deserialization)
 
 
 def pipeline_config_from_flags() -> configs.PipelineConfig:

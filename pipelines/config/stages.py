@@ -15,6 +15,7 @@ import os
 import re
 from typing import Optional, Tuple
 
+from models import files
 from models.spec import ModelSpec, validate_spec
 from pipelines.config.base import resolved
 from pipelines.config.data import DataConfig
@@ -69,6 +70,9 @@ class TeacherConfig:
   progress: str = "auto"  # presentation only: not part of the fingerprint
   path: Optional[str] = None  # --teacher_path: import this trained teacher instead of training
   outputs_are: str = "auto"  # --teacher_outputs_are: logits, probabilities or auto (detected)
+  # --allow_unsafe_deserialization: load a --teacher_path whose model holds Python (a Lambda);
+  # how the file is read, not what it computes: not part of the fingerprint.
+  allow_unsafe: bool = False
 
   stage = TEACHER
 
@@ -80,6 +84,7 @@ class TeacherConfig:
     if self.path is not None:
       if not os.path.exists(self.path):
         raise ConfigError("--teacher_path=%s: no such file or directory" % self.path)
+      files.check_safe(self.path, "--teacher_path", self.allow_unsafe)
       return  # an imported teacher is not built or trained: the model and train flags do not apply
     if self.outputs_are != "auto":
       raise ConfigError("--teacher_outputs_are is for an imported teacher (--teacher_path)")
@@ -106,6 +111,7 @@ class StudentConfig:
   name: str = "default"
   progress: str = "auto"  # presentation only: not part of the fingerprint
   weights: Optional[str] = None  # --student_weights: start from these trained weights
+  allow_unsafe: bool = False  # --allow_unsafe_deserialization (see TeacherConfig)
 
   @property
   def stage(self) -> str:
@@ -117,6 +123,8 @@ class StudentConfig:
     validate_spec(self.model, "--student_model")
     if self.weights is not None and not os.path.exists(self.weights):
       raise ConfigError("--student_weights=%s: no such file or directory" % self.weights)
+    if self.weights is not None:
+      files.check_safe(self.weights, "--student_weights", self.allow_unsafe)
     self.train.validate("student", self.data.task)
     self.distill.validate()
     self.distill.check_task(self.data.task)

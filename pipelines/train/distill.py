@@ -353,7 +353,8 @@ def load_teacher(workdir: str, bundle, dataset: str):
       raise ConfigError("the imported teacher %s is missing or changed since kdprune-teacher "
                         "imported it; rerun kdprune-teacher --workdir=%s" % (record["path"], workdir))
     teacher, _ = teacher_import.load(record["path"], bundle.input_shape, bundle.num_classes,
-                                     bundle.task == "regression", record["outputs_are"])
+                                     bundle.task == "regression", record["outputs_are"],
+                                     allow_unsafe=record.get("allow_unsafe", False))
     return teacher
   return load_teacher_checked(load_keras_model(path), bundle, "the teacher in %s" % path,
                               "--dataset=%s" % dataset, "retrain the teacher on this data")
@@ -389,6 +390,6 @@ def build_student(config, bundle):
   student = build_model(config.model, bundle.input_shape, bundle.num_classes, name="student",
                         flag="--student_model")
   if config.weights is not None:
-    load_start_weights(student, config.weights, "--student_weights")
+    load_start_weights(student, config.weights, "--student_weights", config.allow_unsafe)
     progress.say("[%s] started from the weights of %s" % (config.stage, config.weights))
   return student

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from models import files
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 
@@ -57,12 +58,15 @@ def _first_line(e: Exception) -> str:
   return (text[:300] or type(e).__name__)
 
 
-def open_model(path: str):
+def open_model(path: str, allow_unsafe: bool = False):
   """``(call, input_shape, output_units, flavour)`` for the model at ``path``.
 
   ``call(x)`` runs it in inference mode on a float32 batch; ``input_shape`` excludes the batch.
+  A file whose loading would run Python stored in it is refused unless ``allow_unsafe``
+  (:mod:`models.files`).
   """
   kind = kind_of(path)
+  files.check_safe(path, "--teacher_path", allow_unsafe)
   try:
     if kind == "savedmodel":
       loaded = tf.saved_model.load(path)
@@ -93,10 +97,10 @@ def open_model(path: str):
       return call, shape, units, "a SavedModel (serving_default)"
     if kind == "keras" and _is_keras3_archive(path):
       import keras as keras3  # pylint: disable=g-import-not-at-top
-      model = keras3.models.load_model(path, compile=False)
+      model = keras3.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
       return (lambda x, m=model: m(x, training=False)), tuple(model.input_shape[1:]), \
           model.output_shape[-1], "a Keras 3 model"
-    model = keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
     return (lambda x, m=model: m(x, training=False)), tuple(model.input_shape[1:]), \
         model.output_shape[-1], "a tf_keras model"
   except ConfigError:
@@ -160,14 +164,15 @@ def probabilities_like(outputs) -> bool:
 
 
 def load(path: str, input_shape: Tuple[int, ...], outputs: int, regression: bool,
-         outputs_are: str = "auto", sample: Optional[np.ndarray] = None):
+         outputs_are: str = "auto", sample: Optional[np.ndarray] = None,
+         allow_unsafe: bool = False):
   """The imported teacher as a tf_keras model of the data's input shape, and whether its outputs
   were probabilities (then the model returns their logarithm).
 
   ``sample``: a batch of (normalised) inputs, used by ``outputs_are="auto"`` to tell
-  probabilities from logits.
+  probabilities from logits. ``allow_unsafe``: see :func:`open_model`.
   """
-  call, shape, units, flavour = open_model(path)
+  call, shape, units, flavour = open_model(path, allow_unsafe)
   check_fits(path, shape, units, input_shape, outputs, regression)
   probabilities = outputs_are == "probabilities"
   if outputs_are == "auto" and not regression and sample is not None:

@@ -37,7 +37,7 @@ def validate(config: TeacherConfig) -> None:
          source.num_classes)
   if key not in _CHECKED_IMPORTS:
     from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
-    _, shape, units, _ = teacher_import.open_model(config.path)
+    _, shape, units, _ = teacher_import.open_model(config.path, config.allow_unsafe)
     teacher_import.check_fits(config.path, shape, units, source.input_shape, source.num_classes,
                               config.data.regression)
     _CHECKED_IMPORTS[key] = True

@@ -67,7 +67,7 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
   timing.lap("data")
   teacher, probabilities = teacher_import.load(
       config.path, bundle.input_shape, bundle.num_classes, config.data.regression,
-      config.outputs_are, sample)
+      config.outputs_are, sample, allow_unsafe=config.allow_unsafe)
   timing.lap("build")
   if probabilities:
     progress.say("[teacher] %s outputs probabilities (rows are non-negative and sum to 1): "
@@ -90,7 +90,9 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
   }
   record = {"path": os.path.abspath(config.path), "outputs_are": (
       "probabilities" if probabilities else "logits"),
-      "sha256": rundir.content_hash(config.path)}
+      "sha256": rundir.content_hash(config.path),
+      # The user trusted this file at import: the students load it the same way.
+      "allow_unsafe": config.allow_unsafe}
   if not config.data.regression and test["accuracy"] < 1.5 / bundle.num_classes:
     lo, hi = float(sample.min()), float(sample.max())
     progress.warn("[teacher] warning: the imported teacher's test accuracy %.4f is near chance "
