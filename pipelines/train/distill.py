@@ -25,7 +25,7 @@ from models.registry import build_model
 from models.weights import load_start_weights
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
-from pipelines.runtime import distribute, progress, rundir, upstream
+from pipelines.runtime import distribute, progress, rundir, timing, upstream
 from pipelines.train import losses, teacher_import, teacher_store
 from pipelines.train import optimizers  # also registers the schedules saved models name
 
@@ -324,6 +324,21 @@ def training_batches(bundle, teacher, distill_config, train_config, seed: int,
   ds = bundle.batches("train", train_config.batch_size, shuffle=True, seed=seed,
                       extras=store.dataset())
   return ds, mode, time.time() - start
+
+
+def teacher_and_batches(config, workdir: str, bundle, seed: int):
+  """What a distilling stage (the student, QAT) trains on: its teacher (None without
+  distillation) and its training batches, through the run directory's store of teacher outputs.
+
+  Returns ``(teacher, dataset, mode, cache_seconds)`` (see :func:`training_batches`)."""
+  teacher = teacher_for_training(workdir, bundle, config.data, config.distill, config.train)
+  timing.lap("build")
+  dataset, mode, cache_seconds = training_batches(
+      bundle, teacher, config.distill, config.train, seed,
+      cache_path=upstream.teacher_logits_path(workdir, config.data) if teacher is not None
+      else None)
+  timing.lap("teacher_outputs")
+  return teacher, dataset, mode, cache_seconds
 
 
 # ----------------------------------------------------------------------------

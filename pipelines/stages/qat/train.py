@@ -30,13 +30,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                           student_path, tuple(student.input_shape[1:]), student.output_shape[-1],
                           config.data.dataset, bundle.input_shape, bundle.num_classes))
   cfg = config.train
-  teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
-  timing.lap("build")
-  train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, seed,
-      cache_path=(upstream.teacher_logits_path(workdir, config.data)
-                  if teacher is not None else None))
-  timing.lap("teacher_outputs")
+  teacher, train_ds, mode, cache_seconds = distill.teacher_and_batches(config, workdir, bundle,
+                                                                       seed)
   qat = quantize_backend.for_model(student)
   pruning = prune_backend.for_model(student)
   masks = qat.zero_masks(student, upstream_student.pruned_layers)

@@ -7,7 +7,7 @@ from pipelines.config import STUDENT as NAME
 from pipelines.config import StudentConfig, tasks
 from pipelines.prune import backend as prune_backend
 from pipelines.prune import channels
-from pipelines.runtime import distribute, progress, timing, upstream
+from pipelines.runtime import distribute, progress, timing
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.student import validate
 from pipelines.train import channel_loop, distill, loop, optimizers, precision
@@ -23,12 +23,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   channels_first = config.pruning.structure == "channels"
   if channels_first:
     channel_loop.check_plan(config, bundle)  # before the teacher's outputs are computed
-  teacher = distill.teacher_for_training(workdir, bundle, config.data, config.distill, cfg)
-  timing.lap("build")
-  train_ds, mode, cache_seconds = distill.training_batches(
-      bundle, teacher, config.distill, cfg, seed,
-      cache_path=upstream.teacher_logits_path(workdir, config.data) if teacher is not None else None)
-  timing.lap("teacher_outputs")
+  teacher, train_ds, mode, cache_seconds = distill.teacher_and_batches(config, workdir, bundle,
+                                                                       seed)
   online = teacher if mode == "online" else None
   val_ds = bundle.batches("validation", cfg.batch_size)
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME, config.name))
