@@ -313,3 +313,45 @@ def test_the_budget_is_points_for_classification_and_an_mse_ratio_for_regression
                         str(tmp_path))
   assert judge.within(inside) and not judge.within(outside)
   assert judge.budget()["teacher_val_" + metric] == teacher_val
+
+
+def test_a_size_budget_chooses_the_most_accurate_student_that_fits(searched, tmp_path):
+  """--max_gzip_bytes, the dual of --max_drop: among the int8 files that fit, the best on
+  validation; a chain is bisected from its sparsest end (the sparser, the smaller)."""
+  workdir = tmp_path / "copy"
+  shutil.copytree(searched[0], workdir)
+  flags = [f for f in FLAGS if not f.startswith("--max_drop")]
+  # Everything fits: both ends of the chain are exported (a student the accuracy budget had
+  # abandoned after pruning goes through QAT and export now).
+  _cli("--workdir=%s" % workdir, *flags, "--max_gzip_bytes=100000000")
+  first = {c["student"]: c for c in _result(workdir)["candidates"]}
+  sizes = sorted(first[n]["tflite_gzip_bytes"] for n in ("s0.500_unstructured_w16",
+                                                         "s0.900_unstructured_w16"))
+  assert sizes[0] < sizes[1]
+  budget = (sizes[0] + sizes[1]) // 2  # the sparser file fits, the denser one does not
+  proc = _cli("--workdir=%s" % workdir, *flags, "--max_gzip_bytes=%d" % budget)
+  assert _ran(proc.stdout + proc.stderr) == []  # every candidate was exported by the first search
+  out = _result(workdir)
+  assert [c["student"] for c in out["candidates"]][:2] == [
+      "s0.900_unstructured_w16", "s0.500_unstructured_w16"]  # the sparsest end first
+  for c in out["candidates"]:
+    assert c["within_budget"] == (c["tflite_gzip_bytes"] <= budget), c
+  fits = [c for c in out["candidates"] if c["within_budget"]]
+  best = max(fits, key=lambda c: (c["val_accuracy"], -c["tflite_gzip_bytes"]))
+  assert out["best"]["name"] == best["student"]
+  assert out["budget"]["max_gzip_bytes"] == budget and "test_over_budget" not in out["best"]
+  assert "at most {:,} bytes gzipped".format(budget) in (
+      workdir / "search" / "search.md").read_text()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--max_gzip_bytes=5000", "--max_drop=1"], "two budgets: give one"),
+    (["--max_gzip_bytes=5000", "--objective=latency"], "--objective=latency does not apply"),
+    (["--max_gzip_bytes=-3"], "--max_gzip_bytes"),
+])
+def test_a_size_budget_is_refused_with_another_budget_or_objective(tmp_path, flags, message):
+  proc = _cli("--workdir=%s" % (tmp_path / "run"), "--dataset=digits", *flags, check=False)
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], proc.stderr
+  assert not (tmp_path / "run").exists()

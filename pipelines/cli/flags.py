@@ -83,6 +83,10 @@ def _define_search_flags():
                      "much the MSE may exceed the teacher's, as a ratio minus 1 (regression: 0.1 "
                      "allows 1.1x). Must be > 0: an int8 student never matches the teacher "
                      "exactly.")
+  flags.DEFINE_integer("max_gzip_bytes", s.max_gzip_bytes, "kdprune-search: a size budget "
+                       "instead of --max_drop: the int8 student with the best validation figure "
+                       "whose gzipped .tflite fits in this many bytes (e.g. a microcontroller's "
+                       "flash); 0: none.", lower_bound=0)
   flags.DEFINE_enum("objective", s.objective, configs.SEARCH_OBJECTIVES, "kdprune-search: what "
                     "the chosen student minimises among those within budget: size (gzipped "
                     ".tflite) or latency (batch-1, one thread).")
@@ -551,7 +555,10 @@ def search_config_from_flags() -> configs.SearchConfig:
                       ) from None
   structures = (tuple(FLAGS.structures) if FLAGS["structures"].present
                 else configs.SearchConfig.structures)
+  if FLAGS.max_gzip_bytes and FLAGS["max_drop"].present:
+    raise ConfigError("--max_drop and --max_gzip_bytes are two budgets: give one (an accuracy "
+                      "drop, or a file size within which the most accurate student wins)")
   return configs.SearchConfig(
-      max_drop=FLAGS.max_drop, objective=FLAGS.objective, structures=structures, widths=widths,
+      max_drop=FLAGS.max_drop, max_gzip_bytes=FLAGS.max_gzip_bytes, objective=FLAGS.objective, structures=structures, widths=widths,
       sparsity_range=pair("search_sparsity_range"), channel_range=pair("search_channel_range"),
       tolerance=FLAGS.search_tolerance, task_index=FLAGS.task_index, num_tasks=FLAGS.num_tasks)

@@ -302,6 +302,9 @@ class SearchConfig:
 
   max_drop: float = 0.5  # classification: accuracy points; regression: allowed MSE ratio - 1
   objective: str = "size"
+  # The dual budget: the best validation figure among the int8 files of at most this many bytes
+  # gzipped (0: none; --max_drop then applies).
+  max_gzip_bytes: int = 0
   structures: Tuple[str, ...] = PRUNING_STRUCTURES
   widths: Tuple[Optional[int], ...] = (None,)  # None: --student_width
   sparsity_range: Tuple[float, float] = (0.5, 0.98)
@@ -325,6 +328,12 @@ class SearchConfig:
     if self.objective not in SEARCH_OBJECTIVES:
       raise ConfigError("--objective=%s is not one of %s" % (
           self.objective, ", ".join(SEARCH_OBJECTIVES)))
+    if self.max_gzip_bytes < 0:
+      raise ConfigError("--max_gzip_bytes=%d must be >= 0 (0: no size budget)" %
+                        self.max_gzip_bytes)
+    if self.max_gzip_bytes and self.objective != "size":
+      raise ConfigError("--objective=%s does not apply with --max_gzip_bytes: the student with "
+                        "the best validation figure within the size is chosen" % self.objective)
     if not self.structures:
       raise ConfigError("--structures is empty")
     for s in self.structures:
@@ -359,4 +368,7 @@ class SearchConfig:
     return tuple(c for j, c in enumerate(self.chains()) if j % self.num_tasks == self.task_index)
 
   def space(self) -> dict:
-    return {k: getattr(self, k) for k in self.SPACE_FIELDS}
+    out = {k: getattr(self, k) for k in self.SPACE_FIELDS}
+    if self.max_gzip_bytes:  # (left out when unset: the searches before it keep their chains)
+      out.update(max_gzip_bytes=self.max_gzip_bytes, max_drop=None)
+    return out

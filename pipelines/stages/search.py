@@ -4,6 +4,8 @@
   kdprune-search --workdir=runs/search --max_drop=0.5 --objective=latency \
       --structures=unstructured,channels --student_widths=8,16
   kdprune-search --workdir=runs/search --max_drop=0.5 --parallel=4          # 4 local processes
+  kdprune-search --workdir=runs/search --max_gzip_bytes=8000                # the most accurate
+                                                                            # within a file size
 
 The space is every *chain* (structure, width) times one continuous value:
 the final sparsity of ``unstructured`` students (``--search_sparsity_range``),
@@ -22,7 +24,9 @@ teacher's validation figure: classification within ``--max_drop`` accuracy
 points, regression with an MSE at most ``1 + --max_drop`` times the teacher's.
 Among those within budget the smallest gzipped file (``--objective=size``) or
 the lowest batch-1 latency (``latency``) wins; its test figures are reported
-beside, never used to choose.
+beside, never used to choose. ``--max_gzip_bytes`` is the dual budget: among the
+files that fit, the best validation figure wins; chains are then bisected from
+their sparsest end.
 
 Parallel: chain ``j`` belongs to task ``j % --num_tasks``; ``--task_index``
 runs only its own (task 0 trains the teacher, the others wait for it), and
@@ -155,10 +159,16 @@ class _Judge:
     self._batches = None
     sizes = sources.split_sizes(config.export.data)  # no TensorFlow; None when unrecorded
     self.validation_examples = sizes["validation"] if sizes else None
+    self.max_bytes = search.max_gzip_bytes or None  # a size budget instead of --max_drop
+
+  def accepts(self, val: float, gzip_bytes: int) -> bool:
+    """Whether an exported candidate is within budget: its file fits the size budget, or its
+    validation figure is within --max_drop of the teacher's."""
+    return gzip_bytes <= self.max_bytes if self.max_bytes else self.within(val)
 
   def budget_examples(self) -> Optional[float]:
     """The accuracy budget in validation examples (classification; None otherwise)."""
-    if not self.higher or not self.validation_examples:
+    if self.max_bytes or not self.higher or not self.validation_examples:
       return None
     return self.search.max_drop / 100.0 * self.validation_examples
 
@@ -187,6 +197,10 @@ class _Judge:
     return value >= self.threshold() - eps if self.higher else value <= self.threshold() + eps
 
   def budget(self) -> dict:
+    if self.max_bytes:
+      return {"max_gzip_bytes": self.max_bytes, "unit": "bytes of the gzipped int8 .tflite",
+              "reference": "float teacher, validation %s %.6g" % (self.label, self.reference),
+              "teacher_val_" + self.metric: self.reference}
     examples = self.budget_examples()
     return {"max_drop": self.search.max_drop,
             "unit": "accuracy points" if self.higher else "MSE ratio - 1",
@@ -231,7 +245,7 @@ def _evaluate(judge: _Judge, structure: str, width, value, chain: str, log) -> d
             "target_sparsity": c.student.pruning.target,
             "channel_fraction": value if structure == "channels" else None,
             "float_val_" + m: float_val, "abandoned": None}
-  if not judge.within(float_val):
+  if not judge.max_bytes and not judge.within(float_val):  # (a size is known once exported)
     record.update(abandoned="float validation %s %.5g at the end of pruning is already out of "
                   "budget (%.5g)" % (judge.label, float_val, judge.threshold()),
                   within_budget=False)
@@ -245,7 +259,8 @@ def _evaluate(judge: _Judge, structure: str, width, value, chain: str, log) -> d
   record.update({k: entry[k] for k in ("test_" + m, "tflite_bytes", "tflite_gzip_bytes",
                                        "latency_ms", "sparsity", "params", "nonzero_params",
                                        "report")})
-  record.update({"val_" + m: val, "drop": judge.drop(val), "within_budget": judge.within(val)})
+  record.update({"val_" + m: val, "drop": judge.drop(val),
+                 "within_budget": judge.accepts(val, record["tflite_gzip_bytes"])})
   log("[%s] %s: int8 validation %s %.5g (%s %.5g), %d B gzipped -> %s" % (
       NAME, name, judge.label, val, "drop" if judge.higher else "ratio", record["drop"],
       record["tflite_gzip_bytes"], "within budget" if record["within_budget"] else "out of budget"))
@@ -284,6 +299,11 @@ def run_chain(judge: _Judge, structure: str, width, fp: str, log) -> dict:
   if lo is None:  # m_by_n: one student
     within(None)
     best = None
+  elif judge.max_bytes:
+    # A size budget holds from some value up (the sparser, the smaller): the smallest value that
+    # fits is the largest of the negated values, bisected from the sparsest end.
+    best, _ = bisect(lambda v: within(-v), -hi, -lo, judge.search.tolerance, DIGITS[structure])
+    best = -best if best is not None else None
   else:
     best, _ = bisect(within, lo, hi, judge.search.tolerance, DIGITS[structure])
   out = {"chain": chain, "structure": structure, "width": candidates[0]["width"],
@@ -355,11 +375,15 @@ FEW_EXAMPLES = 3.0
 TIES = {"size": 0.01, "latency": 0.05}
 
 
-def choose(within, objective: str, metric: str, higher: bool):
+def choose(within, objective: str, metric: str, higher: bool, by_score: bool = False):
   """The best of the candidates ``within`` budget: the smallest (or fastest) up to :data:`TIES`,
-  then the best validation figure, then the name."""
+  then the best validation figure, then the name; ``by_score`` (a size budget): the best
+  validation figure, then the smallest file, then the name."""
   if not within:
     return None
+  if by_score:
+    return min(within, key=lambda c: (-c["val_" + metric] if higher else c["val_" + metric],
+                                      c["tflite_gzip_bytes"], c["student"]))
   figure = lambda c: c["tflite_gzip_bytes"] if objective == "size" else c["latency_ms"]  # noqa: E731
   least = min(figure(c) for c in within)
   tied = [c for c in within if figure(c) <= least * (1 + TIES[objective])]
@@ -384,7 +408,7 @@ def collect(config: PipelineConfig, search: SearchConfig, workdir: str, log=None
   candidates = [c for ch in chains for c in ch["candidates"]]
   exported = [c for c in candidates if c["abandoned"] is None]
   within = [c for c in exported if c["within_budget"]]
-  best = choose(within, search.objective, m, judge.higher)
+  best = choose(within, search.objective, m, judge.higher, by_score=bool(judge.max_bytes))
   teacher = run_dir.entry(TEACHER)["metrics"]
   reference = None
   for c in exported:  # the float teacher's .tflite, as every export measured it (test split)
@@ -419,7 +443,7 @@ def collect(config: PipelineConfig, search: SearchConfig, workdir: str, log=None
       reference_test = out["teacher"]["tflite_test_" + m]
       if reference_test is None:
         reference_test = out["teacher"]["test_" + m]
-      if judge.higher and reference_test is not None:
+      if judge.higher and reference_test is not None and not judge.max_bytes:
         out["best"]["test_drop"] = round(100.0 * (reference_test - best["test_" + m]), 4)
         out["best"]["test_over_budget"] = out["best"]["test_drop"] > search.max_drop + 1e-9
       with rundir.atomic_path(best_dir) as tmp:
@@ -464,12 +488,15 @@ def markdown(out: dict) -> str:
     return "-" if v is None else ("%.2f%%" % (100 * v) if pct else "%.5g" % v)
 
   b = out["budget"]
-  lines = ["# kdprune search", "",
-           "Budget: at most %s %s below the float teacher (%s); objective: smallest %s. "
-           "Candidates are judged by their int8 .tflite on the validation split; test figures "
-           "are reported, never used to choose." % (
-               b["max_drop"], b["unit"], b["reference"],
-               "gzipped .tflite" if out["objective"] == "size" else "batch-1 latency")]
+  if "max_gzip_bytes" in b:
+    budget = ("Budget: at most {:,} bytes gzipped; objective: the best validation %s (%s)."
+              .format(b["max_gzip_bytes"]) % (out["score"]["label"], b["reference"]))
+  else:
+    budget = "Budget: at most %s %s below the float teacher (%s); objective: smallest %s." % (
+        b["max_drop"], b["unit"], b["reference"],
+        "gzipped .tflite" if out["objective"] == "size" else "batch-1 latency")
+  lines = ["# kdprune search", "", budget + " Candidates are judged by their int8 .tflite on "
+           "the validation split; test figures are reported, never used to choose."]
   if "examples" in b:
     lines += ["The budget is %.1f of the %d validation examples%s." % (
         b["examples"], b["validation_examples"], "; fewer than %g is within one run's noise: "
