@@ -205,8 +205,9 @@ def target_lines(report: dict) -> List[str]:
     m = by_name.get(t["model"], {})
     text = "- `%s` -> `%s` (%s): checked: %s" % (t["name"], t.get("file"), t["runtime"],
                                                  "; ".join(t["rules"]))
-    if m.get("quantization"):
-      text += "; weights %s" % ", ".join(m["quantization"])
+    quantized = [q for q in m.get("quantization", []) if q != "float"]
+    if quantized:
+      text += "; weights quantized %s" % " and ".join(quantized)
     text += "."
     tflm_figures = t.get("tflm")
     if tflm_figures and "test_accuracy" in tflm_figures:
