@@ -26,6 +26,8 @@ def _version():
   raise RuntimeError("no __version__ in pipelines/__init__.py")
 
 
+TFLM = "tflite-micro==0.dev20261023182759"
+
 STAGES = {
     "kdprune-pipeline": "pipelines.cli.pipeline:entry_point",
     "kdprune-teacher": "pipelines.cli.teacher:entry_point",
@@ -67,8 +69,12 @@ setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs on every core (setup.cfg addopts); import-linter and
-        # ruff: the layering contract and lint, checked by tests/test_layout.py.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "import-linter>=2.1", "ruff>=0.6"],
+        # ruff: the layering contract and lint, checked by tests/test_layout.py; tflite-micro:
+        # the tflm target's tests.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "import-linter>=2.1", "ruff>=0.6", TFLM],
+        # --target=tflm runs the file in TFLite Micro's own interpreter (published as nightly
+        # builds only: the one checked with this version is pinned).
+        "tflm": [TFLM],
     },
     entry_points={"console_scripts": ["%s=%s" % kv for kv in STAGES.items()]},
 )

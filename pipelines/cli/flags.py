@@ -126,8 +126,15 @@ def _define_qat_export_flags():
                     "gives the report's comparison; the student's float and post-training "
                     "quantized files show what QAT bought (each costs a conversion and a "
                     "test-set pass)." % ", ".join(configs.BASELINES))
-  flags.DEFINE_bool("int8_io", e.int8_io, "Give the int8 .tflite models int8 inputs and outputs "
-                    "(for integer-only accelerators); by default they take and return float32.")
+  flags.DEFINE_flag(_int8_io_flag(e.int8_io))
+  flags.DEFINE_multi_string("target", list(e.targets), "The runtimes to export for, each file "
+                            "checked against its rules and measured in the report (repeat the "
+                            "flag, or a list): %s. litert is the product (int8, float "
+                            "inputs and outputs); edgetpu: int8 (--int8_io=uint8: uint8) inputs "
+                            "and outputs, Edge TPU ops only, static shapes; tflm: int8 inputs and "
+                            "outputs, TFLite Micro's ops, run in its interpreter (needs "
+                            "tflite-micro); xnnpack_sparse: float32 with sparse-encoded weights."
+                            % ", ".join(configs.TARGETS))
 
 
 def _define_student_flags():
@@ -347,35 +354,55 @@ def parse_splits(items):
   return tuple(out)
 
 
-class _CacheParser(flags.ArgumentParser):
-  """``--cache=auto|memory|disk|none``; the old boolean spellings still parse: ``--cache``
-  (``true``) is ``auto`` and ``--nocache`` (``false``) is ``none``."""
+class _ValuedBoolParser(flags.ArgumentParser):
+  """A flag's values, where the boolean spellings still parse: ``--flag`` (``true``) is
+  ``true_value`` and ``--noflag`` (``false``) is ``false_value``."""
 
-  syntactic_help = "one of auto|memory|disk|none"
+  def __init__(self, values, true_value, false_value):
+    super().__init__()
+    self.values, self.true_value, self.false_value = tuple(values), true_value, false_value
+    self.syntactic_help = "one of %s" % "|".join(self.values)
 
   def parse(self, argument):
     text = str(argument).strip().lower()
     if text in ("true", "1", "t", "yes"):
-      return "auto"
+      return self.true_value
     if text in ("false", "0", "f", "no"):
-      return "none"
-    if text not in configs.CACHE_MODES:
-      raise ValueError("must be one of auto, memory, disk, none")
+      return self.false_value
+    if text not in self.values:
+      raise ValueError("must be one of %s" % ", ".join(self.values))
     return text
 
   def flag_type(self):
     return "string enum"
 
 
-def _cache_flag():
+def _valued_bool_flag(name, default, parser, help_text):
   """A flag that takes a value (``--cache=disk``) and also parses bare, as the boolean it was
   (``--cache``, ``--nocache``: absl only allows both for a flag marked boolean)."""
-  flag = flags.Flag(_CacheParser(), flags.ArgumentSerializer(), "cache", "auto",
-                    "Where decoded examples are kept between epochs: auto (memory when the "
-                    "decoded splits fit --cache_budget_mb, else a file cache under the run "
-                    "directory), memory, disk or none. --cache is auto, --nocache is none.")
-  flag.boolean = True  # bare --cache and --nocache parse; --cache=MODE takes the value
+  flag = flags.Flag(parser, flags.ArgumentSerializer(), name, default, help_text)
+  flag.boolean = True  # bare --flag and --noflag parse; --flag=VALUE takes the value
   return flag
+
+
+def _cache_flag():
+  """``--cache=auto|memory|disk|none``; the old boolean spellings still parse: ``--cache`` is
+  ``auto`` and ``--nocache`` is ``none``."""
+  return _valued_bool_flag(
+      "cache", "auto", _ValuedBoolParser(configs.CACHE_MODES, "auto", "none"),
+      "Where decoded examples are kept between epochs: auto (memory when the "
+      "decoded splits fit --cache_budget_mb, else a file cache under the run "
+      "directory), memory, disk or none. --cache is auto, --nocache is none.")
+
+
+def _int8_io_flag(default: bool):
+  """``--int8_io``: ``int8`` (bare, or true), ``uint8``, or ``none`` (``--noint8_io``, false)."""
+  return _valued_bool_flag(
+      "int8_io", "int8" if default else "none",
+      _ValuedBoolParser(("none",) + configs.INT8_IO_TYPES, "int8", "none"),
+      "Give the int8 .tflite models integer inputs and outputs (for integer-only accelerators): "
+      "--int8_io is int8, --int8_io=uint8 uint8 (also the type of the edgetpu target's "
+      "inputs and outputs); by default (--noint8_io) they take and return float32.")
 
 
 def data_config_from_flags() -> configs.DataConfig:
@@ -493,8 +520,19 @@ def export_config_from_flags() -> configs.ExportConfig:
       latency_runs=FLAGS.latency_runs,
       latency_warmup=FLAGS.latency_warmup,
       representative_examples=FLAGS.representative_examples,
-      int8_io=FLAGS.int8_io,
-      baselines=_baselines(FLAGS.export_baselines))
+      int8_io=FLAGS.int8_io != "none",
+      int8_io_type=FLAGS.int8_io if FLAGS.int8_io != "none" else "int8",
+      baselines=_baselines(FLAGS.export_baselines),
+      targets=parse_targets(FLAGS.target))
+
+
+def parse_targets(values) -> tuple:
+  """``--target``, repeated or a comma-separated list, in the order of ``configs.TARGETS``
+  (unknown names are kept for ``ExportConfig.validate`` to refuse)."""
+  names = [n.strip() for v in values or () for n in str(v).split(",")]
+  names = [n for n in names if n]
+  known = sorted((n for n in names if n in configs.TARGETS), key=configs.TARGETS.index)
+  return tuple(known + [n for n in names if n not in configs.TARGETS])
 
 
 def _baselines(names) -> tuple:

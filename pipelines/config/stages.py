@@ -36,6 +36,11 @@ LOGITS_DIR = "logits"  # <workdir>/teacher/logits/: its logits, shared by the st
 PRODUCT = "student_qat_int8"  # the exported product's file name (without .tflite)
 # The reference files the export can convert beside the product (--export_baselines).
 BASELINES = ("teacher_float", "student_float", "student_ptq_dynamic", "student_ptq_int8")
+# The runtimes an export can target (--target), each writing its own file beside the product; their
+# rules (op lists, I/O, checks) are in pipelines/export/targets.py. litert is the product itself.
+TARGETS = ("litert", "edgetpu", "tflm", "xnnpack_sparse")
+DEFAULT_TARGETS = ("litert",)
+INT8_IO_TYPES = ("int8", "uint8")  # the integer type of --int8_io's inputs and outputs
 PREPROCESSING_FILE = "preprocessing.json"  # beside the exported models: what they expect
 PREPROCESSING_METADATA = "kdprune_preprocessing"  # the same record, as .tflite metadata
 QAT_SCHEMES = ("prune_preserve", "default")
@@ -191,6 +196,18 @@ class QatConfig:
     return out
 
 
+def check_targets(targets) -> None:
+  """Refuses an empty, unknown or repeated ``--target`` in one line."""
+  if not targets:
+    raise ConfigError("--target is empty: name one or more of %s" % ", ".join(TARGETS))
+  unknown = [t for t in targets if t not in TARGETS]
+  if unknown:
+    raise ConfigError("--target=%s is not one of %s" % (unknown[0], ", ".join(TARGETS)))
+  if len(set(targets)) != len(targets):
+    raise ConfigError("--target names %s twice" % next(
+        t for t in targets if list(targets).count(t) > 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
   """What decides the export of one student: its data, and how the files are measured."""
@@ -205,6 +222,11 @@ class ExportConfig:
   # The reference files converted and measured beside the product (BASELINES); the float
   # teacher by default (the report's comparison), the student's float and PTQ files on request.
   baselines: Tuple[str, ...] = ("teacher_float",)
+  # The runtimes the export is checked against and written for (--target), in TARGETS' order;
+  # litert alone is the product as it always was.
+  targets: Tuple[str, ...] = DEFAULT_TARGETS
+  # --int8_io=uint8: the integer inputs and outputs are uint8 (int8_io and the edgetpu file).
+  int8_io_type: str = "int8"
 
   @property
   def stage(self) -> str:
@@ -224,8 +246,12 @@ class ExportConfig:
     if unknown:
       raise ConfigError("--export_baselines: unknown %s (choose from %s, or all, or none)" % (
           ", ".join(unknown), ", ".join(BASELINES)))
+    check_targets(self.targets)
+    if self.int8_io_type not in INT8_IO_TYPES:
+      raise ConfigError("--int8_io=%s must be true, false, int8 or uint8" % self.int8_io_type)
 
-  LATER_FIELDS = ("baselines",)  # an export made before --export_baselines is not redone
+  # An export made before --export_baselines, --target or --int8_io=uint8 is not redone.
+  LATER_FIELDS = ("baselines", "targets", "int8_io_type")
 
   def resolved(self) -> dict:
     out = resolved(self)

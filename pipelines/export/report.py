@@ -9,7 +9,7 @@ import importlib
 import json
 import os
 import platform
-from typing import List
+from typing import List, Optional
 
 from pipelines import config as configs
 from pipelines.config import EXPORT, stage_of
@@ -106,6 +106,126 @@ def comparison_lines(report: dict) -> List[str]:
   return lines
 
 
+# A file is faster (slower) than its twin when the twin's median latency is at least this many
+# times its own (or the reverse) and their spreads (10th to 90th percentile) do not overlap.
+SPEEDUP = 1.10
+RUNTIMES = (("xnnpack", "with XNNPACK"), ("builtin", "with the builtin kernels"))
+
+
+def _latency(m: dict, runtime: str):
+  """``(median, p10, p90)`` of a model entry's batch-1 latency with XNNPACK or without it."""
+  if runtime == "xnnpack":
+    return m["latency_ms"], m.get("latency_p10_ms", m["latency_ms"]), m["latency_p90_ms"]
+  return m["latency_builtin_ms"], m["latency_builtin_p10_ms"], m["latency_builtin_p90_ms"]
+
+
+def _versus(mine, other):
+  """``("faster" | "slower" | "no faster", other median / my median)``."""
+  ratio = other[0] / max(mine[0], 1e-9)
+  if ratio >= SPEEDUP and mine[2] < other[1]:
+    return "faster", ratio
+  if ratio <= 1 / SPEEDUP and mine[1] > other[2]:
+    return "slower", ratio
+  return "no faster", ratio
+
+
+def _times_phrase(verdict: str, ratio: float) -> str:
+  if verdict == "faster":
+    return "%.2fx faster" % ratio
+  if verdict == "slower":
+    return "%.2fx slower" % (1 / ratio)
+  return "no faster"
+
+
+def zeros_speed(m: dict, dense: Optional[dict] = None) -> dict:
+  """Whether a file's zero weights made it faster, measured: its batch-1 latency with XNNPACK and
+  with the builtin kernels against its twin's, the same file with its zeros filled (dense
+  weights: ``m["zeros_filled"]``) or, for sparse-encoded weights, ``dense`` (the same weights
+  dense-encoded: the ``student_float`` entry). Returns ``{"verdict", "ratios", "compared_with",
+  "sentence"}``, the sentence the report prints for the file."""
+  zeros = m.get("weight_zeros", 0)
+  if not zeros:
+    return {"verdict": "no zeros", "ratios": {}, "compared_with": None,
+            "sentence": "`%s` has no zero weights: there is nothing for sparsity to speed up." % (
+                m["name"])}
+  if m.get("sparse_tensors"):
+    if dense is None or "latency_builtin_ms" not in dense:
+      return {"verdict": "not compared", "ratios": {}, "compared_with": None,
+              "sentence": "`%s` stores its zeros sparse-encoded; no dense-encoded file was "
+                          "measured beside it." % m["name"]}
+    twin = {r: _latency(dense, r) for r, _ in RUNTIMES}
+    what, against = "sparse-encoded zeros", "`%s` (the same weights, dense-encoded)" % (
+        dense["name"])
+  elif m.get("zeros_filled"):
+    twin = {r: (v["median_ms"], v["p10_ms"], v["p90_ms"]) for r, v in m["zeros_filled"].items()}
+    what, against = "zeros", "the same file with its zeros filled"
+  else:
+    return {"verdict": "not compared", "ratios": {}, "compared_with": None,
+            "sentence": "`%s`: its zeros were not compared." % m["name"]}
+  results = {r: _versus(_latency(m, r), twin[r]) for r, _ in RUNTIMES}
+  verdicts = {v for v, _ in results.values()}
+  if verdicts == {"no faster"}:
+    verdict, how = "no faster", "no faster"
+  else:
+    verdict = "faster" if "faster" in verdicts else "slower"
+    how = ", ".join("%s %s" % (_times_phrase(*results[k]), words) for k, words in RUNTIMES)
+  sentence = ("`%s`: its %s (%.1f%% of its weights) made it %s: %.4f ms with XNNPACK and %.4f ms "
+              "with the builtin kernels, against %.4f and %.4f ms for %s (%.2fx, %.2fx)." % (
+                  m["name"], what, 100 * m.get("sparsity", 0.0), how, _latency(m, "xnnpack")[0],
+                  _latency(m, "builtin")[0], twin["xnnpack"][0], twin["builtin"][0], against,
+                  results["xnnpack"][1], results["builtin"][1]))
+  return {"verdict": verdict, "ratios": {k: round(r, 3) for k, (_, r) in results.items()},
+          "compared_with": "dense_file" if m.get("sparse_tensors") else "zeros_filled",
+          "sentence": sentence}
+
+
+def speed_lines(report: dict) -> List[str]:
+  """The report's speed section: every file's batch-1 latency with XNNPACK and without it (median
+  and 10th-90th percentile), and one sentence each on what its zeros bought."""
+  models = [m for m in report["models"] if "latency_builtin_ms" in m]
+  if not models:
+    return []
+  lines = ["| model | XNNPACK ms (p10-p90) | builtin ms (p10-p90) | zeros made it |",
+           "|---|---:|---:|---|"]
+  for m in models:
+    cells = ["%.4f (%.4f-%.4f)" % _latency(m, r) for r, _ in RUNTIMES]
+    lines.append("| %s | %s | %s | %s |" % (m["name"], cells[0], cells[1], m.get(
+        "zeros_speed", {}).get("verdict", "-")))
+  lines.append("")
+  lines += ["- " + m["zeros_speed"]["sentence"] for m in models if m.get("zeros_speed")]
+  return lines
+
+
+def target_lines(report: dict) -> List[str]:
+  """One bullet per ``--target``: its file, the rules it was checked against, and its runtime's
+  own figures (TFLM's accuracy and arena; what the Edge TPU compiler would still decide)."""
+  by_name = {m["name"]: m for m in report["models"]}
+  lines = []
+  for t in report.get("targets", []):
+    m = by_name.get(t["model"], {})
+    text = "- `%s` -> `%s` (%s): checked: %s" % (t["name"], t.get("file"), t["runtime"],
+                                                 "; ".join(t["rules"]))
+    quantized = [q for q in m.get("quantization", []) if q != "float"]
+    if quantized:
+      text += "; weights quantized %s" % " and ".join(quantized)
+    text += "."
+    tflm_figures = t.get("tflm")
+    if tflm_figures and "test_accuracy" in tflm_figures:
+      text += (" Run by TFLite Micro's interpreter (%s) on all %d test examples: accuracy "
+               "%.2f%% (LiteRT on the same file: %.2f%%, %+.2f points); smallest tensor arena "
+               "%s bytes (TFLM's own record, on this 64-bit host); flash %s bytes (the file)." % (
+                   tflm_figures["interpreter"], tflm_figures["examples"],
+                   100 * tflm_figures["test_accuracy"], 100 * tflm_figures["litert_test_accuracy"],
+                   tflm_figures["delta_points"], "{:,}".format(tflm_figures["arena_bytes"]),
+                   "{:,}".format(tflm_figures["flash_bytes"])))
+    if t.get("xnnpack_sparse"):
+      text += " %s%s." % (t["xnnpack_sparse"][0].upper(), t["xnnpack_sparse"][1:])
+    if t.get("not_checked"):
+      text += " Not checked: %s." % t["not_checked"]
+    lines.append(text)
+  return lines
+
+
 # Points below the teacher (classification) or an MSE ratio above which the verdict suggests a
 # larger student.
 LARGE_DROP_POINTS = 1.0
@@ -165,6 +285,18 @@ def markdown(report: dict) -> str:
   lines += [""]
   for m in report["models"]:
     lines.append("- `%s`: %s (`%s`)" % (m["name"], m["description"], m["file"]))
+  if report.get("targets"):
+    lines += ["", "## Targets", "", "Every file below was checked against its runtime's rules "
+              "before any file was written (`--target`)."]
+    lines += [""] + target_lines(report)
+  speed = speed_lines(report)
+  if speed:
+    lines += ["", "## Speed: with XNNPACK and without it, and what the zeros buy", "",
+              "Batch 1, one thread: LiteRT's default XNNPACK delegate, then its builtin kernels "
+              "alone; each file against its twin (the same file with its zero weights filled, "
+              "or for sparse-encoded weights the same weights dense-encoded). A file is "
+              "faster only when the twin's median is %.2fx its own and their 10th-90th "
+              "percentile spreads do not overlap." % SPEEDUP, ""] + speed
   sm = report.get("saved_model")
   if sm:
     score = ("test MSE %.5g" % sm["test_mse"] if "test_mse" in sm else
@@ -228,7 +360,11 @@ def table(workdir: str, name: str = "default") -> str:
   with open(path) as f:
     out = json.load(f)
   steps = ["Next: " + s for s in out.get("next_steps", [])]
+  targets = target_lines(out)
+  speed = [m["zeros_speed"]["sentence"] for m in out["models"] if m.get("zeros_speed")]
   return "\n".join(comparison_lines(out) + [""] + models_table(out["models"]) +
+                   ([""] + targets if targets else []) +
+                   ([""] + ["Speed: " + s for s in speed] if speed else []) +
                    ([""] + steps if steps else []))
 
 

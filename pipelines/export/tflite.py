@@ -13,7 +13,12 @@ Every figure kdprune reports about an exported model is measured here on the
   quantizing int8 inputs and dequantizing int8 outputs with the tensors' own
   parameters.
 * :func:`latency` times batch-1 inference on one thread: warm-up runs, then
-  the median of many timed ``invoke`` calls.
+  the median (and the 10th and 90th percentiles) of many timed ``invoke``
+  calls, with LiteRT's default XNNPACK delegate or without it (the builtin
+  kernels); :func:`filled_zeros` gives the same file with its zero weights made
+  nonzero, the twin that shows what the zeros themselves buy in a runtime.
+* :func:`inspect_model` lists what a target runtime's rules read (ops and their
+  options, input and output tensors, dynamic shapes, sparse-encoded tensors).
 """
 
 import contextlib
@@ -42,7 +47,11 @@ _WEIGHT_OPS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED"
 _NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
              "INT16": np.int16, "INT32": np.int32, "INT64": np.int64}
 
-MODES = ("float", "dynamic", "int8", "qat")
+# sparse: float32 with the weights sparse-encoded where the converter finds enough zeros
+# (tf.lite.Optimize.EXPERIMENTAL_SPARSITY; DENSIFY ops restore them, or XNNPACK's sparse kernels
+# read them).
+MODES = ("float", "dynamic", "int8", "qat", "sparse")
+_IO_TYPES = {"int8": "int8", "uint8": "uint8"}
 
 # What the converter and the interpreter print from C++ on every call.
 _TFLITE_NOISE = [re.compile(p) for p in (
@@ -76,7 +85,7 @@ def _quiet():
 
 
 def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] = None,
-            int8_io: bool = False) -> bytes:
+            int8_io: bool = False, io_type: str = "int8") -> bytes:
   """Converts a tf_keras ``model`` to TFLite bytes (through :func:`save_serving`, in a temporary
   directory).
 
@@ -84,14 +93,17 @@ def convert(model, mode: str, representative: Optional[Callable[[], Iterable]] =
   dynamic-range: int8 weights, float activations), ``int8`` (post-training
   full-integer with ``representative`` batches; int8 builtins only) and
   ``qat`` (a quantization-aware model: its learned ranges give int8 weights
-  and activations). ``int8_io`` makes the input and output int8 too (for
-  ``int8``/``qat``), as integer-only accelerators want; by default they stay
-  float32 and the model quantizes at its edges.
+  and activations), and ``sparse`` (float32 with the weights sparse-encoded,
+  for XNNPACK's sparse kernels). ``int8_io`` makes the input and output int8
+  (``io_type="uint8"``: uint8) too (for ``int8``/``qat``), as integer-only
+  accelerators want; by default they stay float32 and the model quantizes at
+  its edges.
   """
   with tempfile.TemporaryDirectory(prefix="kdprune-convert-") as tmp:
     path = os.path.join(tmp, "saved_model")
     save_serving(model, path)
-    return convert_saved_model(path, mode, representative=representative, int8_io=int8_io)
+    return convert_saved_model(path, mode, representative=representative, int8_io=int8_io,
+                               io_type=io_type)
 
 
 def save_serving(model, path: str, autograph: bool = True, input_shape=None) -> None:
@@ -135,15 +147,35 @@ def save_serving(model, path: str, autograph: bool = True, input_shape=None) -> 
 
 def convert_saved_model(path: str, mode: str,
                         representative: Optional[Callable[[], Iterable]] = None,
-                        int8_io: bool = False) -> bytes:
-  """:func:`convert` for a SavedModel directory (its serving signature)."""
-  return _convert(tf.lite.TFLiteConverter.from_saved_model(path), mode, representative, int8_io)
+                        int8_io: bool = False, io_type: str = "int8",
+                        batch: Optional[int] = None) -> bytes:
+  """:func:`convert` for a SavedModel directory (its serving signature).
+
+  ``io_type`` (``int8`` or ``uint8``) is the type of the integer inputs and outputs ``int8_io``
+  asks for. ``batch`` fixes the batch dimension (static shapes: no tensor of the file has a
+  dynamic size, as the Edge TPU and TFLite Micro want); by default it stays dynamic.
+  """
+  if batch is None:
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    return _convert(converter, mode, representative, int8_io, io_type)
+  loaded = tf.saved_model.load(path)
+  signature = loaded.signatures["serving_default"]
+  (name, spec), = signature.structured_input_signature[1].items()
+  static = tf.TensorSpec([batch] + spec.shape.as_list()[1:], spec.dtype, name=name)
+  function = tf.function(lambda x: signature(**{name: x}), input_signature=[static],
+                         autograph=False).get_concrete_function()
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+  return _convert(converter, mode, representative, int8_io, io_type)
 
 
-def _convert(converter, mode, representative, int8_io) -> bytes:
+def _convert(converter, mode, representative, int8_io, io_type="int8") -> bytes:
   if mode not in MODES:
     raise ValueError("unknown conversion mode %r (one of %s)" % (mode, ", ".join(MODES)))
-  if mode != "float":
+  if io_type not in _IO_TYPES:
+    raise ValueError("unknown integer input/output type %r (int8 or uint8)" % io_type)
+  if mode == "sparse":
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+  elif mode != "float":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "int8":
     if representative is None:
@@ -151,8 +183,8 @@ def _convert(converter, mode, representative, int8_io) -> bytes:
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   if int8_io and mode in ("int8", "qat"):
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    converter.inference_input_type = getattr(tf, io_type)
+    converter.inference_output_type = getattr(tf, io_type)
   with _quiet(), native_output_filtered(_is_noise, ("stdout", "stderr")), _gc_frozen():
     return bytes(converter.convert())
 
@@ -213,55 +245,92 @@ def gzip_size(data: bytes) -> int:
   return len(buf.getvalue())
 
 
+def _parse(data: bytes):
+  """The flatbuffer as TFLite's object API, with the op and type names by code."""
+  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+  return model, _OP_NAMES, _TYPE_NAMES
+
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_ACTIVATIONS = {v: k for k, v in vars(schema.ActivationFunctionType).items()
+                if not k.startswith("_")}
+# Ops that turn a stored weight into the tensor a kernel reads: DENSIFY (a sparse-encoded weight),
+# DEQUANTIZE (a float16 or int8 one feeding a float kernel).
+_WEIGHT_DECODERS = ("DENSIFY", "DEQUANTIZE")
+
+
+def _op_name(model, op) -> str:
+  code = model.operatorCodes[op.opcodeIndex]
+  return _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+
+
 def inspect_weights(data: bytes) -> dict:
   """Reads the weights of every conv/fully-connected op out of the flatbuffer.
 
   Returns ``{"params", "nonzero_params", "weights", "weight_zeros",
-  "sparsity", "weight_dtypes", "layers": [{"op", "name", "shape", "dtype",
-  "weights", "zeros", "sparsity"}]}`` where ``params`` counts weight and bias
-  elements, and ``sparsity`` is the fraction of zero weight elements (biases
-  excluded, as in tfmot). A quantized zero is the stored value equal to the
+  "sparsity", "weight_dtypes", "sparse_tensors", "layers": [{"op", "name", "shape",
+  "dtype", "weights", "zeros", "sparsity", "quantization", "encoding"}]}`` where ``params``
+  counts weight and bias elements, and ``sparsity`` is the fraction of zero weight elements
+  (biases excluded, as in tfmot). A quantized zero is the stored value equal to the
   tensor's zero point (0 for TFLite's symmetric int8 weights), so the count
-  is exactly the zeros the int8 kernels multiply by.
+  is exactly the zeros the int8 kernels multiply by. A weight that reaches its op through a
+  DENSIFY (sparse-encoded: only its nonzero values are stored, ``encoding`` ``sparse``) or a
+  DEQUANTIZE (float16 weights of a float file) is read where it is stored.
+  ``quantization`` is ``per-channel`` (one scale per output channel), ``per-tensor`` or
+  None (float weights).
   """
-  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
-  op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-  type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+  model, op_names, type_names = _parse(data)
   layers = []
-  params = nonzero = weights = zeros = 0
+  params = nonzero = weights = zeros = sparse = 0
   dtypes = set()
   seen = set()
   for graph in model.subgraphs:
+    producers = {int(t): op for op in graph.operators for t in (
+        op.outputs if op.outputs is not None else [])}
     for op in graph.operators:
-      code = model.operatorCodes[op.opcodeIndex]
-      name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+      name = _op_name(model, op)
       if name not in _WEIGHT_OPS:
         continue
       w_idx, b_idx = _WEIGHT_OPS[name]
       for role, idx in (("weight", w_idx), ("bias", b_idx)):
         if idx >= len(op.inputs) or op.inputs[idx] < 0:
           continue
-        tensor = graph.tensors[op.inputs[idx]]
-        values = _constant(model, tensor, type_names)
-        if values is None or (id(graph), op.inputs[idx]) in seen:
+        index = int(op.inputs[idx])
+        producer = producers.get(index)
+        if producer is not None and _op_name(model, producer) in _WEIGHT_DECODERS:
+          index = int(producer.inputs[0])  # the stored weight the decoder reads
+        tensor = graph.tensors[index]
+        stored = _stored(model, tensor, type_names)
+        if stored is None or (id(graph), index) in seen:
           continue  # a runtime input, or a tensor already counted (shared weights)
-        seen.add((id(graph), op.inputs[idx]))
-        zero_point = _zero_points(tensor, values)
-        is_zero = values == zero_point
-        params += values.size
-        nonzero += int(values.size - np.sum(is_zero))
+        seen.add((id(graph), index))
+        values, size, shape = stored
+        n_zero = size - int(np.sum(values != _zero_points(tensor, values, dense=(
+            tensor.sparsity is None))))
+        params += size
+        nonzero += size - n_zero
         if role == "weight":
-          n_zero = int(np.sum(is_zero))
-          weights += values.size
+          weights += size
           zeros += n_zero
+          sparse += tensor.sparsity is not None
           dtype = type_names.get(tensor.type, str(tensor.type)).lower()
           dtypes.add(dtype)
-          layers.append({"op": name, "name": _text(tensor.name), "shape": list(values.shape),
-                         "dtype": dtype, "weights": int(values.size), "zeros": n_zero,
-                         "sparsity": round(n_zero / max(1, values.size), 6)})
+          layers.append({"op": name, "name": _text(tensor.name), "shape": shape,
+                         "dtype": dtype, "weights": int(size), "zeros": n_zero,
+                         "sparsity": round(n_zero / max(1, size), 6),
+                         "quantization": _granularity(tensor),
+                         "encoding": "dense" if tensor.sparsity is None else "sparse"})
   return {"params": int(params), "nonzero_params": int(nonzero), "weights": int(weights),
           "weight_zeros": int(zeros), "sparsity": round(zeros / max(1, weights), 6),
-          "weight_dtypes": sorted(dtypes), "layers": layers}
+          "weight_dtypes": sorted(dtypes), "sparse_tensors": int(sparse), "layers": layers}
+
+
+def _granularity(tensor) -> Optional[str]:
+  q = tensor.quantization
+  if q is None or q.scale is None or len(q.scale) == 0:
+    return None
+  return "per-channel" if len(q.scale) > 1 else "per-tensor"
 
 
 _FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16", "complex64", "complex128"}
@@ -279,19 +348,13 @@ def inspect_ops(data: bytes) -> dict:
   ``--int8_io`` there are none). ``float_ops`` describes every other op that
   touches a float tensor, e.g. ``"#3 SIN (float32 -> float32)"``.
   """
-  model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
-  op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-  type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+  model, _, type_names = _parse(data)
   ops, by_op, float_ops = [], {}, []
   for g, graph in enumerate(model.subgraphs):
     graph_inputs = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
     graph_outputs = {int(i) for i in (graph.outputs if graph.outputs is not None else [])}
     for i, op in enumerate(graph.operators):
-      code = model.operatorCodes[op.opcodeIndex]
-      name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
-      if name == "CUSTOM" or not name:
-        name = "CUSTOM:%s" % _text(code.customCode) if code.customCode else "OP%d" % (
-            code.builtinCode)
+      name = _full_op_name(model, op)
 
       def types(indices):
         return [(int(t), type_names.get(graph.tensors[t].type, str(graph.tensors[t].type)).lower())
@@ -310,6 +373,94 @@ def inspect_ops(data: bytes) -> dict:
         float_ops.append("#%s %s (%s -> %s)" % (index, name, ", ".join(d for _, d in ins),
                                                 ", ".join(d for _, d in outs)))
   return {"ops": ops, "by_op": by_op, "integer_only": not float_ops, "float_ops": float_ops}
+
+
+def _full_op_name(model, op) -> str:
+  """``CONV_2D``; a custom op as ``CUSTOM:<its name>``."""
+  name = _op_name(model, op)
+  if name == "CUSTOM" or not name:
+    code = model.operatorCodes[op.opcodeIndex]
+    name = "CUSTOM:%s" % _text(code.customCode) if code.customCode else "OP%d" % (
+        code.builtinCode)
+  return name
+
+
+def inspect_model(data: bytes) -> dict:
+  """What a target runtime's rules read from a file (:mod:`pipelines.export.targets`).
+
+  Returns ``{"inputs", "outputs": [{"name", "dtype", "shape", "shape_signature"}],
+  "dynamic": [names of tensors with a dynamic (-1) dimension], "tensors": [{"name", "dtype",
+  "shape"} of every tensor computed at run time], "ops": [{"index", "op", "inputs", "outputs",
+  "activation", "stride", "kernel"}], "sparse_tensors"}`` (``activation``: the op's fused
+  activation or None; ``stride`` and ``kernel`` (the weight tensor's shape) for convolutions).
+  """
+  model, _, type_names = _parse(data)
+
+  def dtype(tensor):
+    return type_names.get(tensor.type, str(tensor.type)).lower()
+
+  def describe(graph, t):
+    tensor = graph.tensors[t]
+    shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
+    signature = ([int(d) for d in tensor.shapeSignature] if tensor.shapeSignature is not None
+                 and len(tensor.shapeSignature) else shape)
+    return {"name": _text(tensor.name), "dtype": dtype(tensor), "shape": shape,
+            "shape_signature": signature}
+
+  out = {"inputs": [], "outputs": [], "dynamic": [], "tensors": [], "ops": [],
+         "sparse_tensors": 0}
+  for g, graph in enumerate(model.subgraphs):
+    if g == 0:
+      out["inputs"] = [describe(graph, int(t)) for t in graph.inputs]
+      out["outputs"] = [describe(graph, int(t)) for t in graph.outputs]
+    for t, tensor in enumerate(graph.tensors):
+      out["sparse_tensors"] += tensor.sparsity is not None
+      info = describe(graph, t)
+      if -1 in info["shape_signature"]:
+        out["dynamic"].append(info["name"])
+      buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+      if buffer is None or buffer.data is None or len(buffer.data) == 0:
+        out["tensors"].append({k: info[k] for k in ("name", "dtype", "shape")})
+    for i, op in enumerate(graph.operators):
+      options = op.builtinOptions
+      activation = getattr(options, "fusedActivationFunction", None)
+      entry = {"index": str(i) if g == 0 else "%d:%d" % (g, i), "op": _full_op_name(model, op),
+               "inputs": [dtype(graph.tensors[t]) for t in op.inputs if t >= 0],
+               "outputs": [dtype(graph.tensors[t]) for t in op.outputs if t >= 0],
+               "activation": None if activation is None else _ACTIVATIONS.get(activation),
+               "stride": None, "kernel": None}
+      if entry["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1:
+        entry["stride"] = [int(options.strideH), int(options.strideW)]
+        entry["kernel"] = describe(graph, int(op.inputs[1]))["shape"]
+      out["ops"].append(entry)
+  return out
+
+
+def filled_zeros(data: bytes) -> bytes:
+  """``data`` with every zero weight of its conv/fully-connected ops made nonzero (a quantized
+  one the zero point + 1, a float one 1e-3): the same graph, dtypes and kernels as the file, so
+  its latency is what the file would run at without its zeros. Sparse-encoded weights are
+  left as they are (their twin is the dense-encoded conversion of the same model)."""
+  model, _, type_names = _parse(data)
+  if any(getattr(b, "offset", 0) for b in model.buffers):
+    return data
+  for graph in model.subgraphs:
+    for op in graph.operators:
+      name = _op_name(model, op)
+      if name not in _WEIGHT_OPS or _WEIGHT_OPS[name][0] >= len(op.inputs):
+        continue
+      tensor = graph.tensors[int(op.inputs[_WEIGHT_OPS[name][0]])]
+      stored = _stored(model, tensor, type_names)
+      if stored is None or tensor.sparsity is not None:
+        continue
+      values = np.array(stored[0])
+      zero = _zero_points(tensor, values)
+      filler = (zero + 1 if values.dtype.kind in "iu" else 1e-3)
+      values = np.where(values == zero, filler, values).astype(values.dtype)
+      model.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+  builder = flatbuffers.Builder(len(data) + 1024)
+  builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+  return bytes(builder.Output())
 
 
 def _layer_of(tensor_name: str, layer_names) -> Optional[str]:
@@ -356,7 +507,9 @@ def _text(value) -> str:
   return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _constant(model, tensor, type_names) -> Optional[np.ndarray]:
+def _stored(model, tensor, type_names):
+  """``(values, elements, shape)`` of a constant tensor: its values (a sparse-encoded tensor's
+  stored ones only), how many elements the tensor has, its shape; None for a runtime tensor."""
   buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
   if buffer is None or buffer.data is None or len(buffer.data) == 0:
     return None
@@ -366,37 +519,60 @@ def _constant(model, tensor, type_names) -> Optional[np.ndarray]:
   raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
   values = np.frombuffer(raw, dtype=dtype)
   shape = [int(s) for s in tensor.shape] if tensor.shape is not None else [values.size]
-  if int(np.prod(shape)) != values.size:
-    return None  # a sparse-encoded or packed tensor: not a plain dense buffer
-  return values.reshape(shape)
+  size = int(np.prod(shape))
+  if tensor.sparsity is not None:
+    return values, size, shape  # only the stored (nonzero) values, in the traversal order
+  if size != values.size:
+    return None  # a packed tensor: not a plain dense buffer
+  return values.reshape(shape), size, shape
 
 
-def _zero_points(tensor, values: np.ndarray):
-  """The value that means 0.0: the zero point(s) of a quantized tensor, else 0."""
+def _zero_points(tensor, values: np.ndarray, dense: bool = True):
+  """The value that means 0.0: the zero point(s) of a quantized tensor, else 0. (The stored
+  values of a sparse tensor are compared with its first zero point: TFLite's weights are
+  symmetric, every zero point 0.)"""
   q = tensor.quantization
   if q is None or q.zeroPoint is None or len(q.zeroPoint) == 0 or values.dtype.kind == "f":
     return 0
   zp = np.asarray(q.zeroPoint, dtype=np.int64)
-  if zp.size == 1:
-    return zp.reshape(())
+  if zp.size == 1 or not dense:
+    return zp.reshape(-1)[0]
   axis = int(q.quantizedDimension)
   shape = [1] * values.ndim
   shape[axis] = zp.size
   return zp.reshape(shape)
 
 
-def interpreter(data: bytes, num_threads: int = 1):
-  """A TFLite interpreter for ``data``: LiteRT's (``ai_edge_litert``) when installed, else TF's."""
+def interpreter(data: bytes, num_threads: int = 1, xnnpack: bool = True):
+  """A TFLite interpreter for ``data``: LiteRT's (``ai_edge_litert``) when installed, else TF's.
+
+  ``xnnpack=False`` runs the builtin kernels alone (``OpResolverType.
+  BUILTIN_WITHOUT_DEFAULT_DELEGATES``): the XNNPACK delegate LiteRT applies by default is left
+  out, as on a runtime built without it.
+  """
   try:
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    from ai_edge_litert.interpreter import OpResolverType  # pylint: disable=g-import-not-at-top
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
+    OpResolverType = tf.lite.experimental.OpResolverType  # pylint: disable=invalid-name
+  options = {} if xnnpack else {
+      "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
   with warnings.catch_warnings(), native_output_filtered(_is_noise):
     warnings.simplefilter("ignore")  # TF's interpreter announces its move to LiteRT
-    return Interpreter(model_content=data, num_threads=num_threads)
+    return Interpreter(model_content=data, num_threads=num_threads, **options)
 
 
-def _to_input(x: np.ndarray, detail) -> np.ndarray:
+def io_details(data: bytes):
+  """``(input details, output details)`` of a file's first input and output, as LiteRT gives
+  them (``dtype``, ``shape``, ``quantization``: the scale and zero point of an integer one)."""
+  interp = interpreter(data)
+  return interp.get_input_details()[0], interp.get_output_details()[0]
+
+
+def to_input(x: np.ndarray, detail) -> np.ndarray:
+  """Float inputs as the input tensor takes them: an int8/uint8 one quantized with its own scale
+  and zero point (rounded, clipped to the type's range)."""
   if detail["dtype"] in (np.int8, np.uint8):
     scale, zero_point = detail["quantization"]
     info = np.iinfo(detail["dtype"])
@@ -404,7 +580,9 @@ def _to_input(x: np.ndarray, detail) -> np.ndarray:
   return x.astype(detail["dtype"])
 
 
-def _from_output(y: np.ndarray, detail) -> np.ndarray:
+def from_output(y: np.ndarray, detail) -> np.ndarray:
+  """An output tensor's values as floats: an int8/uint8 one dequantized with its own
+  parameters."""
   if detail["dtype"] in (np.int8, np.uint8):
     scale, zero_point = detail["quantization"]
     return (y.astype(np.float32) - zero_point) * scale
@@ -412,24 +590,32 @@ def _from_output(y: np.ndarray, detail) -> np.ndarray:
 
 
 class Runner:
-  """Runs a .tflite model on float inputs of any batch size; returns float outputs."""
+  """Runs a .tflite model on float inputs of any batch size; returns float outputs.
 
-  def __init__(self, data: bytes, num_threads: int = 1):
-    self.interpreter = interpreter(data, num_threads)
+  A file whose batch is fixed (static shapes: the edgetpu and tflm targets' files) runs one
+  example per invoke, as its runtime runs it."""
+
+  def __init__(self, data: bytes, num_threads: int = 1, xnnpack: bool = True):
+    self.interpreter = interpreter(data, num_threads, xnnpack)
     self.input = self.interpreter.get_input_details()[0]
     self.output_index = self.interpreter.get_output_details()[0]["index"]
     self.batch = None
+    signature = self.input.get("shape_signature")
+    self.static = (signature is not None and len(signature) > 0 and -1 not in list(signature))
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
+    if self.static and x.shape[0] != self.input["shape"][0]:
+      step = int(self.input["shape"][0])
+      return np.concatenate([self(x[i:i + step]) for i in range(0, x.shape[0], step)])
     if self.batch != x.shape[0]:
       self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
       with native_output_filtered(_is_noise):  # the XNNPACK delegate announces itself here
         self.interpreter.allocate_tensors()
       self.batch = x.shape[0]
-    self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
+    self.interpreter.set_tensor(self.input["index"], to_input(x, self.input))
     self.interpreter.invoke()
     detail = [d for d in self.interpreter.get_output_details() if d["index"] == self.output_index][0]
-    return _from_output(self.interpreter.get_tensor(self.output_index), detail)
+    return from_output(self.interpreter.get_tensor(self.output_index), detail)
 
 
 def evaluate(data: bytes, batches, num_threads: Optional[int] = None) -> Dict[str, float]:
@@ -473,9 +659,11 @@ def evaluate_regression(data: bytes, batches, loss: str = "mse",
 
 
 def latency(data: bytes, example: np.ndarray, runs: int = 200, warmup: int = 20,
-            num_threads: int = 1) -> Dict[str, float]:
-  """Batch-1 latency on ``num_threads`` threads: median and p90 of ``runs`` timed invokes, in ms."""
-  runner = Runner(data, num_threads=num_threads)
+            num_threads: int = 1, xnnpack: bool = True) -> Dict[str, float]:
+  """Batch-1 latency on ``num_threads`` threads: the median, 10th and 90th percentiles of ``runs``
+  timed invokes, in ms; with LiteRT's default XNNPACK delegate, or without it (``xnnpack=False``:
+  the builtin kernels)."""
+  runner = Runner(data, num_threads=num_threads, xnnpack=xnnpack)
   x = np.asarray(example, dtype=np.float32)[None]
   runner(x)  # allocate for batch 1
   interp = runner.interpreter
@@ -487,8 +675,9 @@ def latency(data: bytes, example: np.ndarray, runs: int = 200, warmup: int = 20,
     interp.invoke()
     times.append(time.perf_counter() - start)
   ms = np.asarray(times) * 1e3
-  return {"median": round(float(np.median(ms)), 4), "p90": round(float(np.percentile(ms, 90)), 4),
-          "runs": int(runs), "threads": int(num_threads)}
+  return {"median": round(float(np.median(ms)), 4), "p10": round(float(np.percentile(ms, 10)), 4),
+          "p90": round(float(np.percentile(ms, 90)), 4), "runs": int(runs),
+          "threads": int(num_threads), "xnnpack": bool(xnnpack)}
 
 
 def representative(bundle, count: int, seed: int = 0):

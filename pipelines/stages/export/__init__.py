@@ -23,8 +23,16 @@ Writes ``<workdir>/export/<name>/`` (``<name>`` is ``--student_name``,
   ``kdprune-predict`` reads it). Every ``.tflite`` also carries it as the
   metadata entry ``kdprune_preprocessing``.
 
+``--target`` adds a file per runtime beside the product (:mod:`pipelines.export.targets`: the
+Edge TPU's, TFLite Micro's, XNNPACK's sparse float file), each checked against its runtime's
+rules before any file is written (a file that breaks one is refused in one line naming the op
+or tensor) and measured like the others; the tflm file is also run in TFLite Micro's own
+interpreter on the test set (accuracy, smallest tensor arena, flash).
+
 Every figure is measured on the exported files (see
-:mod:`pipelines.export.tflite`). The stage fails if the product is not
+:mod:`pipelines.export.tflite`): batch-1 latency with LiteRT's XNNPACK delegate and without it
+(the builtin kernels), beside that of the same file with its zero weights filled, which says
+whether its zeros made it faster. The stage fails if the product is not
 integer-only (an op other than the input QUANTIZE and the output DEQUANTIZE
 touches a float tensor; the op list is in ``report.json``'s ``product_ops``)
 or if a pruned layer's weight tensor in an exported student holds fewer zeros
@@ -33,7 +41,9 @@ than that layer had in the student.
 
 from pipelines.config import EXPORT as NAME
 from pipelines.config import PRODUCT, STUDENT, ExportConfig, stage_of
+from pipelines.config.errors import ConfigError
 from pipelines.data import sources
+from pipelines.export import targets
 from pipelines.runtime import upstream
 from pipelines.runtime.execute import Stage, lazy
 
@@ -42,6 +52,10 @@ __all__ = ["NAME", "STAGE", "PRODUCT", "ExportConfig", "validate", "fingerprint_
 
 def validate(config: ExportConfig) -> None:
   config.validate()
+  for name in config.targets:  # a target this student can never meet: before any work
+    refusal = targets.refusal_before_work(name, config.data.task)
+    if refusal:
+      raise ConfigError(refusal)
   sources.resolve(config.data)
 
 
