@@ -597,6 +597,7 @@ def search_config_from_flags() -> configs.SearchConfig:
     raise ConfigError("--max_drop and --max_gzip_bytes are two budgets: give one (an accuracy "
                       "drop, or a file size within which the most accurate student wins)")
   return configs.SearchConfig(
-      max_drop=FLAGS.max_drop, max_gzip_bytes=FLAGS.max_gzip_bytes, objective=FLAGS.objective, structures=structures, widths=widths,
+      max_drop=FLAGS.max_drop, max_gzip_bytes=FLAGS.max_gzip_bytes, objective=FLAGS.objective,
+      structures=structures, widths=widths,
       sparsity_range=pair("search_sparsity_range"), channel_range=pair("search_channel_range"),
       tolerance=FLAGS.search_tolerance, task_index=FLAGS.task_index, num_tasks=FLAGS.num_tasks)
