@@ -26,7 +26,7 @@ from models.weights import load_start_weights
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
 from pipelines.runtime import distribute, progress, rundir, timing, upstream
-from pipelines.train import losses, teacher_import, teacher_store
+from pipelines.train import losses, replicas, teacher_import, teacher_store
 from pipelines.train import optimizers  # also registers the schedules saved models name
 
 # Private: _minimum_control_deps and reduce_per_replica, for the multi-step loop (_looped;
@@ -50,6 +50,8 @@ class DistillationTrainer(keras.Model):
   logged in place of accuracy is the other of MSE/MAE (``mae`` or ``mse``).
   """
 
+  logs_hard_loss = True  # LabelTrainer: no (its loss is the hard loss)
+
   def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
                distill: bool = True, mask_revision=None, task: str = "classification",
                regression_loss: str = "mse", **kwargs):
@@ -71,6 +73,9 @@ class DistillationTrainer(keras.Model):
     self.accuracy = task_metric(task, regression_loss)  # the task's metric (see above)
     self.agreement_tracker = keras.metrics.Mean(name="agreement")
     self.kl_tracker = keras.metrics.Mean(name="teacher_kl")
+    # Batch norm's per-replica statistics: put back on a replica that got no examples, and made
+    # the replicas' mean before each evaluation (pipelines/train/replicas.py).
+    self.local_state = replicas.LocalState(student)
     # The metrics above are synchronised across replicas when read, so every replica reports the
     # global value: take the first instead of Keras' multi-worker default, which sums them.
     self.distribute_reduction_method = "first"
@@ -139,7 +144,8 @@ class DistillationTrainer(keras.Model):
 
   def _test_metrics(self):
     """What a test step reports (a training step adds ``distill_loss`` when distilling)."""
-    return [self.loss_tracker, self.hard_tracker, self.accuracy]
+    return [self.loss_tracker] + ([self.hard_tracker] if self.logs_hard_loss else []) + [
+        self.accuracy]
 
   @property
   def metrics(self):
@@ -176,6 +182,10 @@ class DistillationTrainer(keras.Model):
   def train_step(self, data):
     x, y = data
     labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
+    # A replica without examples steps on one row weighted 0 (pipelines/train/replicas.py).
+    (x, labels, teacher_logits), weights, empty = replicas.at_least_one_row(
+        (x, labels, teacher_logits))
+    restore_local_state = self.local_state.kept_unless(empty)
     with tf.GradientTape() as tape:
       student_logits = self.student(x, training=True)
       if self.distill and teacher_logits is None:  # online: the teacher runs in the step
@@ -185,13 +195,14 @@ class DistillationTrainer(keras.Model):
       # examples' losses over the number of examples in the whole global batch, so the sum is the
       # gradient of the global batch's mean, however the batch was split (a replica may get
       # fewer examples than another, or none: its mean would be NaN).
-      total = global_batch_mean(parts["total"])
+      total = global_batch_mean(parts["total"], weights)
       if self.student.losses:  # the model's own penalties, once per global batch
         total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses]) / (
             tf.distribute.get_strategy().num_replicas_in_sync)
       scaled = total
       if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
         scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients
+    restore_local_state()
     variables = self.student.trainable_variables
     grads = tape.gradient(scaled, variables)
     if scaled is not total:
@@ -202,18 +213,21 @@ class DistillationTrainer(keras.Model):
       self._revise_and_apply(grads, variables)
     # Per example: the logged means weigh every example once (a short last batch does not
     # weigh as much as a full one), as evaluate() does.
-    self.loss_tracker.update_state(parts["total"])
-    self.hard_tracker.update_state(parts["hard"])
+    self.loss_tracker.update_state(parts["total"], sample_weight=weights)
+    if self.logs_hard_loss:
+      self.hard_tracker.update_state(parts["hard"], sample_weight=weights)
     if self.distill:
-      self.distill_tracker.update_state(parts["distill"])
+      self.distill_tracker.update_state(parts["distill"], sample_weight=weights)
     if self._agreement_logged():
       # The teacher's top class: the first of its top-k classes, or the argmax of its logits.
       top = (teacher_logits[1][:, 0] if isinstance(teacher_logits, (tuple, list))
              else tf.argmax(teacher_logits, axis=-1))
       self.agreement_tracker.update_state(tf.cast(tf.equal(
-          tf.cast(top, tf.int64), tf.argmax(student_logits, axis=-1)), tf.float32))
-      self.kl_tracker.update_state(parts["distill"] / (self.temperature ** 2))
-    self.accuracy.update_state(labels, student_logits)
+          tf.cast(top, tf.int64), tf.argmax(student_logits, axis=-1)), tf.float32),
+          sample_weight=weights)
+      self.kl_tracker.update_state(parts["distill"] / (self.temperature ** 2),
+                                   sample_weight=weights)
+    self.accuracy.update_state(labels, student_logits, sample_weight=weights)
     return {m.name: m.result() for m in self.metrics}
 
   def _revise_and_apply(self, grads, variables):
@@ -233,12 +247,37 @@ class DistillationTrainer(keras.Model):
   def test_step(self, data):
     x, y = data
     labels = y[0] if isinstance(y, (tuple, list)) else y
+    (x, labels), weights, _ = replicas.at_least_one_row((x, labels))
     student_logits = self.student(x, training=False)
     hard = self.hard_loss(labels, student_logits)
-    self.loss_tracker.update_state(hard)
-    self.hard_tracker.update_state(hard)
-    self.accuracy.update_state(labels, student_logits)
+    self.loss_tracker.update_state(hard, sample_weight=weights)
+    if self.logs_hard_loss:
+      self.hard_tracker.update_state(hard, sample_weight=weights)
+    self.accuracy.update_state(labels, student_logits, sample_weight=weights)
     return {m.name: m.result() for m in self._test_metrics()}
+
+  def evaluate(self, *args, **kwargs):  # pylint: disable=signature-differs
+    """Keras' evaluate (also fit's validation), with every replica's batch norm statistics
+    first made their mean: what is saved and what ``evaluation.evaluate`` measures."""
+    self.local_state.sync()
+    return super().evaluate(*args, **kwargs)
+
+
+class LabelTrainer(DistillationTrainer):
+  """Trains ``model`` on the labels of ``data_config``'s task alone (the teacher stage), logging
+  what ``compile(**evaluation.compile_args(data_config))`` + ``fit`` did: ``loss`` and the task's
+  metric (``accuracy``, or ``mae``/``mse``), and their ``val_`` forms.
+
+  Unlike Keras' compiled loss (a mean per replica, over the replica count), its loss is one
+  per-example mean over the global batch, and a replica that gets no examples steps on a row that
+  counts for nothing (:mod:`pipelines.train.replicas`).
+  """
+
+  logs_hard_loss = False
+
+  def __init__(self, model, data_config, **kwargs):
+    super().__init__(model, teacher=None, distill=False, task=data_config.task,
+                     regression_loss=data_config.regression_loss, **kwargs)
 
 
 def agreement_metrics(history) -> dict:
@@ -249,17 +288,22 @@ def agreement_metrics(history) -> dict:
   return {k: round(float(logs[k][-1]), 6) for k in ("agreement", "teacher_kl") if logs.get(k)}
 
 
-def global_batch_mean(per_example):
+def global_batch_mean(per_example, weights=None):
   """In a replica's step: the sum of this replica's ``per_example`` values over the number of
   examples of the global batch (all replicas'); summed over the replicas, the global batch's mean.
   A replica without examples contributes 0 (``tf.nn.compute_average_loss`` with the counted
-  global batch: its default, per-replica size x replicas, is wrong for a split last batch)."""
-  count = tf.shape(per_example)[0]
+  global batch: its default, per-replica size x replicas, is wrong for a split last batch).
+  ``weights`` (0 or 1 per row, :func:`replicas.at_least_one_row`): the rows that are examples;
+  None: every row."""
+  if weights is None:
+    count = tf.shape(per_example)[0]
+  else:
+    count = tf.cast(tf.reduce_sum(weights), tf.int32)
   context = tf.distribute.get_replica_context()
   if context is not None and context.num_replicas_in_sync > 1:
     count = tf.cast(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(count, tf.float32)),
                     tf.int32)
-  return tf.nn.compute_average_loss(per_example, global_batch_size=count)
+  return tf.nn.compute_average_loss(per_example, sample_weight=weights, global_batch_size=count)
 
 
 def task_metric(task: str, regression_loss: str = "mse"):

@@ -41,7 +41,9 @@ def evaluate(model, batches, data_config) -> dict:
 
 
 def compile_args(data_config) -> dict:
-  """``loss`` and ``metrics`` for ``Model.compile`` of a plain (teacher) model of the data's task."""
+  """``loss`` and ``metrics`` for ``Model.compile`` of a plain model of the data's task (the
+  teacher stage trains through :class:`pipelines.train.distill.LabelTrainer`, which logs the same
+  names: ``loss`` and the metric's)."""
   if data_config.regression:
     loss = (keras.losses.MeanSquaredError() if data_config.regression_loss == "mse"
             else keras.losses.MeanAbsoluteError())

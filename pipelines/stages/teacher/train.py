@@ -12,7 +12,8 @@ from pipelines.data import bundle as data_lib
 from pipelines.runtime import distribute, progress, rundir, timing
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.teacher import validate
-from pipelines.train import evaluation, loop, optimizers, precision, summaries, teacher_import
+from pipelines.train import (distill, evaluation, loop, optimizers, precision, summaries,
+                             teacher_import)
 
 
 def run(config: TeacherConfig, workdir: str) -> StageResult:
@@ -26,10 +27,12 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
   with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
     model = build_model(config.model, bundle.input_shape, bundle.num_classes, name="teacher",
                         flag="--teacher_model")
-    model.compile(
+    # Trains on the labels with the student's trainer (losses over the global batch, replicas
+    # without examples): logs what compile + fit did (pipelines/train/distill.py).
+    trainer = distill.LabelTrainer(model, config.data)
+    trainer.compile(
         optimizer=optimizers.make_optimizer(cfg, bundle.steps_per_epoch(cfg.batch_size)),
-        steps_per_execution=cfg.steps_per_execution, **evaluation.compile_args(config.data))
-    optimizers.build_slots(model.optimizer, model.trainable_variables)
+        steps_per_execution=cfg.steps_per_execution)
   timing.lap("build")
   # Logits the old teacher left for its students are stale now.
   shutil.rmtree(os.path.join(distribute.output_dir(os.path.join(workdir, NAME)), LOGITS_DIR),
@@ -39,7 +42,7 @@ def run(config: TeacherConfig, workdir: str) -> StageResult:
       ", ".join("%s %d" % kv for kv in bundle.num_examples.items())))
   # No schedule here: every epoch counts, and the best one is restored at the end.
   trained = loop.train(
-      config, workdir, loop.Phase(model=model, trainer=model),
+      config, workdir, loop.Phase(model=model, trainer=trainer),
       bundle.batches("train", cfg.batch_size, shuffle=True, seed=seed, augment=cfg.augment),
       bundle.batches("validation", cfg.batch_size), "--teacher_learning_rate")
 
