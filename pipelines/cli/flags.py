@@ -131,6 +131,12 @@ def _define_student_flags():
   flags.DEFINE_string("student_weights", None, "Start the student from these trained weights "
                       "(a .keras/.h5 model file, or an .h5/.weights.h5 weights file) instead of a fresh "
                       "initialisation; they must fit the built --student_model layer by layer.")
+  flags.DEFINE_enum("student_keras", "2", ("2", "3"), "Which Keras builds the student: 2 (tf_keras, "
+                    "pruned by tfmot) or 3 (Keras 3, pruned by kdprune's own backend with tfmot's "
+                    "schedules; int8 by post-training quantization).")
+  flags.DEFINE_string("student_path", None, "Your own student model file: a Keras 3 .keras "
+                      "(detected from the file) or a tf_keras .keras/.h5, with its weights if "
+                      "trained; it must take the data's inputs and give one output per class.")
   flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
                       "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
                       "can have many students.")
@@ -464,7 +470,9 @@ def student_config_from_flags() -> configs.StudentConfig:
           channel_fraction=FLAGS.channel_fraction),
       name=FLAGS.student_name,
       progress=FLAGS.progress,
-      weights=FLAGS.student_weights)
+      weights=FLAGS.student_weights,
+      keras=int(FLAGS.student_keras),
+      path=FLAGS.student_path)
 
 
 def qat_config_from_flags() -> configs.QatConfig:

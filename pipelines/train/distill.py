@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from models import keras3 as keras3_models
 from models.compat import keras, tf
 from models.registry import build_model
 from models.weights import load_start_weights
@@ -334,8 +335,11 @@ def load_keras_model(path: str):
   """A model kdprune saved (teacher or stripped student), as a tf_keras model (not compiled).
 
   Importing this module registers kdprune's learning-rate schedules, which a saved
-  model's optimizer config may name.
+  model's optimizer config may name. A Keras 3 student (``--student_keras=3``, ``--student_path``)
+  comes back as the Keras 3 model it is.
   """
+  if keras3_models.is_keras3_file(path):  # Keras 3 students
+    return keras3_models.keras3().models.load_model(path, compile=False)
   return keras.models.load_model(path, compile=False)
 
 
