@@ -176,3 +176,16 @@ def test_a_student_file_that_does_not_fit_the_data_is_refused_in_one_line(tmp_pa
   assert len(lines) == 1 and "--student_path=%s gives outputs of shape (3,)" % path in lines[0]
   assert "10 classes" in lines[0]
   assert not os.path.exists(tmp_path / "run" / "student")
+
+
+def test_a_tf_keras_student_file_goes_through_tfmot(tmp_path):
+  path = str(tmp_path / "mine_tf.keras")
+  build_model(ModelSpec("mlp", width=32, depth=1), (8, 8, 1), 10).save(path)
+  assert not keras3_models.is_keras3_file(path)
+  config = dataclasses.replace(tiny_student_config(distill=False), path=path)
+  assert not config.keras3 and config.resolved()["path"] == path
+  s = execute.run_stage(student.STAGE, config, str(tmp_path / "run"), log=lambda *_: None).entry
+  assert "pruning_backend" not in s["metrics"]  # tfmot's, as for a built student
+  assert abs(s["metrics"]["sparsity"] - 0.8) <= 0.005
+  with pytest.raises(ConfigError, match="is a tf_keras model file, not Keras 3"):
+    dataclasses.replace(config, keras=3).validate()
