@@ -17,7 +17,8 @@ BN_MOMENTUM = 0.9
 
 
 @register("cnn")
-def build(input_shape, num_classes, *, width, depth, dropout, name="cnn"):
+def build(input_shape, num_classes, *, width, depth, dropout, name="cnn", keras=keras):
+  # ``keras``: the Keras that builds it (Keras 3 for ``--student_keras=3``; models/keras3.py).
   if len(input_shape) != 3:
     raise ValueError("cnn needs image inputs [H, W, C]; got %s (use mlp)" % (input_shape,))
   inputs = keras.Input(shape=input_shape, name="inputs")

@@ -18,7 +18,8 @@ BN_MOMENTUM = 0.9  # as models/cnn.py: moving statistics settle within the few h
 
 
 @register("lenet")
-def build(input_shape, num_classes, *, width, depth, dropout, name="lenet"):
+def build(input_shape, num_classes, *, width, depth, dropout, name="lenet", keras=keras):
+  # ``keras``: the Keras that builds it (Keras 3 for ``--student_keras=3``; models/keras3.py).
   if len(input_shape) != 3:
     raise ValueError("lenet needs image inputs [H, W, C]; got %s (use mlp)" % (input_shape,))
   inputs = keras.Input(shape=input_shape, name="inputs")

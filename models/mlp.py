@@ -5,7 +5,8 @@ from models.families import register
 
 
 @register("mlp")
-def build(input_shape, num_classes, *, width, depth, dropout, name="mlp"):
+def build(input_shape, num_classes, *, width, depth, dropout, name="mlp", keras=keras):
+  # ``keras``: the Keras that builds it (Keras 3 for ``--student_keras=3``; models/keras3.py).
   inputs = keras.Input(shape=input_shape, name="inputs")
   x = inputs
   if len(input_shape) > 1:

@@ -16,7 +16,7 @@ from models.families import register
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn(x, filters, stride, name, relu=True):
+def _conv_bn(x, filters, stride, name, relu=True, keras=keras):
   x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                           kernel_initializer="he_normal", name=name + "_conv")(x)
   x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
@@ -25,10 +25,10 @@ def _conv_bn(x, filters, stride, name, relu=True):
   return x
 
 
-def _block(x, filters, stride, name):
+def _block(x, filters, stride, name, keras=keras):
   shortcut = x
-  y = _conv_bn(x, filters, stride, name + "_a")
-  y = _conv_bn(y, filters, 1, name + "_b", relu=False)
+  y = _conv_bn(x, filters, stride, name + "_a", keras=keras)
+  y = _conv_bn(y, filters, 1, name + "_b", relu=False, keras=keras)
   if stride != 1 or shortcut.shape[-1] != filters:
     shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
                                    kernel_initializer="he_normal", name=name + "_proj")(shortcut)
@@ -38,11 +38,12 @@ def _block(x, filters, stride, name):
 
 
 @register("resnet")
-def build(input_shape, num_classes, *, width, depth, dropout, name="resnet"):
+def build(input_shape, num_classes, *, width, depth, dropout, name="resnet", keras=keras):
+  # ``keras``: the Keras that builds it (Keras 3 for ``--student_keras=3``; models/keras3.py).
   if len(input_shape) != 3:
     raise ValueError("resnet needs image inputs [H, W, C]; got %s (use mlp)" % (input_shape,))
   inputs = keras.Input(shape=input_shape, name="inputs")
-  x = _conv_bn(inputs, width, 1, "stem")
+  x = _conv_bn(inputs, width, 1, "stem", keras=keras)
   size = min(input_shape[0], input_shape[1])
   for s in range(3):
     filters = width * 2 ** s
@@ -50,7 +51,7 @@ def build(input_shape, num_classes, *, width, depth, dropout, name="resnet"):
       stride = 2 if (s > 0 and b == 0 and size >= 4) else 1
       if stride == 2:
         size = -(-size // 2)
-      x = _block(x, filters, stride, "stage%d_block%d" % (s + 1, b + 1))
+      x = _block(x, filters, stride, "stage%d_block%d" % (s + 1, b + 1), keras=keras)
   x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
   if dropout:
     x = keras.layers.Dropout(dropout, name="dropout")(x)

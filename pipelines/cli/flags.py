@@ -146,6 +146,12 @@ def _define_student_flags():
                     "--student_weights file whose model holds Python code (a Lambda layer), "
                     "which runs when the file is loaded; only for files you trust (refused "
                     "otherwise).")
+  flags.DEFINE_enum("student_keras", "2", ("2", "3"), "Which Keras builds the student: 2 (tf_keras, "
+                    "pruned by tfmot) or 3 (Keras 3, pruned by kdprune's own backend with tfmot's "
+                    "schedules; int8 by post-training quantization).")
+  flags.DEFINE_string("student_path", None, "Your own student model file: a Keras 3 .keras "
+                      "(detected from the file) or a tf_keras .keras/.h5, with its weights if "
+                      "trained; it must take the data's inputs and give one output per class.")
   flags.DEFINE_string("student_name", "default", "Name of this student: it goes to "
                       "<workdir>/student/<name>/ and the manifest's student/<name>, so one teacher "
                       "can have many students.")
@@ -500,7 +506,9 @@ def student_config_from_flags() -> configs.StudentConfig:
       name=FLAGS.student_name,
       progress=FLAGS.progress,
       weights=FLAGS.student_weights,
-      allow_unsafe=FLAGS.allow_unsafe_deserialization)
+      allow_unsafe=FLAGS.allow_unsafe_deserialization,
+      keras=int(FLAGS.student_keras),
+      path=FLAGS.student_path)
 
 
 def qat_config_from_flags() -> configs.QatConfig:

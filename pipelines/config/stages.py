@@ -16,6 +16,7 @@ import re
 from typing import Optional, Tuple
 
 from models import files
+from models import keras3 as keras3_models
 from models.spec import ModelSpec, validate_spec
 from pipelines.config.base import resolved
 from pipelines.config.data import DataConfig
@@ -117,10 +118,46 @@ class StudentConfig:
   progress: str = "auto"  # presentation only: not part of the fingerprint
   weights: Optional[str] = None  # --student_weights: start from these trained weights
   allow_unsafe: bool = False  # --allow_unsafe_deserialization (see TeacherConfig)
+  keras: int = 2  # --student_keras: 3 builds the family with Keras 3 (pipelines/prune/keras3.py)
+  path: Optional[str] = None  # --student_path: the user's student model file
 
   @property
   def stage(self) -> str:
     return stage_of(STUDENT, self.name)
+
+  @property
+  def keras3(self) -> bool:
+    """Whether the student is a Keras 3 model (``--student_keras=3``, or a Keras 3 file)."""
+    if self.path is not None:
+      return keras3_models.is_keras3_file(self.path)
+    return self.keras == 3
+
+  def _check_keras(self) -> None:
+    if self.keras not in (2, 3):
+      raise ConfigError("--student_keras=%s must be 2 (tf_keras, tfmot) or 3" % self.keras)
+    if self.path is not None:
+      if not os.path.exists(self.path):
+        raise ConfigError("--student_path=%s: no such file" % self.path)
+      files.check_safe(self.path, "--student_path", self.allow_unsafe)
+      if self.weights is not None:
+        raise ConfigError("--student_weights and --student_path both give the student's weights; "
+                          "pass the trained model with --student_path alone")
+      if self.keras == 3 and not self.keras3:
+        raise ConfigError("--student_path=%s is a tf_keras model file, not Keras 3: drop "
+                          "--student_keras=3 (the file decides)" % self.path)
+    if not self.keras3:
+      return
+    what = ("--student_path=%s (Keras 3)" % self.path) if self.path else "--student_keras=3"
+    refused = [(self.pruning.method != "magnitude", "--pruning_method=%s" % self.pruning.method),
+               (self.pruning.structure != "unstructured",
+                "--pruning_structure=%s" % self.pruning.structure),
+               (self.train.mixed_precision, "--mixed_precision"),
+               (self.weights is not None, "--student_weights (pass a trained Keras 3 model "
+                                          "with --student_path)")]
+    for bad, flag in refused:
+      if bad:
+        raise ConfigError("%s: %s is not built for Keras 3 students (magnitude pruning, "
+                          "unstructured, float32); use a tf_keras student for it" % (what, flag))
 
   def validate(self) -> None:
     self.data.validate()
@@ -135,9 +172,16 @@ class StudentConfig:
     self.distill.check_task(self.data.task)
     self.distill.check_augment(self.train.augment, "--student_augment")
     self.pruning.validate()
+    self._check_keras()
 
   def resolved(self) -> dict:
     out = {k: resolved(getattr(self, k)) for k in ("data", "model", "train", "distill", "pruning")}
+    # Only when set: a tf_keras student's fingerprint is what it was.
+    if self.path is not None:  # (its content hash is in the stage's fingerprint inputs)
+      out["path"] = os.path.abspath(self.path)
+      out.pop("model")
+    if self.keras3:
+      out["keras"] = 3
     out["distill"] = self.distill.resolved_for(self.data.task)
     out["name"] = self.name
     if self.weights is not None:  # (its content hash is in the stage's fingerprint inputs)

@@ -2,17 +2,16 @@
 
 A student's layers are wrapped, trained with the wrappers' masks, and stripped; the stages never
 touch the wrappers themselves. :func:`for_model` gives the backend for a built student; today
-the one backend is tfmot's (tf_keras students, :mod:`pipelines.prune.magnitude` and
-:mod:`pipelines.prune.dynamic`). A second backend (for Keras 3 students, which tfmot cannot
-wrap) implements the same :class:`PruningBackend` and is chosen here by the model's Keras;
-nothing in the stages changes. Only this package and :mod:`pipelines.quantize` import tfmot
+tfmot's prunes tf_keras students (:mod:`pipelines.prune.magnitude` and
+:mod:`pipelines.prune.dynamic`); Keras 3 students, which tfmot cannot wrap, are pruned by
+:mod:`pipelines.prune.keras3` with tfmot's schedules and mask rule, chosen here by the model's
+Keras. Only this package and :mod:`pipelines.quantize` import tfmot
 (an import-linter contract in ``setup.cfg``).
 """
 
 import dataclasses
 from typing import Callable, List, Optional
 
-from pipelines.config.errors import ConfigError
 from pipelines.prune import dynamic, magnitude
 
 
@@ -54,11 +53,10 @@ class PruningBackend:
 
 
 def for_model(model) -> PruningBackend:
-  """The backend that prunes ``model``: tfmot for a tf_keras model; a one-line ConfigError for a
-  model of another Keras."""
+  """The backend that prunes ``model``: tfmot for a tf_keras model, kdprune's own
+  (:mod:`pipelines.prune.keras3`) for a Keras 3 one."""
   if (type(model).__module__ or "").split(".")[0] == "keras":
-    raise ConfigError("the student is a Keras 3 model (%s), which tfmot cannot prune; build it "
-                      "with tf_keras (models.compat.keras)" % type(model).__name__)
+    return _keras3()
   return TFMOT
 
 
@@ -78,3 +76,15 @@ TFMOT = PruningBackend(
     sparsity_report=magnitude.sparsity_report,
     check_sparsity=magnitude.check_sparsity,
 )
+
+
+def _keras3() -> PruningBackend:
+  """The Keras 3 backend (imported on first use: it imports Keras 3)."""
+  from pipelines.prune import keras3  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  return PruningBackend(
+      name="keras3", wrap=keras3.wrap, step=keras3.step, callbacks=keras3.callbacks,
+      strip=keras3.strip, revision=keras3.revision,
+      revision_callbacks=lambda revision, log_dir: [],
+      m_by_n_applied_step=keras3.m_by_n_applied_step,
+      m_by_n_callbacks=lambda pruned, steps, log_dir: [],
+      sparsity_report=keras3.sparsity_report, check_sparsity=keras3.check_sparsity)

@@ -201,22 +201,24 @@ def strip(model):
 
 
 def sparsity_report(stripped, plan: Dict[str, str], m_by_n=None,
-                    targets: Optional[Dict[str, float]] = None) -> dict:
+                    targets: Optional[Dict[str, float]] = None, weights_of=None) -> dict:
   """Measures the stripped model: per pruned layer and in total.
 
   Returns ``{"layers": {name: {"weights", "zeros", "sparsity"[, "target", "m_by_n_ok"]}},
   "pruned_weights", "pruned_zeros", "sparsity"[, "target"], "params", "nonzero_params",
   "model_sparsity"}``; ``sparsity`` is over the pruned kernels, ``model_sparsity``
   over every parameter. With ``targets`` (layer -> final sparsity) each layer
-  records its target and ``target`` is their weight-weighted mean.
+  records its target and ``target`` is their weight-weighted mean. ``weights_of(layer)`` gives a
+  layer's pruned weights (default :func:`prunable_weights`; the Keras 3 backend passes its own).
   """
+  weights_of = weights_of or prunable_weights
   layers = {}
   total_w = total_z = 0
   weighted_target = 0.0
   for layer in stripped.layers:
     if plan.get(layer.name) != "prune":
       continue
-    kernels = [w.numpy() for w in prunable_weights(layer)]
+    kernels = [np.asarray(w.numpy()) for w in weights_of(layer)]
     size = int(sum(k.size for k in kernels))
     zeros = int(sum(np.sum(k == 0) for k in kernels))
     entry = {"weights": size, "zeros": zeros, "sparsity": round(zeros / max(1, size), 6)}

@@ -14,12 +14,14 @@ regression the "logits" are the teacher's predictions; the store holds them the 
 
 import contextlib
 import json
+import logging
 import os
 import time
 from typing import Optional
 
 import numpy as np
 
+from models import keras3 as keras3_models
 from models.compat import keras, tf
 from models.registry import build_model
 from models.weights import load_start_weights
@@ -32,6 +34,22 @@ from pipelines.train import optimizers  # also registers the schedules saved mod
 # Private: _minimum_control_deps and reduce_per_replica, for the multi-step loop (_looped;
 # pinned by tests/test_student.py::test_a_multi_step_execution_traces_each_step_once_...).
 from tf_keras.src.engine import training as keras_training  # noqa: E402
+
+
+class _OneTracePerTrainer(logging.Filter):
+  """Drops TensorFlow's "N of the last M calls ... triggered tf.function retracing" warning for the
+  trainers' multi-step functions (:meth:`DistillationTrainer._looped`). TensorFlow counts traces
+  by the Python function's code, so every new trainer's function (one per stage and per channel
+  rebuild, each traced once by design) counts as a retrace of a single function; a pipeline of
+  four stages made it print. Any other function's warning is kept."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message and
+                "_looped.<locals>.function" in message)
+
+
+logging.getLogger("tensorflow").addFilter(_OneTracePerTrainer())
 
 
 class DistillationTrainer(keras.Model):
@@ -393,8 +411,11 @@ def load_keras_model(path: str):
   """A model kdprune saved (teacher or stripped student), as a tf_keras model (not compiled).
 
   Importing this module registers kdprune's learning-rate schedules, which a saved
-  model's optimizer config may name.
+  model's optimizer config may name. A Keras 3 student (``--student_keras=3``, ``--student_path``)
+  comes back as the Keras 3 model it is.
   """
+  if keras3_models.is_keras3_file(path):  # Keras 3 students
+    return keras3_models.keras3().models.load_model(path, compile=False)
   return keras.models.load_model(path, compile=False)
 
 

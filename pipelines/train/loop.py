@@ -171,7 +171,7 @@ def train(config, workdir: str, phase: Phase, train_ds, val_ds, lr_flag: str,
     until = min([e for e in phase.rebuild_after if e > epoch] + [cfg.epochs])
     fitted = phase.trainer.fit(train_ds, validation_data=val_ds, initial_epoch=epoch,
                                epochs=until, verbose=verbose,
-                               callbacks=[*own, *common, saver])
+                               callbacks=[*own, *common, saver], **_fit_options(phase.trainer))
     for key, values in fitted.history.items():
       history.setdefault(key, []).extend(values)
     epoch = until
@@ -187,6 +187,15 @@ def train(config, workdir: str, phase: Phase, train_ds, val_ds, lr_flag: str,
   return Trained(phase=phase, early=early, history=history, done=done,
                  epochs_run=epochs_run, train_seconds=train_seconds,
                  tb_dir=tb_dir, jsonl=jsonl, saver=saver)
+
+
+def _fit_options(trainer) -> dict:
+  """What ``fit`` needs beyond the common arguments: for a Keras 3 trainer (a Keras 3 student),
+  ``shuffle=False`` (the batches come shuffled; Keras 3 warns otherwise). Keras 3's ``fit`` takes
+  the loop's tf_keras callbacks as they are: its ``CallbackList`` calls ``set_model``,
+  ``set_params`` and the ``on_*`` hooks of whatever it is given."""
+  return {"shuffle": False} if (type(trainer).__module__ or "").startswith("pipelines.train.distill_keras3") \
+      else {}
 
 
 def _step_fn(phase: Phase) -> Callable[[], int]:

@@ -150,3 +150,11 @@ def regression_distillation_loss(student_predictions, teacher_predictions, label
                                          student_predictions, loss)
   total = alpha * hard + (1.0 - alpha) * distill
   return _reduced({"total": total, "distill": distill, "hard": hard}, per_example)
+
+
+def top_class_agreement_per_example(teacher_logits, student_logits):
+  """``[B]`` float: 1 where the student's top class is the teacher's (``teacher_logits`` as in
+  :func:`distillation_loss`: the first of the top-k classes in the top-k form)."""
+  top = (teacher_logits[1][:, 0] if isinstance(teacher_logits, (tuple, list))
+         else tf.argmax(teacher_logits, axis=-1))
+  return tf.cast(tf.equal(tf.cast(top, tf.int64), tf.argmax(student_logits, axis=-1)), tf.float32)

@@ -13,14 +13,13 @@ Every check runs before any training: the path exists and loads, its input shape
 class (per target for regression).
 """
 
-import json
 import os
-import zipfile
 from typing import Optional, Tuple
 
 import numpy as np
 
 from models import files
+from models import keras3 as keras3_models
 from models.compat import keras, tf
 from pipelines.config.errors import ConfigError
 
@@ -42,15 +41,6 @@ def kind_of(path: str) -> str:
     return "h5"
   raise ConfigError("--teacher_path=%s: expected a .keras or .h5 file or a SavedModel directory"
                     % path)
-
-
-def _is_keras3_archive(path: str) -> bool:
-  try:
-    with zipfile.ZipFile(path) as archive:
-      meta = json.loads(archive.read("metadata.json"))
-  except (KeyError, ValueError, OSError, zipfile.BadZipFile):
-    return False
-  return str(meta.get("keras_version", "")).startswith("3")
 
 
 def _first_line(e: Exception) -> str:
@@ -95,7 +85,7 @@ def open_model(path: str, allow_unsafe: bool = False):
         result = sig(**{name: x}) if name else sig(x)
         return result[out_key]
       return call, shape, units, "a SavedModel (serving_default)"
-    if kind == "keras" and _is_keras3_archive(path):
+    if kind == "keras" and keras3_models.is_keras3_file(path):
       import keras as keras3  # pylint: disable=g-import-not-at-top
       model = keras3.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
       return (lambda x, m=model: m(x, training=False)), tuple(model.input_shape[1:]), \

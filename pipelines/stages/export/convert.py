@@ -70,7 +70,12 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
     qat_student = distill.load_keras_model(files["student_model"])
     qmodel = quantize_backend.for_model(qat_student).rebuild(
         qat_student, files["scheme"], files["weights"], "kdprune-qat --workdir=%s" % workdir)
-  sources_ = [(PRODUCT, qmodel, "qat", "the product: QAT student, int8 weights and activations",
+  # A Keras 3 student had no QAT (scheme "ptq"): its product is full-integer post-training
+  # quantization of the pruned float student, calibrated on training examples.
+  ptq = q_entry["metrics"].get("scheme") == "ptq"
+  sources_ = [(PRODUCT, qmodel, "int8" if ptq else "qat",
+               "the product: %s student, int8 weights and activations" % (
+                   "post-training quantized (full integer)" if ptq else "QAT"),
                q_entry["metrics"][key])]
   if "teacher" in up and "teacher_float" in baselines:
     teacher = distill.load_teacher(workdir, bundle, config.data.dataset)
@@ -231,7 +236,8 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
        "measured_on": "%s (Keras)" % run_dir.relpath(upstream_student.model_path)},
       {"what": "QAT student (%s)" % q_entry["metrics"].get("scheme"),
        key: q_entry["metrics"][key], "sparsity": q_entry["metrics"][
-           "sparsity"], "measured_on": "%s (Keras, fake-quantized)" % q_entry["artifacts"]["model"]},
+           "sparsity"], "measured_on": "%s (Keras, %s)" % (
+               q_entry["artifacts"]["model"], "float: no QAT" if ptq else "fake-quantized")},
       {"what": "int8 student", key: product[key],
        "sparsity": product["sparsity"], "measured_on": "%s (TFLite interpreter)" % product["file"]},
   ]

@@ -3,6 +3,7 @@
 
 import os
 
+from models import keras3 as keras3_models
 from pipelines.config import QatConfig, tasks
 from pipelines.config.errors import ConfigError
 from pipelines.export import tflite
@@ -29,6 +30,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                       "gives %s and %d classes" % (
                           student_path, tuple(student.input_shape[1:]), student.output_shape[-1],
                           config.data.dataset, bundle.input_shape, bundle.num_classes))
+  if keras3_models.is_keras3(student):  # tfmot cannot quantize it: int8 after training
+    return _post_training(config, workdir, bundle, student, upstream_student)
   cfg = config.train
   teacher, train_ds, mode, cache_seconds = distill.teacher_and_batches(config, workdir, bundle,
                                                                        seed)
@@ -107,6 +110,58 @@ def run(config: QatConfig, workdir: str) -> StageResult:
                                    metrics["remasked_weights"], trained.train_seconds,
                                    artifacts["model"]))
   trained.saver.discard()
+  timing.lap("saving")
+  return StageResult(artifacts=artifacts, metrics=metrics)
+
+
+def _post_training(config: QatConfig, workdir: str, bundle, student, upstream_student
+                   ) -> StageResult:
+  """The QAT stage of a Keras 3 student, which tfmot cannot quantize: no fine-tuning; the export
+  quantizes the pruned float student to full int8 after training (``scheme: "ptq"`` in
+  ``metrics.json``; calibrated on ``--representative_examples`` training examples). The stage
+  measures the student, checks its sparsity and writes what the export converts (the serving
+  SavedModel) and a copy of the student (``model.keras``)."""
+  timing.lap("build")
+  progress.say("[%s] the student is a Keras 3 model, which tfmot cannot quantize: no QAT; the "
+               "export quantizes it to int8 after training (full-integer post-training "
+               "quantization, ptq)" % config.stage)
+  stage_dir = distribute.output_dir(rundir.RunDir(workdir).stage_dir(config.stage))
+  tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
+  pruning = prune_backend.for_model(student)
+  report = pruning.sparsity_report(student, upstream_student.plan, upstream_student.m_by_n,
+                                   targets=upstream_student.layer_targets())
+  headline = "test_" + tasks.headline(config.data.task)[0]
+  metrics = {
+      **loop.evaluate_splits(student, bundle, config.data),
+      "student_" + headline: float(upstream_student.metrics[headline]),
+      "sparsity": report["sparsity"], "target_sparsity": upstream_student.target_sparsity,
+      "student_sparsity": upstream_student.sparsity,
+      "params": report["params"], "nonzero_params": report["nonzero_params"],
+      "remasked_weights": 0, "max_drift": 0.0, "scheme": "ptq",
+      "quantization": "full-integer post-training quantization by the export (no QAT: tfmot "
+                      "cannot quantize a Keras 3 model)",
+      "teacher_outputs": "none", "epochs_run": 0, "train_seconds": 0.0,
+      "student_finished": upstream_student.finished,
+  }
+
+  def save():
+    model_path = os.path.join(stage_dir, "model.keras")
+    with rundir.atomic_path(model_path) as tmp:
+      student.save(tmp)
+    serving_path = os.path.join(stage_dir, "saved_model")
+    with rundir.atomic_path(serving_path) as tmp:
+      tflite.save_serving(student, tmp, autograph=False)
+    return {"model": model_path, "saved_model": serving_path}
+
+  artifacts = loop.write_outputs(
+      config, workdir, stage_dir, tb_dir, metrics,
+      {"layers": report["layers"], "data": bundle.describe()}, save,
+      final={"final/sparsity": metrics["sparsity"]},
+      check=lambda: pruning.check_sparsity(report, upstream_student.target_sparsity,
+                                           config.stage, upstream_student.m_by_n))
+  progress.say("[%s] %s (float, before int8) at sparsity %.4f -> %s" % (
+      config.stage, tasks.describe_result(metrics), metrics["sparsity"],
+      artifacts["saved_model"]))
   timing.lap("saving")
   return StageResult(artifacts=artifacts, metrics=metrics)
 

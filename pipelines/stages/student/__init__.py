@@ -27,7 +27,12 @@ def validate(config: StudentConfig) -> None:
   can finish within the planned epochs on this data."""
   config.validate()
   sources.check_augment(config.data, config.train.augment, "--student_augment")
-  if config.pruning.structure != "channels":  # channels: the layers shrink before tfmot sees them
+  if config.path is not None:  # the user's student file: loaded (TensorFlow) to check it fits
+    source = sources.resolve(config.data)
+    from pipelines.train import student_source  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+    student_source.check_file(config.path, source.input_shape, source.num_classes,
+                              config.allow_unsafe)
+  elif config.pruning.structure != "channels":  # channels: the layers shrink before tfmot sees them
     source = sources.resolve(config.data)
     layers = kernel_layers(config.model, source.input_shape, source.num_classes)
     if layers is not None:  # a built-in family: refuse "nothing would be pruned" before any work
@@ -54,6 +59,8 @@ def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:
     inputs["teacher"] = upstream.teacher_inputs(workdir, config.data)
   if config.weights is not None:  # a changed file reruns the student
     inputs["weights_file"] = rundir.content_hash(config.weights)
+  if config.path is not None:  # likewise the student's own model file
+    inputs["student_file"] = rundir.content_hash(config.path)
   return inputs
 
 

@@ -10,12 +10,16 @@ from pipelines.prune import channels
 from pipelines.runtime import distribute, progress, timing
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.student import validate
-from pipelines.train import channel_loop, distill, loop, optimizers, precision
+from pipelines.config.errors import ConfigError
+from pipelines.train import channel_loop, distill, loop, optimizers, precision, student_source
 
 
 def run(config: StudentConfig, workdir: str) -> StageResult:
   """Distils and prunes the student; saves it stripped under ``<workdir>/student/<name>/``."""
   validate(config)
+  if config.keras3 and distribute.name() != "default":
+    raise ConfigError("--strategy=%s: Keras 3 students train under the default strategy only "
+                      "(one device); pass --strategy=default" % distribute.name())
   seed, bundle = loop.start(config)
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
@@ -44,7 +48,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       return _channels_result(config, workdir, stage_dir, bundle, shrunk, info, steps, common)
 
   with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
-    student = shrunk.model if shrunk else distill.build_student(config, bundle)
+    student = shrunk.model if shrunk else student_source.build(config, bundle)
     if teacher is not None and 0 < teacher.count_params() < student.count_params():
       progress.warn("[%s] warning: the student (%d parameters) is larger than its teacher (%d); "
                     "check --student_model/--student_width" % (
@@ -54,12 +58,20 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     # Dynamic pruning: the revisions own the mask once the schedule has its final sparsity.
     revision = backend.revision(pruned, config.pruning, steps) \
         if config.pruning.method == "dynamic" else None
-    trainer = distill.DistillationTrainer(
-        pruned, teacher=online, temperature=config.distill.temperature,
-        alpha=config.distill.alpha, distill=config.distill.enabled, mask_revision=revision,
-        task=config.data.task, regression_loss=config.data.regression_loss)
-    trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
-                    steps_per_execution=cfg.steps_per_execution)
+    if backend.name == "keras3":  # a Keras 3 student: its own trainer (same losses, same logs)
+      from pipelines.train import distill_keras3  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+      trainer = distill_keras3.DistillationTrainer(
+          pruned, teacher=online, temperature=config.distill.temperature,
+          alpha=config.distill.alpha, distill=config.distill.enabled, task=config.data.task,
+          regression_loss=config.data.regression_loss)
+      distill_keras3.compile_trainer(trainer, cfg, steps_per_epoch)
+    else:
+      trainer = distill.DistillationTrainer(
+          pruned, teacher=online, temperature=config.distill.temperature,
+          alpha=config.distill.alpha, distill=config.distill.enabled, mask_revision=revision,
+          task=config.data.task, regression_loss=config.data.regression_loss)
+      trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
+                      steps_per_execution=cfg.steps_per_execution)
   timing.lap("build")
 
   def own_callbacks(tb_dir: str):
@@ -76,9 +88,11 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
   pruned_names = [n for n, why in plan.items() if why == "prune"]
   targets = {n: config.pruning.target_for(n) for n in pruned_names}
   own = ", ".join("%s %.2f" % kv for kv in config.pruning.layer_sparsity)
-  progress.say("[%s] %s: %d parameters; pruning %d layers to %.2f%s %s (steps %d-%d every %d of "
-               "%d); teacher outputs: %s" % (
-                   config.stage, config.model.name, student.count_params(), len(pruned_names),
+  progress.say("[%s] %s (%s, pruned by %s): %d parameters; pruning %d layers to %.2f%s %s (steps "
+               "%d-%d every %d of %d); teacher outputs: %s" % (
+                   config.stage, student_source.describe(config),
+                   "Keras 3" if backend.name == "keras3" else "tf_keras", backend.name,
+                   student.count_params(), len(pruned_names),
                    config.pruning.target, " (%s)" % own if own else "", config.pruning.structure,
                    steps["begin_step"], steps["end_step"], steps["frequency"],
                    steps["planned_steps"], mode))
@@ -106,6 +120,7 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
                                      if trained.early.first_final_epoch is not None else None),
       **common, **distill.agreement_metrics(trained.history),
       "pruning_method": config.pruning.method,
+      **({"pruning_backend": backend.name} if backend.name != "tfmot" else {}),
   }
   if m_by_n:
     metrics["m_by_n_applied_step"] = backend.m_by_n_applied_step(pruned, steps)
