@@ -3,9 +3,9 @@
 A ``Lambda`` layer stores Python: in a ``.keras`` archive its function's bytecode (Keras' own
 ``safe_mode`` refuses it, for ``.keras`` files only), in a legacy ``.h5`` file its marshalled
 bytecode, which tf_keras turns back into a function and calls while it rebuilds the model, with
-no guard. Every file kdprune loads from a user (``--teacher_path``, ``--student_weights``) is
-read here first, without TensorFlow: a file whose model holds such a layer is refused in one
-line unless the user passes ``--allow_unsafe_deserialization``. A SavedModel directory is run
+no guard. Every file kdprune loads from a user (``--teacher_path``, ``--student_path``,
+``--student_weights``) is read here first, without TensorFlow: a file whose model holds such a
+layer is refused in one line unless the user passes ``--allow_unsafe_deserialization``. A SavedModel directory is run
 through ``tf.saved_model.load``, which rebuilds no Python, and holds nothing to check here.
 """
 

@@ -232,7 +232,7 @@ def test_a_crafted_h5_file_runs_code_when_loaded_and_kdprune_refuses_it(tmp_path
   keras.models.load_model(path, compile=False)  # what a plain load does: the code runs
   assert marker.exists()
   os.remove(marker)
-  for flag in ("--teacher_path", "--student_weights"):
+  for flag in ("--teacher_path", "--student_weights", "--student_path"):
     result = _run("--workdir=%s" % (tmp_path / "run"), "%s=%s" % (flag, path),
                   module="pipelines.cli.pipeline")
     _assert_one_line_error(result, "kdprune-pipeline", "%s=%s" % (flag, path),
