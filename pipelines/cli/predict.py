@@ -15,11 +15,12 @@ import sys
 
 from pipelines.cli import app
 from pipelines.cli import flags as kflags
-from pipelines.export import predict
 
 
 def main(argv):
   del argv
+  # Here, not at the top: the flags are checked before TensorFlow loads.
+  from pipelines.export import predict  # pylint: disable=g-import-not-at-top
   f = kflags.FLAGS
   summary = predict.predict(f.model, f.input, f.output or "", batch_size=f.predict_batch_size)
   # The CSV on standard output (no --output) is followed by nothing else there.

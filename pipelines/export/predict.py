@@ -20,9 +20,12 @@ from typing import List, Tuple
 
 import numpy as np
 
+from models.compat import tf
 from pipelines.config import PREPROCESSING_FILE, PREPROCESSING_METADATA, PRODUCT
 from pipelines.config.errors import ConfigError
+from pipelines.data import bundle
 from pipelines.data.base import first_line
+from pipelines.export import tflite as tflite_tools
 from pipelines.runtime import rundir
 
 PREPROCESSING = PREPROCESSING_FILE
@@ -50,7 +53,6 @@ def resolve_model(path: str) -> Tuple[str, dict]:
       with open(spec_path) as f:
         spec = json.load(f)
     else:  # a .tflite alone: the export embeds the same record as metadata
-      from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
       with open(model, "rb") as f:
         payload = tflite_tools.read_metadata(f.read(), PREPROCESSING_METADATA)
       if payload is None:
@@ -151,7 +153,6 @@ def _as_raw_dtype(x: np.ndarray, spec: dict, what: str) -> np.ndarray:
 
 def _resized(images: np.ndarray, size) -> np.ndarray:
   """``images`` (raw integers) resized to ``size`` as training resized ``--image_size`` data."""
-  from pipelines.data import bundle  # pylint: disable=g-import-not-at-top
   return bundle.resize_raw(images, tuple(size), images.dtype).numpy()
 
 
@@ -192,7 +193,6 @@ def _csv(path: str, spec: dict, flag: str) -> np.ndarray:
 
 def _image(path: str, spec: dict, flag: str) -> np.ndarray:
   """One image file, decoded, channels adapted and resized to the model's input as training did."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
   shape = _shape(spec)
   if len(shape) != 3:
     raise ConfigError("%s: the model takes feature vectors of shape %s, not images" % (
@@ -240,8 +240,6 @@ def range_warning(raw: np.ndarray, spec: dict) -> str:
 
 def normalize(x: np.ndarray, spec: dict) -> np.ndarray:
   """Raw inputs -> the model's float32 inputs, with the ops training used."""
-  from models.compat import tf  # pylint: disable=g-import-not-at-top
-  from pipelines.data import bundle  # pylint: disable=g-import-not-at-top
   fn = bundle.normalizer(spec["normalization"])
   return fn(tf.constant(x), None)[0].numpy()
 
@@ -255,7 +253,6 @@ def predict(model: str, inputs: str, output: str = "", batch_size: int = 256) ->
   class name) and ``probability`` (softmax of the outputs at the predicted class). Returns a
   summary (rows, the output path, the model). Nothing is written when anything fails.
   """
-  from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
   if batch_size < 1:
     raise ConfigError("--batch_size=%d must be >= 1" % batch_size)
   if output:

@@ -551,8 +551,7 @@ def interpreter(data: bytes, num_threads: int = 1, xnnpack: bool = True):
   out, as on a runtime built without it.
   """
   try:
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    from ai_edge_litert.interpreter import OpResolverType  # pylint: disable=g-import-not-at-top
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # pylint: disable=g-import-not-at-top
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
     OpResolverType = tf.lite.experimental.OpResolverType  # pylint: disable=invalid-name

@@ -18,6 +18,7 @@ checked by :func:`missing` before any work.
 """
 
 import importlib.util
+from importlib import metadata
 import os
 import re
 import subprocess
@@ -73,7 +74,6 @@ def missing() -> Optional[str]:
 def version() -> str:
   """``tflite-micro <version>`` of the installed package (without importing it)."""
   try:
-    from importlib import metadata  # pylint: disable=g-import-not-at-top
     return "tflite-micro %s" % metadata.version("tflite-micro")
   except Exception:  # pylint: disable=broad-except
     return "tflite-micro"
