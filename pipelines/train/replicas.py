@@ -66,12 +66,20 @@ def at_least_one_row(batch):
 
 
 class LocalState:
-  """``model``'s replica-local variables (``ON_READ``: batch norm's moving statistics)."""
+  """``model``'s replica-local variables (``ON_READ``: batch norm's moving statistics), read at
+  first use (a model not built yet has none to read)."""
 
   def __init__(self, model):
-    self.variables = [v for v in model.non_trainable_variables
-                      if v.synchronization == tf.VariableSynchronization.ON_READ]
+    self.model = model
+    self._variables = None
     self._sync = None
+
+  @property
+  def variables(self):
+    if self._variables is None:
+      self._variables = [v for v in self.model.non_trainable_variables
+                         if v.synchronization == tf.VariableSynchronization.ON_READ]
+    return self._variables
 
   def kept_unless(self, empty):
     """In a replica's step, before the forward pass: returns a function to call after it, which
