@@ -8,7 +8,7 @@ unknown name or an out-of-range knob with one line naming the flag.
 import dataclasses
 import importlib
 import inspect
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from models.errors import ConfigError
 
@@ -193,3 +193,36 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
         cin = filters
   add("logits", "Dense", cin, num_classes)
   return out
+
+
+def layer_names(spec: ModelSpec, input_shape) -> Optional[List[str]]:
+  """The names of the layers (after the input) of a ``mlp``, ``cnn`` or ``lenet`` model, in
+  order, computed from the spec without TensorFlow (``None`` for other families: their names are
+  known once built). ``tests/test_models.py`` keeps it in step with the builders."""
+  if spec.name not in ("mlp", "cnn", "lenet") or spec.is_user_builder:
+    return None
+  _, depth, dropout = family_defaults(spec.name)
+  depth = spec.depth if spec.depth is not None else depth
+  dropout = spec.dropout if spec.dropout is not None else dropout
+  shape = tuple(int(d) for d in input_shape)
+  out = []
+  if spec.name == "mlp":
+    if len(shape) > 1:
+      out.append("flatten")
+    for i in range(1, depth + 1):
+      out += ["dense_%d" % i, "relu_%d" % i] + (["dropout_%d" % i] if dropout else [])
+    return out + ["logits"]
+  if len(shape) != 3:
+    return None  # the builder refuses it, naming the flag
+  size = min(shape[0], shape[1])
+  for b in range(1, depth + 1):
+    tags = ["%d_%d" % (b, c) for c in (1, 2)] if spec.name == "cnn" else ["%d" % b]
+    for tag in tags:
+      out += ["conv_" + tag, "bn_" + tag, "relu_" + tag]
+    if size >= 4:
+      out.append("pool_%d" % b)
+      size //= 2
+  out.append("flatten")
+  if spec.name == "lenet":
+    out += ["dense", "relu_dense"]
+  return out + (["dropout"] if dropout else []) + ["logits"]

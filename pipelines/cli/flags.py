@@ -49,10 +49,12 @@ def define_flags() -> None:
   _define_data_flags()
   _define_model_flags("teacher", TEACHER_MODEL)
   define_train_flags("teacher", TEACHER_TRAIN)
-  flags.DEFINE_string("teacher_path", None, "Import this trained teacher instead of training one: "
-                      "a tf_keras .keras/.h5 file, a Keras 3 .keras file or a TF SavedModel "
-                      "directory (serving_default). Its output must have one unit per class; "
-                      "the --teacher_model/--teacher_* training flags do not apply.")
+  flags.DEFINE_multi_string("teacher_path", None, "Import this trained teacher instead of "
+                            "training one: a tf_keras .keras/.h5 file, a Keras 3 .keras file or a "
+                            "TF SavedModel directory (serving_default). Its output must have one "
+                            "unit per class; the --teacher_model/--teacher_* training flags do "
+                            "not apply. Repeat it to import several teachers: the students learn "
+                            "from their average (of the probabilities at --temperature).")
   flags.DEFINE_enum("teacher_outputs_are", "auto", configs.TEACHER_OUTPUTS_ARE, "What an "
                     "imported teacher's outputs are: logits, probabilities (their logarithm is "
                     "used as logits), or auto (probabilities when every row is non-negative and "
@@ -169,6 +171,14 @@ def _define_student_flags():
   flags.DEFINE_integer("teacher_topk", d.teacher_topk, "Cached teacher outputs keep the K largest "
                        "logits and the rest as one bucket (for many classes; 0: all of them).",
                        lower_bound=0)
+  # -- feature hints and mixup (pipelines/train/features.py, pipelines/train/mixup.py) --
+  flags.DEFINE_multi_string("feature_distill", [], "TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] (repeat "
+                            "it, or a list): add WEIGHT (1) x the L2 loss between the student "
+                            "layer's output, through a learned projection that is not saved, and "
+                            "the teacher layer's; the teacher then runs in every step.")
+  flags.DEFINE_float("mixup", d.mixup, "Mixup ALPHA: each batch mixed with itself by a "
+                     "Beta(ALPHA, ALPHA) weight, seen by the student and the teacher (online), "
+                     "its hard loss the weighted labels' cross-entropies; classification; 0: off.")
   flags.DEFINE_enum("pruning_schedule", p.schedule, configs.PRUNING_SCHEDULES, "polynomial_decay: "
                     "S = S_f + (S_0 - S_f)(1 - (t - t_0)/(t_e - t_0))^exponent; constant: S_f from "
                     "--pruning_begin on.")
@@ -484,7 +494,10 @@ def parse_m_by_n(value):
 def distill_config_from_flags() -> configs.DistillConfig:
   return configs.DistillConfig(enabled=FLAGS.distill, temperature=FLAGS.temperature,
                                alpha=FLAGS.alpha, teacher_outputs=FLAGS.teacher_outputs,
-                               teacher_topk=FLAGS.teacher_topk)
+                               teacher_topk=FLAGS.teacher_topk,
+                               feature_distill=configs.parse_feature_distill(
+                                   FLAGS.feature_distill),
+                               mixup=FLAGS.mixup)
 
 
 def student_config_from_flags() -> configs.StudentConfig:
@@ -560,7 +573,8 @@ def teacher_config_from_flags() -> configs.TeacherConfig:
       model=model_spec_from_flags("teacher"),
       train=train_config_from_flags("teacher"),
       progress=FLAGS.progress,
-      path=FLAGS.teacher_path,
+      path=(FLAGS.teacher_path or [None])[0],
+      more_paths=tuple((FLAGS.teacher_path or [])[1:]),
       outputs_are=FLAGS.teacher_outputs_are,
       allow_unsafe=FLAGS.allow_unsafe_deserialization)
 

@@ -17,7 +17,7 @@ from pipelines.config.data import (  # noqa: F401
     TASKS,
     DataConfig,
 )
-from pipelines.config.distill import TEACHER_OUTPUTS, DistillConfig  # noqa: F401
+from pipelines.config.distill import TEACHER_OUTPUTS, DistillConfig, parse_feature_distill  # noqa: F401
 from pipelines.config.errors import ConfigError, StageError  # noqa: F401
 from pipelines.config.pruning import (  # noqa: F401
     PRUNING_METHODS,

@@ -79,18 +79,31 @@ class TeacherConfig:
   # --allow_unsafe_deserialization: load a --teacher_path whose model holds Python (a Lambda);
   # how the file is read, not what it computes: not part of the fingerprint.
   allow_unsafe: bool = False
+  # --teacher_path given again: further imported teachers, averaged with the first
+  # (pipelines/train/teacher_import.py: ensemble).
+  more_paths: Tuple[str, ...] = ()
 
   stage = TEACHER
+
+  @property
+  def paths(self) -> Tuple[str, ...]:
+    """Every imported teacher's path (none: the teacher is trained)."""
+    return ((self.path,) if self.path is not None else ()) + tuple(self.more_paths)
 
   def validate(self) -> None:
     self.data.validate()
     if self.outputs_are not in TEACHER_OUTPUTS_ARE:
       raise ConfigError("--teacher_outputs_are=%s is not one of %s" % (
           self.outputs_are, ", ".join(TEACHER_OUTPUTS_ARE)))
+    if self.more_paths and self.path is None:
+      raise ConfigError("more_paths are further imported teachers: give path too")
+    for path in self.paths:
+      if not os.path.exists(path):
+        raise ConfigError("--teacher_path=%s: no such file or directory" % path)
+      files.check_safe(path, "--teacher_path", self.allow_unsafe)
+    if len(set(map(os.path.abspath, self.paths))) != len(self.paths):
+      raise ConfigError("--teacher_path names one file twice")
     if self.path is not None:
-      if not os.path.exists(self.path):
-        raise ConfigError("--teacher_path=%s: no such file or directory" % self.path)
-      files.check_safe(self.path, "--teacher_path", self.allow_unsafe)
       return  # an imported teacher is not built or trained: the model and train flags do not apply
     if self.outputs_are != "auto":
       raise ConfigError("--teacher_outputs_are is for an imported teacher (--teacher_path)")
@@ -99,8 +112,11 @@ class TeacherConfig:
 
   def resolved(self) -> dict:
     if self.path is not None:  # what decides an imported teacher: the file (hashed) and the data
-      return {"data": resolved(self.data), "import": {
+      out = {"data": resolved(self.data), "import": {
           "path": os.path.abspath(self.path), "outputs_are": self.outputs_are}}
+      if self.more_paths:  # (one teacher keeps its fingerprint)
+        out["import"]["more_paths"] = [os.path.abspath(p) for p in self.more_paths]
+      return out
     return {"data": resolved(self.data), "model": resolved(self.model),
             "train": resolved(self.train)}
 
@@ -153,11 +169,14 @@ class StudentConfig:
                 "--pruning_structure=%s" % self.pruning.structure),
                (self.train.mixed_precision, "--mixed_precision"),
                (self.weights is not None, "--student_weights (pass a trained Keras 3 model "
-                                          "with --student_path)")]
+                                          "with --student_path)"),
+               (bool(self.distill.feature_distill), "--feature_distill"),
+               (self.distill.mixup > 0, "--mixup")]
     for bad, flag in refused:
       if bad:
-        raise ConfigError("%s: %s is not built for Keras 3 students (magnitude pruning, "
-                          "unstructured, float32); use a tf_keras student for it" % (what, flag))
+        raise ConfigError("%s: %s is not built for Keras 3 students (they have magnitude "
+                          "pruning, unstructured, float32, plain distillation); use a tf_keras "
+                          "student for it" % (what, flag))
 
   def validate(self) -> None:
     self.data.validate()
@@ -196,6 +215,8 @@ class StudentConfig:
         self.train.augment != "none")
     else:  # without a teacher these do not change the result, so they must not force reruns
       out["distill"] = {"enabled": False}
+      if self.distill.mixup:  # --mixup trains on mixed batches with or without a teacher
+        out["distill"]["mixup"] = self.distill.mixup
     return out
 
 
@@ -237,6 +258,8 @@ class QatConfig:
           self.train.augment != "none")
     else:
       out["distill"] = {"enabled": False}
+      if self.distill.mixup:  # --mixup trains on mixed batches with or without a teacher
+        out["distill"]["mixup"] = self.distill.mixup
     return out
 
 

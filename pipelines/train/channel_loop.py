@@ -35,7 +35,7 @@ def _trainer(student, teacher, config, steps_per_epoch: int, global_step: int):
   trainer = distill.DistillationTrainer(
       student, teacher=teacher, temperature=config.distill.temperature,
       alpha=config.distill.alpha, distill=config.distill.enabled, task=config.data.task,
-      regression_loss=config.data.regression_loss)
+      regression_loss=config.data.regression_loss, **distill.trainer_options(config.distill))
   trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
                   steps_per_execution=cfg.steps_per_execution)
   trainer.optimizer.iterations.assign(global_step)  # the learning-rate schedule goes on

@@ -28,7 +28,7 @@ from models.weights import load_start_weights
 from pipelines.config.errors import ConfigError
 from pipelines.config.stages import IMPORT_RECORD, TEACHER
 from pipelines.runtime import distribute, progress, rundir, timing, upstream
-from pipelines.train import losses, replicas, teacher_import, teacher_store
+from pipelines.train import features, losses, mixup, replicas, teacher_import, teacher_store
 from pipelines.train import optimizers  # also registers the schedules saved models name
 
 # Private: _minimum_control_deps and reduce_per_replica, for the multi-step loop (_looped;
@@ -66,13 +66,19 @@ class DistillationTrainer(keras.Model):
   ``regression_loss`` (``mse`` or ``mae``; no temperature), ``hard_loss`` and
   the validation ``loss`` are that loss to the labels, and the metric
   logged in place of accuracy is the other of MSE/MAE (``mae`` or ``mse``).
+
+  ``feature_hints`` (``((teacher_layer, student_layer, weight), ...)``): L2 losses between
+  intermediate outputs through learned projections (:mod:`pipelines.train.features`; the teacher
+  runs in the step), added to the total and logged as ``feature_loss``. ``mixup`` (ALPHA > 0):
+  each batch is mixed with itself before both models see it (:mod:`pipelines.train.mixup`);
+  the hard loss is then the two labels' cross-entropies weighted by the mix (classification).
   """
 
   logs_hard_loss = True  # LabelTrainer: no (its loss is the hard loss)
 
   def __init__(self, student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,
                distill: bool = True, mask_revision=None, task: str = "classification",
-               regression_loss: str = "mse", **kwargs):
+               regression_loss: str = "mse", feature_hints=(), mixup: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.task = task
     self.regression_loss = regression_loss
@@ -91,6 +97,14 @@ class DistillationTrainer(keras.Model):
     self.accuracy = task_metric(task, regression_loss)  # the task's metric (see above)
     self.agreement_tracker = keras.metrics.Mean(name="agreement")
     self.kl_tracker = keras.metrics.Mean(name="teacher_kl")
+    self.mixup = float(mixup)
+    # Feature hints: their projections are the trainer's own, never the student's (not saved).
+    self.hints = (features.FeatureHints(student, teacher, feature_hints)
+                  if feature_hints and self.distill else None)
+    if feature_hints and self.hints is None:
+      raise ValueError("feature hints need a teacher run in the step (distill=True, a teacher)")
+    if self.hints is not None:
+      self.feature_tracker = keras.metrics.Mean(name="feature_loss")
     # Batch norm's per-replica statistics: put back on a replica that got no examples, and made
     # the replicas' mean before each evaluation (pipelines/train/replicas.py).
     self.local_state = replicas.LocalState(student)
@@ -100,7 +114,11 @@ class DistillationTrainer(keras.Model):
 
   def compile(self, optimizer="rmsprop", **kwargs):  # pylint: disable=arguments-differ
     super().compile(optimizer=optimizer, **kwargs)
-    optimizers.build_slots(self.optimizer, self.student.trainable_variables)
+    optimizers.build_slots(self.optimizer, self._trained_variables())
+
+  def _trained_variables(self):
+    """The student's trainable variables, and the hints' projections."""
+    return self.student.trainable_variables + (self.hints.variables if self.hints else [])
 
   # Keras' multi-step functions (steps_per_execution > 1) loop ``outputs = step(iterator)`` with
   # ``outputs`` undefined before the loop, so autograph traces the step once to learn what the
@@ -157,7 +175,10 @@ class DistillationTrainer(keras.Model):
 
   @tf.function(reduce_retracing=True)
   def _run_teacher(self, x):
-    """The teacher's outputs, traced with AutoGraph (a user's layers may need it)."""
+    """The teacher's outputs, traced with AutoGraph (a user's layers may need it); with feature
+    hints ``[logits, *feature maps]``."""
+    if self.hints is not None:
+      return self.hints.teacher_model(x, training=False)
     return self.teacher(x, training=False)
 
   def _test_metrics(self):
@@ -168,7 +189,9 @@ class DistillationTrainer(keras.Model):
   @property
   def metrics(self):
     agreement = [self.agreement_tracker, self.kl_tracker] if self._agreement_logged() else []
-    return self._test_metrics() + ([self.distill_tracker] if self.distill else []) + agreement
+    hints = [self.feature_tracker] if self.hints is not None else []
+    return self._test_metrics() + ([self.distill_tracker] if self.distill else []) + hints + \
+        agreement
 
   def _agreement_logged(self) -> bool:
     return self.distill and self.task != "regression"
@@ -176,20 +199,30 @@ class DistillationTrainer(keras.Model):
   def call(self, x, training=False):
     return self.student(x, training=training)
 
-  def compute_losses(self, x, labels, teacher_logits, student_logits):
+  def compute_losses(self, x, labels, teacher_logits, student_logits, mixed=None):
     """The loss parts of each example of one batch (``[B]`` each; the teacher is run here when
-    its logits are not given)."""
+    its logits are not given). ``mixed``: ``(labels_b, lam)`` of a mixup batch: the hard loss is
+    ``lam * CE(labels) + (1 - lam) * CE(labels_b)``."""
     if not self.distill:
       hard = self.hard_loss(labels, student_logits)
+      if mixed is not None:
+        hard = losses.mixed_cross_entropy_per_example(labels, mixed[0], mixed[1], student_logits)
       return {"total": hard, "hard": hard}
     if teacher_logits is None:
       teacher_logits = tf.stop_gradient(self._run_teacher(x))
+      if self.hints is not None:
+        teacher_logits = teacher_logits[0]
     if self.task == "regression":
       return losses.regression_distillation_loss(student_logits, teacher_logits, labels,
                                                  self.alpha, self.regression_loss,
                                                  per_example=True)
-    return losses.distillation_loss(student_logits, teacher_logits, labels,
-                                    self.temperature, self.alpha, per_example=True)
+    parts = losses.distillation_loss(student_logits, teacher_logits, labels,
+                                     self.temperature, self.alpha, per_example=True)
+    if mixed is not None:
+      hard = losses.mixed_cross_entropy_per_example(labels, mixed[0], mixed[1], student_logits)
+      parts = {"hard": hard, "distill": parts["distill"],
+               "total": (1.0 - self.alpha) * parts["distill"] + self.alpha * hard}
+    return parts
 
   def hard_loss(self, labels, outputs):
     """The loss to the labels of each example: cross-entropy, or the regression loss."""
@@ -203,12 +236,28 @@ class DistillationTrainer(keras.Model):
     # A replica without examples steps on one row weighted 0 (pipelines/train/replicas.py).
     (x, labels, teacher_logits), weights, empty = replicas.at_least_one_row(
         (x, labels, teacher_logits))
+    mixed = None
+    if self.mixup > 0:  # the batch both models see (pipelines/train/mixup.py)
+      if teacher_logits is not None:
+        raise ValueError("mixup needs the teacher in the step: cached outputs belong to "
+                         "unmixed inputs")
+      x, labels, labels_b, lam = mixup.mixed_batch(x, labels, self.mixup,
+                                                   self.optimizer.iterations)
+      mixed = (labels_b, lam)
     restore_local_state = self.local_state.kept_unless(empty)
     with tf.GradientTape() as tape:
-      student_logits = self.student(x, training=True)
-      if self.distill and teacher_logits is None:  # online: the teacher runs in the step
-        teacher_logits = tf.stop_gradient(self._run_teacher(x))
-      parts = self.compute_losses(x, labels, teacher_logits, student_logits)
+      if self.hints is not None:
+        student_logits, *student_features = self.hints.student_model(x, training=True)
+        teacher_logits, *teacher_features = tf.nest.map_structure(
+            tf.stop_gradient, self._run_teacher(x))
+      else:
+        student_logits = self.student(x, training=True)
+        if self.distill and teacher_logits is None:  # online: the teacher runs in the step
+          teacher_logits = tf.stop_gradient(self._run_teacher(x))
+      parts = self.compute_losses(x, labels, teacher_logits, student_logits, mixed=mixed)
+      if self.hints is not None:
+        parts["feature"] = self.hints.loss(student_features, teacher_features)
+        parts["total"] = parts["total"] + parts["feature"]
       # The optimizer sums the replicas' gradients: each replica's loss is the sum of its
       # examples' losses over the number of examples in the whole global batch, so the sum is the
       # gradient of the global batch's mean, however the batch was split (a replica may get
@@ -221,7 +270,7 @@ class DistillationTrainer(keras.Model):
       if isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer):
         scaled = self.optimizer.get_scaled_loss(total)  # mixed precision: float16 gradients
     restore_local_state()
-    variables = self.student.trainable_variables
+    variables = self._trained_variables()
     grads = tape.gradient(scaled, variables)
     if scaled is not total:
       grads = self.optimizer.get_unscaled_gradients(grads)
@@ -236,6 +285,8 @@ class DistillationTrainer(keras.Model):
       self.hard_tracker.update_state(parts["hard"], sample_weight=weights)
     if self.distill:
       self.distill_tracker.update_state(parts["distill"], sample_weight=weights)
+    if self.hints is not None:
+      self.feature_tracker.update_state(parts["feature"], sample_weight=weights)
     if self._agreement_logged():
       # The teacher's top class: the first of its top-k classes, or the argmax of its logits.
       top = (teacher_logits[1][:, 0] if isinstance(teacher_logits, (tuple, list))
@@ -296,6 +347,13 @@ class LabelTrainer(DistillationTrainer):
   def __init__(self, model, data_config, **kwargs):
     super().__init__(model, teacher=None, distill=False, task=data_config.task,
                      regression_loss=data_config.regression_loss, **kwargs)
+
+
+def trainer_options(distill_config) -> dict:
+  """The :class:`DistillationTrainer` arguments of ``--feature_distill`` and ``--mixup`` (what a
+  stage passes beside the loss's own: ``**trainer_options(config.distill)``)."""
+  return {"feature_hints": tuple(distill_config.feature_distill) if distill_config.enabled
+          else (), "mixup": distill_config.mixup}
 
 
 def agreement_metrics(history) -> dict:
@@ -394,11 +452,15 @@ def teacher_and_batches(config, workdir: str, bundle, seed: int):
 
   Returns ``(teacher, dataset, mode, cache_seconds)`` (see :func:`training_batches`)."""
   teacher = teacher_for_training(workdir, bundle, config.data, config.distill, config.train)
+  hints = getattr(config.distill, "feature_distill", ())
+  if teacher is not None and hints:  # before any work: a bad name is refused in one line
+    features.check_names(teacher, [h[0] for h in hints], "teacher")
   timing.lap("build")
+  cache_path = upstream.teacher_logits_path(workdir, config.data) if teacher is not None else None
+  if cache_path and getattr(teacher, "kdprune_ensemble", False):  # its logits depend on T
+    cache_path += "-T%g" % config.distill.temperature
   dataset, mode, cache_seconds = training_batches(
-      bundle, teacher, config.distill, config.train, seed,
-      cache_path=upstream.teacher_logits_path(workdir, config.data) if teacher is not None
-      else None)
+      bundle, teacher, config.distill, config.train, seed, cache_path=cache_path)
   timing.lap("teacher_outputs")
   return teacher, dataset, mode, cache_seconds
 
@@ -419,23 +481,32 @@ def load_keras_model(path: str):
   return keras.models.load_model(path, compile=False)
 
 
-def load_teacher(workdir: str, bundle, dataset: str):
+def load_teacher(workdir: str, bundle, dataset: str, temperature: float = 1.0):
   """The finished teacher of ``workdir`` (trained, or imported with ``--teacher_path``), checked
-  against the data it will guide the student on."""
+  against the data it will guide the student on.
+
+  Several imported teachers come as one model averaging them at ``temperature``
+  (:func:`teacher_import.ensemble`: its softmax at T is their mean probability at T)."""
   entry = upstream.teacher_entry(workdir)
   path = os.path.join(workdir, entry.get("artifacts", {}).get("model",
                                                              os.path.join(TEACHER, "model.keras")))
   if os.path.basename(path) == IMPORT_RECORD:
     with open(path) as f:
       record = json.load(f)
-    if not os.path.exists(record["path"]) or \
-        rundir.content_hash(record["path"]) != record["sha256"]:
-      raise ConfigError("the imported teacher %s is missing or changed since kdprune-teacher "
-                        "imported it; rerun kdprune-teacher --workdir=%s" % (record["path"], workdir))
-    teacher, _ = teacher_import.load(record["path"], bundle.input_shape, bundle.num_classes,
-                                     bundle.task == "regression", record["outputs_are"],
-                                     allow_unsafe=record.get("allow_unsafe", False))
-    return teacher
+    models = []
+    for one in record.get("teachers") or [record]:
+      if not os.path.exists(one["path"]) or rundir.content_hash(one["path"]) != one["sha256"]:
+        raise ConfigError("the imported teacher %s is missing or changed since kdprune-teacher "
+                          "imported it; rerun kdprune-teacher --workdir=%s" % (one["path"],
+                                                                                workdir))
+      teacher, _ = teacher_import.load(one["path"], bundle.input_shape, bundle.num_classes,
+                                       bundle.task == "regression", one["outputs_are"],
+                                       allow_unsafe=record.get("allow_unsafe", False))
+      models.append(teacher)
+    if len(models) == 1:
+      return models[0]
+    return teacher_import.ensemble(models, bundle.input_shape, temperature,
+                                   bundle.task == "regression")
   return load_teacher_checked(load_keras_model(path), bundle, "the teacher in %s" % path,
                               "--dataset=%s" % dataset, "retrain the teacher on this data")
 
@@ -461,7 +532,7 @@ def teacher_for_training(workdir: str, bundle, data, distill_config, train_confi
     return None
   online = distill_config.resolved_teacher_outputs(train_config.augment != "none") == "online"
   with (distribute.strategy().scope() if online else contextlib.nullcontext()):
-    return load_teacher(workdir, bundle, data.dataset)
+    return load_teacher(workdir, bundle, data.dataset, distill_config.temperature)
 
 
 def build_student(config, bundle):

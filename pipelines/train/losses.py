@@ -158,3 +158,36 @@ def top_class_agreement_per_example(teacher_logits, student_logits):
   top = (teacher_logits[1][:, 0] if isinstance(teacher_logits, (tuple, list))
          else tf.argmax(teacher_logits, axis=-1))
   return tf.cast(tf.equal(tf.cast(top, tf.int64), tf.argmax(student_logits, axis=-1)), tf.float32)
+
+
+# ----------------------------------------------------------------------------
+# Feature hints, mixed labels, several teachers.
+
+
+def feature_l2_per_example(student_features, teacher_features):
+  """``[B]``: the mean over its elements of each example's squared difference (FitNets' hint
+  loss); both ``[B, ...]`` of one shape (:mod:`pipelines.train.features` matches them)."""
+  diff = tf.cast(student_features, tf.float32) - tf.stop_gradient(
+      tf.cast(teacher_features, tf.float32))
+  flat = tf.reshape(tf.square(diff), [tf.shape(diff)[0], -1])
+  return tf.reduce_mean(flat, axis=-1)
+
+
+def mixed_cross_entropy_per_example(labels_a, labels_b, lam, student_logits):
+  """``[B]``: ``lam * CE(labels_a) + (1 - lam) * CE(labels_b)``: the hard loss of a mixed batch
+  (:mod:`pipelines.train.mixup`)."""
+  lam = tf.cast(lam, tf.float32)
+  return lam * hard_cross_entropy_per_example(labels_a, student_logits) + (
+      1.0 - lam) * hard_cross_entropy_per_example(labels_b, student_logits)
+
+
+def averaged_teacher_logits(logits_list, temperature: float):
+  """Several teachers as one: ``T * log(mean_i softmax(z_i / T))``, ``[B, C]``.
+
+  Softened at T, its softmax is exactly the teachers' mean probability at T, so the soft term
+  distils from the average of the teachers' softened outputs; at T = 1 its argmax is the usual
+  probability-averaging ensemble's."""
+  t = tf.cast(temperature, tf.float32)
+  logs = tf.stack([tf.nn.log_softmax(tf.cast(z, tf.float32) / t, axis=-1) for z in logits_list])
+  count = tf.cast(len(logits_list), tf.float32)
+  return t * (tf.reduce_logsumexp(logs, axis=0) - tf.math.log(count))

@@ -172,3 +172,35 @@ def load(path: str, input_shape: Tuple[int, ...], outputs: int, regression: bool
                                         name="imported_teacher")(inputs), name="teacher")
   model.kdprune_flavour = flavour
   return model, probabilities and not regression
+
+
+class _Averaged(keras.layers.Layer):
+  """Several teachers' outputs as one (:func:`losses.averaged_teacher_logits`; for regression the
+  mean prediction)."""
+
+  def __init__(self, temperature: float, regression: bool, **kwargs):
+    super().__init__(trainable=False, **kwargs)
+    self.temperature = float(temperature)
+    self.regression = regression
+
+  def call(self, outputs):  # pylint: disable=arguments-differ
+    outputs = [tf.cast(o, tf.float32) for o in outputs]
+    if self.regression:
+      return tf.add_n(outputs) / float(len(outputs))
+    from pipelines.train import losses  # pylint: disable=g-import-not-at-top
+    return losses.averaged_teacher_logits(outputs, self.temperature)
+
+
+def ensemble(teachers, input_shape: Tuple[int, ...], temperature: float, regression: bool):
+  """One tf_keras model averaging ``teachers`` (each a model of :func:`load`): classification
+  logits ``T * log(mean_i softmax(z_i / T))``, whose softmax at T is the teachers' mean
+  probability at T; regression the mean prediction. ``kdprune_ensemble`` marks it."""
+  inputs = keras.Input(shape=tuple(input_shape), name="teacher_input")
+  for i, t in enumerate(teachers):
+    t._name = "teacher_%d" % (i + 1)  # pylint: disable=protected-access  (unique in the model)
+  outs = [t(inputs) for t in teachers]
+  model = keras.Model(inputs, _Averaged(temperature, regression, name="averaged_teachers")(outs),
+                      name="teacher")
+  model.kdprune_flavour = "%d imported teachers, averaged" % len(teachers)
+  model.kdprune_ensemble = True
+  return model

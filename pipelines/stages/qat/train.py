@@ -44,7 +44,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
         qmodel, teacher=teacher if mode == "online" else None,
         temperature=config.distill.temperature, alpha=config.distill.alpha,
         distill=config.distill.enabled, task=config.data.task,
-        regression_loss=config.data.regression_loss)
+        regression_loss=config.data.regression_loss,
+        **distill.trainer_options(config.distill))  # --feature_distill, --mixup
     trainer.compile(optimizer=optimizers.make_optimizer(cfg, bundle.steps_per_epoch(
         cfg.batch_size)), steps_per_execution=cfg.steps_per_execution)
   timing.lap("build")

@@ -11,9 +11,13 @@ TensorBoard logs under ``tb/`` (losses, accuracy, learning rate, per-layer
 sparsity, HParams). The manifest records each student as ``student/<name>``.
 """
 
-from models.spec import kernel_layers
+import json
+import os
+
+from models.spec import ModelSpec, kernel_layers, layer_names
 from pipelines.config import STUDENT as NAME
-from pipelines.config import TEACHER, StudentConfig, check_name  # noqa: F401
+from pipelines.config import IMPORT_RECORD, TEACHER, StudentConfig, check_name  # noqa: F401
+from pipelines.config.errors import ConfigError
 from pipelines.data import sources
 from pipelines.prune import plan as prune_plan  # no TensorFlow at import
 from pipelines.runtime import rundir, upstream
@@ -27,6 +31,14 @@ def validate(config: StudentConfig) -> None:
   can finish within the planned epochs on this data."""
   config.validate()
   sources.check_augment(config.data, config.train.augment, "--student_augment")
+  if config.distill.feature_distill and config.pruning.structure == "channels":
+    raise ConfigError("--feature_distill with --pruning_structure=channels: the student's layers "
+                      "shrink between epochs, and a hint's projection takes their width; drop one")
+  if config.distill.feature_distill:  # a built-in family's names are known without TensorFlow
+    source = sources.resolve(config.data)
+    _check_hint_names(config.model, source.input_shape, [h[1] for h in
+                                                         config.distill.feature_distill],
+                      "student")
   if config.path is not None:  # the user's student file: loaded (TensorFlow) to check it fits
     source = sources.resolve(config.data)
     from pipelines.train import student_source  # pylint: disable=g-import-not-at-top,import-outside-toplevel
@@ -49,7 +61,36 @@ def validate(config: StudentConfig) -> None:
 def check_upstream(config: StudentConfig, workdir: str) -> None:
   """The finished teacher it learns from (read from the manifest only: no data, no TensorFlow)."""
   if config.distill.enabled:
-    upstream.teacher_entry(workdir)
+    entry = upstream.teacher_entry(workdir)
+    if config.distill.feature_distill:
+      _check_teacher_hints(config, workdir, entry)
+
+
+def _check_hint_names(spec: ModelSpec, input_shape, names, role: str) -> None:
+  known = layer_names(spec, input_shape)
+  if known is None:
+    return  # checked once the model is built, before training (pipelines/train/features.py)
+  for name in names:
+    if name not in known:
+      raise ConfigError("--feature_distill: the %s has no layer %r; its layers: %s" % (
+          role, name, ", ".join(known)))
+
+
+def _check_teacher_hints(config: StudentConfig, workdir: str, entry: dict) -> None:
+  """The hints' teacher layers, from the finished teacher's config.json (no TensorFlow)."""
+  run_dir = rundir.RunDir(workdir)
+  if os.path.basename(entry.get("artifacts", {}).get("model", "")) == IMPORT_RECORD:
+    raise ConfigError("--feature_distill needs the teacher's layers, but an imported teacher "
+                      "(--teacher_path) is run as one opaque layer; distil it without hints")
+  path = entry.get("artifacts", {}).get("config")
+  try:
+    with open(run_dir.abspath(path)) as f:
+      model = json.load(f)["model"]
+    spec = ModelSpec(**model)
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # checked once the teacher is loaded
+  _check_hint_names(spec, sources.resolve(config.data).input_shape,
+                    [h[0] for h in config.distill.feature_distill], "teacher")
 
 
 def fingerprint_inputs(config: StudentConfig, workdir: str) -> dict:

@@ -69,7 +69,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       trainer = distill.DistillationTrainer(
           pruned, teacher=online, temperature=config.distill.temperature,
           alpha=config.distill.alpha, distill=config.distill.enabled, mask_revision=revision,
-          task=config.data.task, regression_loss=config.data.regression_loss)
+          task=config.data.task, regression_loss=config.data.regression_loss,
+          **distill.trainer_options(config.distill))  # --feature_distill, --mixup
       trainer.compile(optimizer=optimizers.make_optimizer(cfg, steps_per_epoch),
                       steps_per_execution=cfg.steps_per_execution)
   timing.lap("build")

@@ -33,14 +33,14 @@ def validate(config: TeacherConfig) -> None:
   if config.path is None:
     sources.check_augment(config.data, config.train.augment, "--teacher_augment")
     return
-  key = (os.path.abspath(config.path), os.path.getmtime(config.path), source.input_shape,
-         source.num_classes)
-  if key not in _CHECKED_IMPORTS:
-    from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
-    _, shape, units, _ = teacher_import.open_model(config.path, config.allow_unsafe)
-    teacher_import.check_fits(config.path, shape, units, source.input_shape, source.num_classes,
-                              config.data.regression)
-    _CHECKED_IMPORTS[key] = True
+  for path in config.paths:  # every imported teacher (several are averaged)
+    key = (os.path.abspath(path), os.path.getmtime(path), source.input_shape, source.num_classes)
+    if key not in _CHECKED_IMPORTS:
+      from pipelines.train import teacher_import  # pylint: disable=g-import-not-at-top
+      _, shape, units, _ = teacher_import.open_model(path, config.allow_unsafe)
+      teacher_import.check_fits(path, shape, units, source.input_shape, source.num_classes,
+                                config.data.regression)
+      _CHECKED_IMPORTS[key] = True
 
 
 def fingerprint_inputs(config: TeacherConfig, workdir: str = None) -> dict:
@@ -50,6 +50,8 @@ def fingerprint_inputs(config: TeacherConfig, workdir: str = None) -> dict:
   inputs = {"config": config.resolved(), "data_source": config.data.source_identity()}
   if config.path is not None:
     inputs["teacher_file"] = rundir.content_hash(config.path)
+  if config.more_paths:  # each further teacher's content too (one teacher keeps its fingerprint)
+    inputs["more_teacher_files"] = [rundir.content_hash(p) for p in config.more_paths]
   return inputs
 
 

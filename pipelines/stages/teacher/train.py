@@ -68,18 +68,36 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
   bundle = data_lib.load(config.data)
   sample = bundle.head("validation", 64)[0]
   timing.lap("data")
-  teacher, probabilities = teacher_import.load(
-      config.path, bundle.input_shape, bundle.num_classes, config.data.regression,
-      config.outputs_are, sample, allow_unsafe=config.allow_unsafe)
+  loaded = []  # (path, model, probabilities) of each imported teacher
+  for path in config.paths:
+    model, probabilities = teacher_import.load(
+        path, bundle.input_shape, bundle.num_classes, config.data.regression,
+        config.outputs_are, sample, allow_unsafe=config.allow_unsafe)
+    loaded.append((path, model, probabilities))
+    if probabilities:
+      progress.say("[teacher] %s outputs probabilities (rows are non-negative and sum to 1): "
+                   "distilling from their logarithm as logits%s" % (
+                       path, "" if config.outputs_are == "probabilities" else
+                       "; --teacher_outputs_are=logits if that is wrong"))
   timing.lap("build")
-  if probabilities:
-    progress.say("[teacher] %s outputs probabilities (rows are non-negative and sum to 1): "
-                 "distilling from their logarithm as logits%s" % (
-                     config.path, "" if config.outputs_are == "probabilities" else
-                     "; --teacher_outputs_are=logits if that is wrong"))
   stage_dir = distribute.output_dir(os.path.join(workdir, NAME))
   tb_dir, _ = rundir.fresh_stage_logs(stage_dir)
   shutil.rmtree(os.path.join(stage_dir, LOGITS_DIR), ignore_errors=True)
+
+  def outputs_are(probabilities):
+    return "probabilities" if probabilities else (
+        "predictions" if config.data.regression else "logits")
+
+  teachers = []  # several: each one's own record and figures, then the average's
+  for path, model, probabilities in loaded if len(loaded) > 1 else ():
+    one_test = evaluation.evaluate(model, bundle.batches("test", 256), config.data)
+    teachers.append({"path": os.path.abspath(path), "outputs_are": outputs_are(probabilities),
+                     "sha256": rundir.content_hash(path),
+                     **{"test_" + k: v for k, v in one_test.items()}})
+  # Several teachers are measured as their average at T = 1 (the students average at their T).
+  teacher = loaded[0][1] if len(loaded) == 1 else teacher_import.ensemble(
+      [m for _, m, _ in loaded], bundle.input_shape, 1.0, config.data.regression)
+  probabilities = loaded[0][2]
   val = evaluation.evaluate(teacher, bundle.batches("validation", 256), config.data)
   test = evaluation.evaluate(teacher, bundle.batches("test", 256), config.data)
   timing.lap("evaluation")
@@ -87,8 +105,7 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
       **tasks.split_metrics(val=val, test=test),
       "imported": True, "teacher_path": os.path.abspath(config.path),
       "teacher_kind": teacher.kdprune_flavour,
-      "outputs_are": "probabilities" if probabilities else (
-          "predictions" if config.data.regression else "logits"),
+      "outputs_are": outputs_are(probabilities),
       "train_seconds": 0.0,
   }
   record = {"path": os.path.abspath(config.path), "outputs_are": (
@@ -96,6 +113,10 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
       "sha256": rundir.content_hash(config.path),
       # The user trusted this file at import: the students load it the same way.
       "allow_unsafe": config.allow_unsafe}
+  if teachers:
+    metrics["teachers"] = teachers
+    record["teachers"] = [{"path": t["path"], "sha256": t["sha256"], "outputs_are": (
+        "probabilities" if t["outputs_are"] == "probabilities" else "logits")} for t in teachers]
   if not config.data.regression and test["accuracy"] < 1.5 / bundle.num_classes:
     lo, hi = float(sample.min()), float(sample.max())
     progress.warn("[teacher] warning: the imported teacher's test accuracy %.4f is near chance "
