@@ -47,9 +47,9 @@ def _plan(config, bundle, student):
   when no unit would go."""
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
-  plan = prune_plan.channel_schedule(config.pruning.resolve_steps(steps_per_epoch, cfg.epochs),
-                           steps_per_epoch, cfg.epochs, config.pruning.channel_fraction,
-                           config.pruning.exponent)
+  plan = prune_plan.channel_schedule(
+      config.pruning.resolve_steps(steps_per_epoch, cfg.epochs), steps_per_epoch, cfg.epochs,
+      config.pruning.channel_fraction, config.pruning.exponent)
   chains, kept = channels.analyze_model(student)
   if not chains:
     raise ConfigError("--pruning_structure=channels: no layer of the student can lose units (%s)"

@@ -54,8 +54,8 @@ def validate(config: StudentConfig) -> None:
     per_epoch = -(-sizes["train"] // config.train.batch_size)
     steps = config.pruning.resolve_steps(per_epoch, config.train.epochs)
     if config.pruning.structure == "channels":
-      prune_plan.channel_schedule(steps, per_epoch, config.train.epochs, config.pruning.channel_fraction,
-                        config.pruning.exponent)
+      prune_plan.channel_schedule(steps, per_epoch, config.train.epochs,
+                                  config.pruning.channel_fraction, config.pruning.exponent)
 
 
 def check_upstream(config: StudentConfig, workdir: str) -> None:
