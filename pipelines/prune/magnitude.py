@@ -67,12 +67,6 @@ def _input_channels(layer) -> int:
   return int(weights[0].shape[-2]) if weights and len(weights[0].shape) >= 2 else 0
 
 
-def _m_by_n_applicable(layer, m_by_n) -> bool:
-  # tfmot lays blocks along the input channels (TFLite's last axis).
-  channels = _input_channels(layer)
-  return channels > 0 and channels % m_by_n[1] == 0
-
-
 # tfmot's wrappers are graph-safe Python: building the wrapped model without AutoGraph spares
 # converting them (the stages' training functions run without it too; see distill.py).
 @tf.autograph.experimental.do_not_convert

@@ -334,8 +334,8 @@ class DistillationTrainer(keras.Model):
 
 class LabelTrainer(DistillationTrainer):
   """Trains ``model`` on the labels of ``data_config``'s task alone (the teacher stage), logging
-  what ``compile(**evaluation.compile_args(data_config))`` + ``fit`` did: ``loss`` and the task's
-  metric (``accuracy``, or ``mae``/``mse``), and their ``val_`` forms.
+  what a compiled Keras model's ``fit`` did: ``loss`` and the task's metric (``accuracy``, or
+  ``mae``/``mse``), and their ``val_`` forms.
 
   Unlike Keras' compiled loss (a mean per replica, over the replica count), its loss is one
   per-example mean over the global batch, and a replica that gets no examples steps on a row that

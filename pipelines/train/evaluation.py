@@ -1,7 +1,6 @@
-"""Measuring a Keras model over batches (the figures every stage reports), and compile arguments."""
+"""Measuring a Keras model over batches: the figures every stage reports."""
 
-from models.compat import keras, tf
-from pipelines.train import distill
+from models.compat import tf
 
 
 def evaluate_classifier(model, batches) -> dict:
@@ -38,16 +37,3 @@ def evaluate(model, batches, data_config) -> dict:
   if data_config.regression:
     return evaluate_regressor(model, batches, data_config.regression_loss)
   return evaluate_classifier(model, batches)
-
-
-def compile_args(data_config) -> dict:
-  """``loss`` and ``metrics`` for ``Model.compile`` of a plain model of the data's task (the
-  teacher stage trains through :class:`pipelines.train.distill.LabelTrainer`, which logs the same
-  names: ``loss`` and the metric's)."""
-  if data_config.regression:
-    loss = (keras.losses.MeanSquaredError() if data_config.regression_loss == "mse"
-            else keras.losses.MeanAbsoluteError())
-  else:
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  return {"loss": loss, "metrics": [distill.task_metric(data_config.task,
-                                                        data_config.regression_loss)]}

@@ -63,12 +63,6 @@ def soft_kl_topk_per_example(student_logits, teacher_values, teacher_classes, te
   return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def soft_kl_topk(student_logits, teacher_values, teacher_classes, temperature: float):
-  """Mean over the batch of :func:`soft_kl_topk_per_example`."""
-  return tf.reduce_mean(soft_kl_topk_per_example(student_logits, teacher_values, teacher_classes,
-                                                 temperature))
-
-
 def hard_cross_entropy_per_example(labels, student_logits):
   """``[B]``: sparse categorical cross-entropy of integer ``labels`` under ``student_logits``."""
   labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
