@@ -21,6 +21,7 @@ def _readme_example() -> str:
   return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_notebook_example_distils_a_users_teacher(tmp_path):
   script = tmp_path / "notebook.py"
   script.write_text(_readme_example())
@@ -68,6 +69,7 @@ def test_progress_lines_follow_the_verbosity(monkeypatch):
   assert logging.getLogger("kdprune") is progress.LOGGER
 
 
+@pytest.mark.slow
 def test_distill_takes_a_subclassed_teacher_with_a_softmax_head(tmp_path):
   """pipelines.distill() distilled a softmax head's probabilities as logits without a word, and a
   subclassed teacher (documented as supported) could not be reloaded from the run directory by

@@ -57,6 +57,7 @@ def test_large_enough_inputs_are_not_resized_and_channels_follow_the_data(caplog
   assert _first_conv(model).kernel.shape[2] == 3
 
 
+@pytest.mark.slow
 def test_width_is_the_multiplier():
   narrow = build_model(_spec("mobilenet_v2", 0.35), (32, 32, 1), 10, flag="--student_model")
   wide = build_model(_spec("mobilenet_v2", 0.5), (32, 32, 1), 10, flag="--student_model")
@@ -97,6 +98,7 @@ def test_width_flags_take_multipliers_and_keep_integers_for_the_other_families()
       flags.FLAGS[n].value, flags.FLAGS[n].present = value, present
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mobilenet_v2", "efficientnet_b0"])
 def test_channel_analysis_keeps_residual_and_depthwise_layers_whole_with_reasons(family):
   from pipelines.prune import channels  # pylint: disable=g-import-not-at-top
@@ -111,6 +113,7 @@ def test_channel_analysis_keeps_residual_and_depthwise_layers_whole_with_reasons
   assert smaller(np.zeros((1, 8, 8, 1), "float32"), training=False).shape == (1, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mobilenet_v3_small"])  # efficientnet_b0: the test below
 def test_qat_wraps_squeeze_excite_and_hard_swish_layers(family):
   from pipelines.quantize import qat as qat_lib  # pylint: disable=g-import-not-at-top
@@ -143,6 +146,7 @@ def apps_workdir(tmp_path_factory):
   return tmp_path_factory.mktemp("apps")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mobilenet_v2"])
 def test_application_students_go_through_pruning_qat_and_int8_export(family, apps_workdir):
   from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
@@ -164,6 +168,7 @@ def test_application_students_go_through_pruning_qat_and_int8_export(family, app
   assert q_metrics["sparsity"] == pytest.approx(pruned["sparsity"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_efficientnet_is_pruned_quantized_and_converted_integer_only_keeping_its_zeros():
   """EfficientNet-B0 (Rescaling/Normalization stem, squeeze-excite, swish) through the library
   calls the stages make: magnitude pruning for two steps (no gradient step), strip, prune-preserving QAT, int8
@@ -203,6 +208,7 @@ def test_efficientnet_is_pruned_quantized_and_converted_integer_only_keeping_its
   assert qmodel(x[:2]).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_student_weights_that_do_not_fit_are_refused_with_exit_2(tmp_path):
   other = build_model(_spec("mobilenet_v2", 0.5), (8, 8, 1), 10, flag="--student_model")
   path = str(tmp_path / "wide.keras")
@@ -221,6 +227,7 @@ def test_student_weights_that_do_not_fit_are_refused_with_exit_2(tmp_path):
   assert proc.returncode == 2 and "no such file or directory" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_student_weights_start_the_student_from_a_saved_one(tmp_path):
   from pipelines.train import distill  # pylint: disable=g-import-not-at-top
   saved = build_model(_spec("mobilenet_v2"), (8, 8, 1), 10, name="student",

@@ -27,6 +27,7 @@ def _spy(backend, calls):
       for f in dataclasses.fields(backend) if f.name != "name"})
 
 
+@pytest.mark.slow
 def test_the_stages_prune_and_quantize_through_whichever_backend_the_seam_gives(
     tmp_path, monkeypatch):
   calls = []

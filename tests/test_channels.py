@@ -149,6 +149,7 @@ def test_config_refusals_before_any_work():
                             ).resolved()["pruning"]["channel_fraction"] == 0.7
 
 
+@pytest.mark.slow
 def test_channels_student_through_qat_and_export(tmp_path, capsys):
   from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config
@@ -195,6 +196,7 @@ def test_resnet_shrinks_inside_blocks_and_keeps_residual_widths():
   assert small(x).shape == (2, 3) and small.count_params() < model.count_params()
 
 
+@pytest.mark.slow
 def test_shrink_then_sparsify(tmp_path):
   from pipelines.stages import pipeline  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_export_config, tiny_qat_config, tiny_teacher_config

@@ -98,6 +98,7 @@ def test_workdir_is_required():
   _assert_one_line_error(result, "kdprune-pipeline", "--workdir")
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_from_the_command_line(tmp_path):
   workdir = tmp_path / "run"
   args = ["--workdir=%s" % workdir, "--teacher_model=mlp", "--teacher_width=16",
@@ -204,6 +205,7 @@ def _snapshot(root):
     ("pipelines.cli.pipeline", ["--dataset=npz:/nonexistent/data.npz"], "no such file"),
     ("pipelines.cli.export", ["--student_name=ghost"], "no finished qat/ghost"),
 ])
+@pytest.mark.slow
 def test_bad_input_leaves_a_finished_run_untouched(finished_run, module, args, fragment):
   workdir = str(finished_run[0])
   before = _snapshot(workdir)
@@ -213,6 +215,7 @@ def test_bad_input_leaves_a_finished_run_untouched(finished_run, module, args, f
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_diverging_training_fails_the_stage_and_keeps_the_teacher(finished_run, tmp_path):
   workdir = tmp_path / "copy"
   shutil.copytree(finished_run[0], workdir)
@@ -234,6 +237,7 @@ def test_diverging_training_fails_the_stage_and_keeps_the_teacher(finished_run, 
   assert not (workdir / "student" / "diverge" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_teacher_trained_on_other_data_is_refused_before_work(finished_run, tmp_path):
   from tests.conftest import write_npz
   data = write_npz(tmp_path / "small.npz", shape=(4, 4, 1), classes=3)

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from models import compat
 
 
@@ -34,6 +36,7 @@ def test_known_start_up_lines_are_noise_and_real_errors_are_not(monkeypatch):
   assert not compat.is_startup_noise(cuinit)  # a GPU node whose driver fails: shown
 
 
+@pytest.mark.slow
 def test_tfmot_loads_without_importing_keras_3_and_keras_3_still_loads():
   """tfmot's ``from keras.engine import base_layer`` imported all of Keras 3 in every process
   (0.6 s) to fail; it is answered at once now, and ``import keras`` works as before."""

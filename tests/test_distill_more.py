@@ -142,6 +142,7 @@ def test_a_bad_layer_name_of_a_built_model_is_refused_with_the_candidates():
     features.check_names(model, ["hidden", "nope"], "teacher")
 
 
+@pytest.mark.slow
 def test_feature_hints_train_and_leave_no_projection_in_the_student_or_the_tflite(teacher_run):
   workdir = teacher_run
   hint = (("relu_1", "relu_1", 1.0),)  # teacher 32 units, student 64: a 64 -> 32 projection
@@ -237,6 +238,7 @@ def _import(paths, workdir):
                        teacher.fingerprint_inputs(config), log=_quiet)
 
 
+@pytest.mark.slow
 def test_two_imported_teachers_are_averaged_recorded_and_a_changed_one_reruns_students(tmp_path):
   paths = [str(tmp_path / "a.keras"), str(tmp_path / "b.keras")]
   a, b = _teacher_file(paths[0], 0), _teacher_file(paths[1], 1, units=48)

@@ -110,6 +110,7 @@ def _same_product(one, many):
       entry["test_accuracy"], one_entry["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_run_every_stage_like_one_process(tmp_path):
   """Teacher, student, QAT and export on two workers (the QAT stage's serving SavedModel was once
   traced over the strategy's variables and could not be saved: no test ran past the student):
@@ -160,6 +161,7 @@ def test_two_workers_on_localhost_run_every_stage_like_one_process(tmp_path):
   _same_product(str(tmp_path / "one"), str(workdir))
 
 
+@pytest.mark.slow
 def test_two_workers_train_every_example_when_a_last_batch_leaves_a_replica_empty(tmp_path):
   """Splits of 33, 17 and 17 examples in global batches of 16: every split's last batch holds
   one example, so one of the two workers gets none. Teacher and student are batch-normalized
@@ -221,6 +223,7 @@ def _bn_pipeline():
       qat=conftest.tiny_qat_config(), export=conftest.tiny_export_config())
 
 
+@pytest.mark.slow
 def test_qat_and_export_under_two_mirrored_devices_give_the_one_process_product(tmp_path):
   """QAT and export in one process with two logical CPU devices under MirroredStrategy (the
   student and teacher trained before, in one process): the same int8 product as QAT and export
@@ -243,6 +246,7 @@ def test_qat_and_export_under_two_mirrored_devices_give_the_one_process_product(
   _same_product(str(first), str(tmp_path / "mirrored"))
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_in_float16_and_saves_float32(tmp_path):
   from models.compat import keras
   from pipelines.stages import pipeline
@@ -306,6 +310,7 @@ def _two_workers(tmp_path, mode, timeout=90):
   return results
 
 
+@pytest.mark.slow
 def test_workers_decide_after_the_chief_marked_the_stage_running(tmp_path):
   """A killed run left the stage "running" with the old flag's fingerprint (and its backup); the
   rerun with a changed flag must not let a worker see that old fingerprint (and resume the old
@@ -323,6 +328,7 @@ def test_workers_decide_after_the_chief_marked_the_stage_running(tmp_path):
   assert run.entry(helper.STAGE)["status"] == "done"
 
 
+@pytest.mark.slow
 def test_a_chief_failing_in_a_non_collective_stage_stops_the_workers(tmp_path):
   """The chief fails in a stage only it runs (like the export): the worker, waiting for it at the
   barrier, exits non-zero with the chief's error instead of waiting forever."""
@@ -334,6 +340,7 @@ def test_a_chief_failing_in_a_non_collective_stage_stops_the_workers(tmp_path):
   assert "the chief fails on purpose" in worker_err
 
 
+@pytest.mark.slow
 def test_a_worker_failing_in_a_collective_stage_ends_every_worker_with_its_cause(tmp_path):
   """The non-chief worker fails inside a collective stage while the chief waits in one of the
   stage's collectives: each process ends with one line naming the stage and the worker's cause

@@ -170,6 +170,7 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_revisions_under_a_mirrored_strategy_keep_replicas_identical():
   """Two CPU replicas: gradients summed before the revision, one mask written to both."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,6 +227,7 @@ def test_magnitude_runs_keep_their_fingerprint():
   assert configs.resolved(configs.PruningConfig(method="dynamic"))["method"] == "dynamic"
 
 
+@pytest.mark.slow
 def test_dynamic_student_through_qat_and_export(finished_run):
   workdir, _, _ = finished_run
   name = "dynamic"

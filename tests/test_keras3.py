@@ -93,6 +93,7 @@ def _keras3_student(**overrides):
   return dataclasses.replace(tiny_student_config(**overrides), keras=3)
 
 
+@pytest.mark.slow
 def test_a_keras3_student_runs_student_qat_export_with_int8_and_zeros_in_the_file(tmp_path):
   workdir = str(tmp_path)
   execute.run_stage(teacher.STAGE, tiny_teacher_config(), workdir, log=lambda *_: None)
@@ -164,6 +165,7 @@ def test_a_keras3_student_file_is_flattened_and_its_softmax_removed(tmp_path):
                              K3.models.load_model(path)(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_student_file_that_does_not_fit_the_data_is_refused_in_one_line(tmp_path):
   path = _user_student(str(tmp_path / "three.keras"), classes=3)
   result = subprocess.run(

@@ -147,6 +147,7 @@ def test_nested_models_are_flattened_with_the_same_weights(builder, caplog):
                              atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_nested_student_is_pruned_and_quantized_layer_by_layer(tmp_path):
   """Every prunable layer of the inner models ends at its target and int8 in the .tflite."""
   import dataclasses  # pylint: disable=g-import-not-at-top

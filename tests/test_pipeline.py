@@ -33,6 +33,7 @@ def _copy(base_run, tmp_path):
   return workdir
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_stages_and_force_reruns(base_run, tmp_path):
   _, config, (first, _) = base_run
   assert first.ran
@@ -55,6 +56,7 @@ def test_rerun_skips_done_stages_and_force_reruns(base_run, tmp_path):
   assert forced.ran and model.stat().st_mtime_ns != mtime
 
 
+@pytest.mark.slow
 def test_changed_config_reruns_the_stage_and_everything_after_it(base_run, tmp_path):
   workdir = str(_copy(base_run, tmp_path))
   base, pupil = base_run[1].teacher, base_run[1].student
@@ -75,6 +77,7 @@ def test_changed_config_reruns_the_stage_and_everything_after_it(base_run, tmp_p
   assert not same.ran and not same_student.ran
 
 
+@pytest.mark.slow
 def test_missing_artifact_reruns_the_stage(base_run, tmp_path):
   workdir = _copy(base_run, tmp_path)
   os.remove(workdir / "teacher" / "model.keras")
@@ -98,6 +101,7 @@ def test_corrupt_manifest_is_reported_by_path(tmp_path):
   assert (tmp_path / "manifest.json").read_text() == '{"stages": {"teacher": '
 
 
+@pytest.mark.slow
 def test_truncated_teacher_is_named_and_rerun(base_run, tmp_path):
   from pipelines.config.errors import ConfigError
   from pipelines.runtime import rundir

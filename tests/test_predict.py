@@ -113,6 +113,7 @@ def test_export_writes_preprocessing_json_beside_the_model(finished_run):
     assert json.loads(embedded) == spec, m["name"]
 
 
+@pytest.mark.slow
 def test_predict_on_raw_digits_gives_the_reported_accuracy(finished_run, tmp_path):
   workdir, config, _ = finished_run
   report, product = _product(workdir)
@@ -153,6 +154,7 @@ def test_predict_on_raw_digits_gives_the_reported_accuracy(finished_run, tmp_pat
   assert np.abs(prepared[0].astype(int) - x[5].astype(int)).mean() < 40
 
 
+@pytest.mark.slow
 def test_predict_bad_inputs_are_one_line_and_write_nothing(finished_run, tmp_path):
   workdir = finished_run[0]
   model = workdir / "export" / "default"
@@ -210,6 +212,7 @@ def csv_run(tmp_path_factory):
   return root / "run", config
 
 
+@pytest.mark.slow
 def test_predict_on_a_raw_csv_gives_the_reported_accuracy(csv_run, tmp_path):
   workdir, config = csv_run
   report, product = _product(workdir)
@@ -241,6 +244,7 @@ def test_predict_on_a_raw_csv_gives_the_reported_accuracy(csv_run, tmp_path):
 # ----------------------------------------------------------------------------
 # (c) Regression from an npz.
 
+@pytest.mark.slow
 def test_predict_on_a_regression_npz_gives_the_reported_mse(regression_run, tmp_path):
   workdir, _, config = regression_run
   report, product = _product(workdir)
@@ -308,6 +312,7 @@ def test_a_colour_image_is_made_grey_by_the_decoder_as_training_did(tmp_path):
   np.testing.assert_array_equal(x[0], trained)
 
 
+@pytest.mark.slow
 def test_predict_without_output_writes_the_csv_to_standard_output(finished_run, tmp_path):
   workdir = finished_run[0]
   _, x, _ = _raw_test_split(finished_run[1].export.data)
@@ -320,6 +325,7 @@ def test_predict_without_output_writes_the_csv_to_standard_output(finished_run, 
   assert '"rows": 5' in result.stderr
 
 
+@pytest.mark.slow
 def test_inputs_far_beyond_the_training_range_get_a_warning(regression_run, tmp_path):
   """preprocessing.json records the raw training range of array sources; inputs in other units
   (here x 1000) are flagged on stderr, inputs like training's are not."""

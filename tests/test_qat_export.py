@@ -127,6 +127,7 @@ def test_tflite_accuracy_equals_keras_accuracy():
     assert abs(lite_acc - keras_acc) <= 2 / len(y)
 
 
+@pytest.mark.slow
 def test_the_serving_savedmodel_converts_to_what_the_keras_model_converts_to(tmp_path):
   # The export converts every file from a one-function SavedModel (save_serving), never through
   # TF's from_keras_model (which saves the whole Keras object first): the same ops, the same outputs.

@@ -251,6 +251,7 @@ def test_int8_io_regression_output_is_dequantized():
   assert measured["mae"] < 0.2 * float(np.std(y))
 
 
+@pytest.mark.slow
 def test_regression_through_all_four_stages(regression_run):
   workdir, outcomes, _ = regression_run
   metrics = {o.name: o.entry["metrics"] for o in outcomes}
@@ -297,6 +298,7 @@ def test_pareto_front_for_mse_prefers_lower():
   assert marks == [True, True, False, False]
 
 
+@pytest.mark.slow
 def test_regression_sweep_ranks_by_mse(regression_run):
   from pipelines.stages import sweep  # pylint: disable=g-import-not-at-top
   workdir, _, config = regression_run

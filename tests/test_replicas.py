@@ -174,6 +174,7 @@ def _compare(case, one, two):
     assert float(two[k]) == pytest.approx(float(one[k]), rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c[0] for c in COMPARED])
 def test_two_mirrored_replicas_train_like_one(case, one_and_two_replicas):
   one, two = one_and_two_replicas
@@ -202,6 +203,7 @@ def test_batch_norm_with_an_empty_replica_trains_and_logs_the_saved_models_valid
     assert log["val_accuracy"] == pytest.approx(log["numpy_val_accuracy"], abs=1e-6), log
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_like_one_replica(tmp_path, one_and_two_replicas):
   one, _ = one_and_two_replicas
   cases = [c for c in CASES if c[0] == "momentum_step"]  # one step: workers start slowly

@@ -42,6 +42,7 @@ def _kill_after_epoch(args, workdir, epoch: int) -> int:
   return _latest_epoch(workdir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "dynamic"])
 def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   workdir = str(tmp_path / "run")
@@ -84,6 +85,7 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
                                             steps["mask_update_end"], every)) > 0
 
 
+@pytest.mark.slow
 def test_a_channels_student_killed_after_losing_units_resumes_at_its_smaller_size(tmp_path):
   workdir = str(tmp_path / "run")
   # 32 hidden units lose half of them in steps after epochs 2-7 of 12; the kill lands after some

@@ -149,6 +149,7 @@ def _result(workdir):
   return json.loads((workdir / "search" / "search.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_tiny_search_picks_a_student_within_budget_on_validation(searched):
   workdir, output = searched
   out = _result(workdir)
@@ -183,6 +184,7 @@ def test_a_tiny_search_picks_a_student_within_budget_on_validation(searched):
   assert _ran(output).count("teacher") == 1
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_every_finished_student(searched):
   workdir, _ = searched
   before = _result(workdir)
@@ -216,6 +218,7 @@ def _with_teacher_of(source, target):
   (target / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_two_local_processes_make_the_same_choice_as_one(searched, tmp_path):
   workdir, _ = searched
   parallel = tmp_path / "parallel"
@@ -247,6 +250,7 @@ def _k8s_command():
   return command
 
 
+@pytest.mark.slow
 def test_slurm_and_kubernetes_task_commands_run_index_by_index(searched, tmp_path):
   """The launchers' commands, run locally on a copy of the tiny search's run directory (its
   students reused: training in tasks is the --parallel test's)."""
@@ -315,6 +319,7 @@ def test_the_budget_is_points_for_classification_and_an_mse_ratio_for_regression
   assert judge.budget()["teacher_val_" + metric] == teacher_val
 
 
+@pytest.mark.slow
 def test_a_size_budget_chooses_the_most_accurate_student_that_fits(searched, tmp_path):
   """--max_gzip_bytes, the dual of --max_drop: among the int8 files that fit, the best on
   validation; a chain is bisected from its sparsest end (the sparser, the smaller)."""

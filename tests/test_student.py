@@ -174,6 +174,7 @@ def test_student_flags_are_validated(changes, message):
   assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_student_seed_repeats_a_student_on_the_same_split(tmp_path):
   base = tiny_student_config(distill=False, epochs=2)
   assert "seed" not in base.resolved()["train"]  # unset: finished runs keep their fingerprint

@@ -37,6 +37,7 @@ def test_bad_sweeps_are_refused(kwargs, message):
     sweep.SweepConfig(**kwargs).validate()
 
 
+@pytest.mark.slow
 def test_sweep_trains_one_teacher_and_reports_every_student(tmp_path):
   base = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=2),
                                  student=tiny_student_config(epochs=3),
@@ -81,6 +82,7 @@ def test_sweep_over_pruning_methods_names_each_student():
       "s0.900_unstructured_w64_dynamic"]
 
 
+@pytest.mark.slow
 def test_forced_sweep_trains_the_teacher_once(tmp_path):
   """``kdprune-sweep --force`` reruns the teacher once, then every student (issue 17, defect 7:
   each student's forced pipeline retrained the teacher). One forced sweep in a fresh run

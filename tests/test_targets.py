@@ -206,6 +206,7 @@ def targets_run(finished_run, tmp_path_factory):
   return workdir, config, _report(workdir)
 
 
+@pytest.mark.slow
 def test_every_target_writes_its_checked_file_beside_the_product(targets_run):
   workdir, _, report = targets_run
   folder = workdir / "export" / "default"

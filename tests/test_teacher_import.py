@@ -82,6 +82,7 @@ def _import(path, workdir, **kw):
                        teacher.fingerprint_inputs(config), log=_quiet)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tf_keras", "h5", "savedmodel", "keras3"])
 def test_imported_teacher_is_evaluated_like_a_trained_one(files, kind, tmp_path):
   outcome = _import(files[kind], str(tmp_path))
@@ -95,6 +96,7 @@ def test_imported_teacher_is_evaluated_like_a_trained_one(files, kind, tmp_path)
   assert os.listdir(tmp_path / "teacher" / "tb")  # HParams session like a trained teacher
 
 
+@pytest.mark.slow
 def test_keras3_teacher_distils_online_and_savedmodel_cached_through_export(files, tmp_path):
   # Keras 3 teacher, online outputs (augmented student inputs): a pruned student.
   workdir = str(tmp_path / "k3")
@@ -185,6 +187,7 @@ def test_bad_teacher_files_are_refused_by_the_stages_checks(make, fragments, tmp
     assert fragment in message, message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ["missing", "wrong_outputs"])
 def test_bad_teacher_files_are_refused_in_one_line_before_work(make, tmp_path):
   """The command line: one line, exit 2, no run directory (a file that needs no TensorFlow to

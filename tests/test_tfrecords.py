@@ -86,6 +86,7 @@ def test_tabular_records_and_file_sharding(tmp_path):
   assert zipped.experimental_distribute.auto_shard_policy == policy.DATA  # cached teacher rows
 
 
+@pytest.mark.slow
 def test_maxabs_on_feature_records_is_fitted_on_train(tmp_path):
   """--normalization=maxabs on feature records gave a NaN scale (no statistics were fitted)."""
   rng = np.random.default_rng(1)
