@@ -17,6 +17,7 @@ No TensorFlow here; ``tflite_micro`` is an optional dependency (``pip install "k
 checked by :func:`missing` before any work.
 """
 
+import contextlib
 import importlib.util
 from importlib import metadata
 import os
@@ -120,10 +121,7 @@ def smallest_arena(data: bytes, example: np.ndarray) -> dict:
 
   Returns ``{"arena_bytes", "recorded_bytes", "probes"}``.
   """
-  with tempfile.TemporaryDirectory(prefix="kdprune-tflm-") as tmp:
-    model_path = os.path.join(tmp, "model.tflite")
-    with open(model_path, "wb") as f:
-      f.write(data)
+  with _model_file(data) as (tmp, model_path):
     x = np.asarray(example)[None]
     _, recorded, fits = _first_fit(model_path, x, tmp, max(10 * len(data), 64 * 1024))
     probes = [0]
@@ -147,13 +145,20 @@ def smallest_arena(data: bytes, example: np.ndarray) -> dict:
   return {"arena_bytes": int(best), "recorded_bytes": recorded, "probes": probes[0]}
 
 
-def run(data: bytes, x: np.ndarray, arena: int) -> np.ndarray:
-  """TFLM's outputs for every row of ``x`` (already of the input tensor's type), one invoke per
-  row in an arena of ``arena`` bytes: ``[N, outputs]`` of the output tensor's type."""
+@contextlib.contextmanager
+def _model_file(data: bytes):
+  """``(a temporary folder, the .tflite written in it)`` for the child processes to read."""
   with tempfile.TemporaryDirectory(prefix="kdprune-tflm-") as tmp:
     model_path = os.path.join(tmp, "model.tflite")
     with open(model_path, "wb") as f:
       f.write(data)
+    yield tmp, model_path
+
+
+def run(data: bytes, x: np.ndarray, arena: int) -> np.ndarray:
+  """TFLM's outputs for every row of ``x`` (already of the input tensor's type), one invoke per
+  row in an arena of ``arena`` bytes: ``[N, outputs]`` of the output tensor's type."""
+  with _model_file(data) as (tmp, model_path):
     outputs, _ = _child(model_path, arena, np.asarray(x), tmp)
     if outputs is None:
       raise TflmError("TFLM could not allocate the model in an arena of %d bytes" % arena)

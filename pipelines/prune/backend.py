@@ -12,6 +12,7 @@ Keras. Only this package and :mod:`pipelines.quantize` import tfmot
 import dataclasses
 from typing import Callable, List, Optional
 
+from models import keras3 as keras3_models
 from pipelines.prune import dynamic, magnitude
 
 
@@ -55,7 +56,7 @@ class PruningBackend:
 def for_model(model) -> PruningBackend:
   """The backend that prunes ``model``: tfmot for a tf_keras model, kdprune's own
   (:mod:`pipelines.prune.keras3`) for a Keras 3 one."""
-  if (type(model).__module__ or "").split(".")[0] == "keras":
+  if keras3_models.is_keras3(model):
     return _keras3()
   return TFMOT
 

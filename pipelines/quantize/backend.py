@@ -9,6 +9,7 @@ quantization-aware training (:mod:`pipelines.quantize.qat`, tf_keras students). 
 import dataclasses
 from typing import Callable
 
+from models import keras3 as keras3_models
 from pipelines.config.errors import ConfigError
 from pipelines.quantize import qat
 
@@ -42,7 +43,7 @@ class QuantizeBackend:
 def for_model(model) -> QuantizeBackend:
   """The backend that quantizes ``model``: tfmot for a tf_keras model; a one-line ConfigError for
   a model of another Keras."""
-  if (type(model).__module__ or "").split(".")[0] == "keras":
+  if keras3_models.is_keras3(model):
     raise ConfigError("the student is a Keras 3 model (%s), which tfmot cannot quantize; build "
                       "it with tf_keras (models.compat.keras)" % type(model).__name__)
   return TFMOT

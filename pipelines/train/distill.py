@@ -382,13 +382,15 @@ def global_batch_mean(per_example, weights=None):
   return tf.nn.compute_average_loss(per_example, sample_weight=weights, global_batch_size=count)
 
 
-def task_metric(task: str, regression_loss: str = "mse"):
-  """The metric logged beside the loss: accuracy, or for regression the error the loss is not."""
+def task_metric(task: str, regression_loss: str = "mse", keras_module=keras):
+  """The metric logged beside the loss: accuracy, or for regression the error the loss is not
+  (from ``keras_module``: tf_keras, or Keras 3 for a Keras 3 student's trainer)."""
+  metrics = keras_module.metrics
   if task == "regression":
     if regression_loss == "mse":
-      return keras.metrics.MeanAbsoluteError(name="mae")
-    return keras.metrics.MeanSquaredError(name="mse")
-  return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+      return metrics.MeanAbsoluteError(name="mae")
+    return metrics.MeanSquaredError(name="mse")
+  return metrics.SparseCategoricalAccuracy(name="accuracy")
 
 
 def teacher_logits(teacher, bundle, batch_size: int) -> np.ndarray:

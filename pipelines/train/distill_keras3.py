@@ -36,14 +36,6 @@ def DistillationTrainer(student, teacher=None, temperature: float = 4.0, alpha: 
                 task=task, regression_loss=regression_loss)
 
 
-def _task_metric(k, task: str, regression_loss: str):
-  if task == "regression":
-    if regression_loss == "mse":
-      return k.metrics.MeanAbsoluteError(name="mae")
-    return k.metrics.MeanSquaredError(name="mse")
-  return k.metrics.SparseCategoricalAccuracy(name="accuracy")
-
-
 def _make_class():
   k = keras3()
 
@@ -64,7 +56,7 @@ def _make_class():
       self.loss_tracker = k.metrics.Mean(name="loss")
       self.distill_tracker = k.metrics.Mean(name="distill_loss")
       self.hard_tracker = k.metrics.Mean(name="hard_loss")
-      self.accuracy = _task_metric(k, task, regression_loss)
+      self.accuracy = distill_lib.task_metric(task, regression_loss, keras_module=k)
       self.agreement_tracker = k.metrics.Mean(name="agreement")
       self.kl_tracker = k.metrics.Mean(name="teacher_kl")
 
@@ -163,12 +155,4 @@ def make_optimizer(config, steps_per_epoch: int):
     def get_config(self):
       return {}
 
-  lr = Schedule()
-  if config.optimizer == "adam":
-    return k.optimizers.Adam(lr)
-  if config.optimizer == "adamw":
-    return k.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-  if config.optimizer == "sgd":
-    return k.optimizers.SGD(lr, momentum=config.momentum, nesterov=True,
-                            weight_decay=config.weight_decay or None)
-  return optimizers.make_optimizer(config, steps_per_epoch)  # its one-line error
+  return optimizers.make_optimizer(config, steps_per_epoch, keras_module=k, lr=Schedule())

@@ -23,6 +23,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from models import keras3 as keras3_models
 from models.compat import keras
 from pipelines.config import tasks
 from pipelines.data import bundle as data_lib
@@ -194,7 +195,7 @@ def _fit_options(trainer) -> dict:
   ``shuffle=False`` (the batches come shuffled; Keras 3 warns otherwise). Keras 3's ``fit`` takes
   the loop's tf_keras callbacks as they are: its ``CallbackList`` calls ``set_model``,
   ``set_params`` and the ``on_*`` hooks of whatever it is given."""
-  return {"shuffle": False} if (type(trainer).__module__ or "").startswith("pipelines.train.distill_keras3") \
+  return {"shuffle": False} if keras3_models.is_keras3(getattr(trainer, "student", trainer)) \
       else {}
 
 

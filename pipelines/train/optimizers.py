@@ -79,16 +79,18 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
   return WarmupSchedule(after, warmup) if warmup else after
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int):
-  """Builds the optimizer ``config`` names, driven by :func:`make_schedule`."""
-  lr = make_schedule(config, steps_per_epoch)
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, keras_module=keras, lr=None):
+  """Builds the optimizer ``config`` names, driven by :func:`make_schedule` (or ``lr``), from
+  ``keras_module`` (tf_keras; Keras 3 for a Keras 3 student)."""
+  lr = lr if lr is not None else make_schedule(config, steps_per_epoch)
   wd = config.weight_decay or None
+  opt = keras_module.optimizers
   if config.optimizer == "adam":
-    return keras.optimizers.Adam(lr)
+    return opt.Adam(lr)
   if config.optimizer == "adamw":
-    return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return opt.AdamW(lr, weight_decay=config.weight_decay)
   if config.optimizer == "sgd":
-    return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True, weight_decay=wd)
+    return opt.SGD(lr, momentum=config.momentum, nesterov=True, weight_decay=wd)
   raise ConfigError("unknown optimizer %r" % config.optimizer)
 
 
