@@ -95,3 +95,19 @@ def test_the_document_names_no_local_path_work_item_or_dated_heading(doc):
       problems.append("dated heading %r" % heading)
   assert not problems, "\n".join(problems)
   assert headings(text), "%s has no headings" % doc
+
+
+def test_the_documents_references_name_headings_that_exist():
+  """Inside the documents: a quoted "Decision: ..." or "Pitfall: ..." is a BUILD_NOTES.md record,
+  and ``docs/results.md, "..."`` / ``ARCHITECTURE.md, "..."`` name one of their headings."""
+  known = {doc: set(headings(_read(doc))) for doc in DOCUMENTS}
+  missing = []
+  for doc in DOCUMENTS:
+    text = " ".join(_read(doc).split())
+    for name in re.findall(r"\"((?:Decision|Pitfall): [^\"]+)\"", text):
+      if name not in known[NOTES]:
+        missing.append('%s: "%s" is no record of %s' % (doc, name, NOTES))
+    for target, name in re.findall(r"(docs/results\.md|ARCHITECTURE\.md),? \"([^\"]+)\"", text):
+      if name not in known[os.path.normpath(target)]:
+        missing.append('%s cites %s, "%s"' % (doc, target, name))
+  assert not missing, "\n".join(missing)
