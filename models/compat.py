@@ -138,7 +138,8 @@ def plain(fn: Callable) -> Callable:
 
   ``Dataset.map`` runs every function through AutoGraph, which parses and rewrites its source:
   0.65 s per process for kdprune's own input functions, which have no data-dependent Python
-  control flow to convert (BUILD_NOTES "Test suite"). Only kdprune's functions are marked.
+  control flow to convert (BUILD_NOTES.md, "Pitfall: AutoGraph converts tfmot's wrappers in every
+  process"). Only kdprune's functions are marked.
   """
   return tf.autograph.experimental.do_not_convert(fn)
 

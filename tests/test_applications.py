@@ -174,7 +174,8 @@ def test_efficientnet_is_pruned_quantized_and_converted_integer_only_keeping_its
   calls the stages make: magnitude pruning for two steps (no gradient step), strip, prune-preserving QAT, int8
   conversion. The file is integer-only and holds every pruned layer's zeros. The stages'
   orchestration of an Applications student is pinned by the mobilenet_v2 run above (the full
-  EfficientNet run through the stages costs minutes; its MNIST figures are in BUILD_NOTES)."""
+  EfficientNet run through the stages costs minutes; its MNIST figures are in docs/results.md, "Keras
+  Applications students on MNIST")."""
   from pipelines.export import tflite as tflite_tools  # pylint: disable=g-import-not-at-top
   from pipelines.prune import magnitude  # pylint: disable=g-import-not-at-top
   from pipelines.quantize import qat as qat_lib  # pylint: disable=g-import-not-at-top

@@ -65,7 +65,8 @@ def test_train_examples_limits_train_only():
 
 def test_head_is_the_first_examples_and_leaves_the_cache_whole():
   # export takes its latency example and calibration set with head(): a partial read of a fresh
-  # in-memory cache could leave it completed with one example (6 of 100 runs here, BUILD_NOTES).
+  # in-memory cache could leave it completed with one example (6 of 100 runs; BUILD_NOTES.md,
+  # "Pitfall: a partial read of a fresh in-memory cache").
   # head() reads the split before its cache, so the cache is never read partially.
   bundle = data.load(data.DataConfig())
   x, y = bundle.head("test", 3)

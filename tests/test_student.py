@@ -259,7 +259,8 @@ def test_a_multi_step_execution_traces_each_step_once_and_trains_like_single_ste
 def test_the_training_functions_convert_nothing_of_tfmot_and_an_online_teacher_keeps_autograph(
     monkeypatch):
   """The trainer's functions run without AutoGraph: converting tfmot's wrappers (pruning and
-  QAT) was ~2-4 s of every process's first run (BUILD_NOTES "Test suite"). A teacher run in the
+  QAT) was ~2-4 s of every process's first run (BUILD_NOTES.md, "Pitfall: AutoGraph converts tfmot's
+  wrappers in every process"). A teacher run in the
   step keeps AutoGraph: this one's layer has Python control flow on a tensor, which only
   AutoGraph turns into graph ops."""
   from tensorflow.python.autograph.impl import api  # pylint: disable=g-import-not-at-top

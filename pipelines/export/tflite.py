@@ -119,9 +119,10 @@ def save_serving(model, path: str, autograph: bool = True, input_shape=None) -> 
   object. ``tf.saved_model.save`` of anything that holds a tf_keras model (and
   ``TFLiteConverter.from_keras_model``, which does that first) also traces every layer's calls for
   Keras' own loader, and the converter then loads them all back: on an EfficientNet-B0 QAT
-  student that is 100 s of saving and converting against 23 s this way (BUILD_NOTES, "Test
-  suite"). :func:`convert_saved_model` converts the file to the same ops and the same outputs as
-  TF's ``from_keras_model`` gives for the model (``tests/test_qat_export.py``).
+  student that is 100 s of saving and converting against 23 s this way (BUILD_NOTES.md,
+  "Pitfall: saving a Keras model traces every layer"). :func:`convert_saved_model` converts the
+  file to the same ops and the same outputs as TF's ``from_keras_model`` gives for the model
+  (``tests/test_qat_export.py``).
   """
   if getattr(model, "inputs", None):
     name, shape = model.inputs[0].name.split(":")[0], list(model.input_shape[1:])
@@ -196,7 +197,8 @@ def _gc_frozen():
   The SavedModel converter ends with a full ``gc.collect()`` to free the model it loaded, and a
   full collection walks every object of the process: in a long process (a notebook, a sweep, a
   test worker) that is most of the time of a small model's conversion (0.35 s per call after a
-  few tiny pipelines, and growing with the heap; BUILD_NOTES "Test suite"). What the converter
+  few tiny pipelines, and growing with the heap; BUILD_NOTES.md, "Pitfall: the converter's full
+  garbage collection"). What the converter
   created is still collected; the frozen objects return to the collector afterwards.
   """
   gc.freeze()

@@ -195,7 +195,8 @@ def finish() -> None:
   In the last collective before the processes exit (a stage's final :func:`barrier`), one process
   can complete its part while a peer's part still reads from it; if the first then exits, the
   peer's collective is aborted ("tasks unhealthy (stopped sending heartbeats)") and a run that
-  finished fails on the chief (3 of 14 two-worker runs on this machine; BUILD_NOTES). One more
+  finished fails on the chief (3 of 14 two-worker runs; BUILD_NOTES.md, "Pitfall: a process
+  exiting inside the last collective"). One more
   barrier first: a process completes it only when every peer has entered it, that is, has
   finished the previous collective. This last one may fail when a peer, done with everything,
   has already exited: that failure is expected and ignored. Call it once, after success.

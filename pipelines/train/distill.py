@@ -127,7 +127,8 @@ class DistillationTrainer(keras.Model):
   # float scalar per metric), so the loop starts from zeros of that structure and the step is
   # traced once. The loop is a plain ``tf.while_loop`` and the function is traced without
   # AutoGraph: the student's layers (Keras' own and tfmot's wrappers) need no conversion, and
-  # converting tfmot's was ~2 s per process (BUILD_NOTES "Test suite"); a teacher run in the
+  # converting tfmot's was ~2 s per process (BUILD_NOTES.md, "Pitfall: AutoGraph converts tfmot's
+  # wrappers in every process"); a teacher run in the
   # step keeps AutoGraph (``_run_teacher``), since it may be the user's own code. Everything
   # else is Keras' own function (tf_keras/src/engine/training.py).
   def make_train_function(self, force=False):

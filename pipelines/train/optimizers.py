@@ -100,7 +100,8 @@ def build_slots(optimizer, variables) -> None:
   Call it where the model was compiled (inside the strategy's scope). Left to Keras, the slots
   are created inside the first trace of the train step, and a ``tf.function`` that creates
   variables is traced a second time: on a pruned MobileNetV2 student that second trace cost as
-  much as the first (9-10 s per training stage; BUILD_NOTES, "Test suite"). The values are
+  much as the first (9-10 s per training stage; BUILD_NOTES.md, "Pitfall: optimizer slots built
+  inside the first trace"). The values are
   the same (zeros) either way.
   """
   optimizer.build(list(variables))

@@ -87,7 +87,8 @@ def run(config: QatConfig, workdir: str) -> StageResult:
     with rundir.atomic_path(weights_path) as tmp:
       qmodel.save_weights(tmp)
     # The serving SavedModel the export converts: it need not rebuild the QAT model with tfmot
-    # (9.6 s of a MobileNetV2 export's 22.6 s; BUILD_NOTES "Test suite").
+    # (9.6 s of a MobileNetV2 export's 22.6 s; BUILD_NOTES.md, "Decision: the QAT stage writes the
+    # serving SavedModel").
     serving_path = os.path.join(stage_dir, "saved_model")
     serving_model = _serving_copy(qmodel, student, config.scheme)
     if serving_model is not None:
