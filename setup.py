@@ -75,6 +75,8 @@ setup(
         # --target=tflm runs the file in TFLite Micro's own interpreter (published as nightly
         # builds only: the one checked with this version is pinned).
         "tflm": [TFLM],
+        # The documentation site (mkdocs.yml): `mkdocs build --strict`, checked by .ci/run.
+        "docs": ["mkdocs==1.6.1", "pymdown-extensions==13.1.2"],
     },
     entry_points={"console_scripts": ["%s=%s" % kv for kv in STAGES.items()]},
 )
