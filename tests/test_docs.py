@@ -40,7 +40,19 @@ print(json.dumps({"flags": names, "absl": absl, "tensorflow": "tensorflow" in sy
 # Flags the documents name that are not kdprune's: other tools' (mkdocs, tensorboard, sbatch),
 # the benchmarks' own, and the placeholder of kdprune's own message ("flags look like
 # --name=value").
-_OTHER_TOOLS = {"strict", "logdir", "nodes", "requeue", "student_seeds", "name"}
+_OTHER_TOOLS = {"strict", "logdir", "nodes", "requeue", "student_seeds", "name", "config"}
+
+
+def _benchmark_flags():
+  """The flags the benchmark scripts define, with absl or argparse (read from their source: importing them loads
+  TensorFlow)."""
+  names = set()
+  for name in os.listdir(os.path.join(REPO, "benchmarks")):
+    if name.endswith(".py"):
+      source = _read(os.path.join(REPO, "benchmarks", name))
+      names.update(re.findall(r"DEFINE_[a-z_]+\(\s*\"([a-z0-9_]+)\"", source))  # absl
+      names.update(re.findall(r"add_argument\(\s*\"--([a-z0-9_]+)\"", source))  # argparse
+  return names
 
 
 def _read(path):
@@ -80,6 +92,7 @@ def test_every_flag_is_in_the_reference():
 def test_every_flag_the_documents_name_exists():
   listed = _flags()
   known = set(listed["flags"]) | set(listed["absl"]) | {"flagfile", "undefok"} | _OTHER_TOOLS
+  known |= _benchmark_flags()
   unknown = []
   for path in _documents():
     if path.endswith(os.path.join("docs", "flags.md")):
