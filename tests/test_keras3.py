@@ -123,13 +123,157 @@ def test_a_keras3_student_runs_student_qat_export_with_int8_and_zeros_in_the_fil
 
 
 @pytest.mark.parametrize("overrides,fragment", [
-    (dict(method="dynamic"), "--pruning_method=dynamic is not built for Keras 3 students"),
-    (dict(structure="m_by_n", final_sparsity=0.5), "--pruning_structure=m_by_n is not built"),
+    (dict(structure="channels", final_sparsity=0.0),
+     "--pruning_structure=channels is not built for Keras 3 students"),
 ])
 def test_what_keras3_students_lack_is_refused_in_one_line(overrides, fragment):
   with pytest.raises(ConfigError, match=fragment) as e:
     _keras3_student(**overrides).validate()
   assert "\n" not in str(e.value)
+
+
+def test_feature_hints_are_refused_for_keras3_students_in_one_line():
+  config = _keras3_student()
+  config = dataclasses.replace(config, distill=dataclasses.replace(
+      config.distill, feature_distill=(("dense_1", "dense_1", 1.0),)))
+  with pytest.raises(ConfigError, match="--feature_distill is not built for Keras 3") as e:
+    config.validate()
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides", [dict(method="dynamic"),
+                                       dict(structure="m_by_n", final_sparsity=0.5)])
+def test_dynamic_and_m_by_n_are_accepted_for_keras3_students(overrides):
+  _keras3_student(**overrides).validate()
+
+
+def test_mixup_is_accepted_for_keras3_students():
+  config = _keras3_student()
+  dataclasses.replace(config, distill=dataclasses.replace(config.distill, mixup=0.2)).validate()
+
+
+# -- m:n ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (3, 3, 8, 6), (1, 1, 12, 4), (12, 5)])
+@pytest.mark.parametrize("m_by_n", [(2, 4), (1, 4), (3, 8)])
+def test_keras3_m_by_n_masks_equal_tfmots_on_the_same_kernel(shape, m_by_n):
+  from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl
+  kernel = tf.constant(np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32))
+  tfmot_mask = pruning_impl.Pruning(
+      training_step_fn=lambda: 1, pruning_vars=[], pruning_schedule=None, block_size=(1, 1),
+      block_pooling_type="AVG", sparsity_m_by_n=m_by_n)._update_mask_sparsity_m_by_n(
+          kernel, m_by_n)
+  mask = np.asarray(prune_keras3.m_by_n_mask(kernel, m_by_n))
+  np.testing.assert_array_equal(mask, tfmot_mask.numpy())
+  if shape[-2] % m_by_n[1] == 0:  # whole blocks: exactly m zeros in each
+    assert 1 - mask.mean() == pytest.approx(m_by_n[0] / m_by_n[1])
+
+
+def _m_by_n_models(kernel_shape):
+  """The same conv or dense kernel in a tf_keras model and in a Keras 3 one."""
+  if len(kernel_shape) == 4:
+    h, w, cin, cout = kernel_shape
+    layers = lambda k: (k.Input((6, 6, cin)), k.layers.Conv2D(cout, (h, w), name="conv"))
+  else:
+    cin, cout = kernel_shape
+    layers = lambda k: (k.Input((cin,)), k.layers.Dense(cout, name="conv"))
+  two, three = keras.Sequential(list(layers(keras))), K3.Sequential(list(layers(K3)))
+  return two, three
+
+
+@pytest.mark.parametrize("kernel_shape", [(3, 3, 8, 6), (16, 8)])
+def test_the_keras3_backend_sets_m_by_n_masks_at_begin_like_tfmot_step_by_step(kernel_shape):
+  """tfmot's m:n wrapper as kdprune runs it (its mask set at --pruning_begin) and the Keras 3
+  backend, on the same kernel with the same noise between steps: the same mask at every step,
+  dense before begin, the m:n pattern of the kernel entering step begin after it."""
+  config = PruningConfig(structure="m_by_n", begin="5", keep_dense=())
+  steps = config.resolve_steps(4, 3)
+  assert steps["final_step"] == 5
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=kernel_shape).astype(np.float32)
+  two, three = _m_by_n_models(kernel_shape)
+  bias = np.zeros(kernel_shape[-1], np.float32)
+  two.set_weights([kernel, bias])
+  three.set_weights([kernel, bias])
+  pruned_two, _ = magnitude.apply_pruning(two, config, steps)
+  wrapper = magnitude.pruned_layers(pruned_two)[0]
+  wrapper.pruning_step.assign(0)
+  pruned_three, plan = prune_keras3.wrap(three, config, steps)
+  assert plan == {"conv": "prune"}
+  state = prune_keras3.state_of(pruned_three)
+  x = np.zeros((1,) + tuple(two.input_shape[1:]), np.float32)
+  for step in range(1, 10):
+    entering = three.layers[0].kernel.numpy().copy()
+    pruned_two(x, training=True)
+    state.before_step()
+    mask = state.masks[0].numpy()
+    np.testing.assert_array_equal(mask, wrapper.pruning_vars[0][1].numpy(), err_msg=str(step))
+    np.testing.assert_array_equal(three.layers[0].kernel.numpy(), wrapper.layer.kernel.numpy())
+    if step < 5:
+      assert mask.min() == 1.0 and prune_keras3.m_by_n_applied_step(pruned_three, steps) is None
+    else:
+      assert 1 - mask.mean() == 0.5
+    if step == 5:
+      np.testing.assert_array_equal(mask, prune_keras3.m_by_n_mask(entering, (2, 4)))
+    noise = rng.normal(scale=0.3, size=kernel.shape).astype(np.float32)
+    wrapper.layer.kernel.assign(wrapper.layer.kernel + noise)
+    three.layers[0].kernel.assign(three.layers[0].kernel + noise)
+  assert prune_keras3.m_by_n_applied_step(pruned_three, steps) == 5
+  report = prune_keras3.sparsity_report(prune_keras3.strip(pruned_three), plan, (2, 4))
+  assert report["layers"]["conv"]["m_by_n_ok"] and report["sparsity"] == 0.5
+  prune_keras3.check_sparsity(report, 0.5, "student", m_by_n=(2, 4))
+
+
+# -- dynamic pruning ------------------------------------------------------------------------------
+
+
+def test_dynamic_revisions_on_a_keras3_model_keep_the_count_and_regrow():
+  from pipelines.train import distill_keras3
+  config = PruningConfig(final_sparsity=0.8, begin="2", end="40", frequency=6, keep_dense=(),
+                         method="dynamic", mask_update_every=4, mask_update_end="60")
+  steps = config.resolve_steps(10, 8)
+  K3.utils.set_random_seed(0)
+  inputs = K3.Input((16,))
+  outputs = K3.layers.Dense(4, name="logits")(
+      K3.layers.Dense(64, activation="relu", name="dense_1")(inputs))
+  pruned, plan = prune_keras3.wrap(K3.Model(inputs, outputs), config, steps)
+  assert plan == {"dense_1": "prune", "logits": "prune"}
+  backend = prune_backend.for_model(pruned)
+  revision = backend.revision(pruned, config, steps)
+  trainer = distill_keras3.DistillationTrainer(pruned, distill=False, mask_revision=revision)
+  trainer.compile(optimizer=K3.optimizers.Adam(1e-2), steps_per_execution=1, jit_compile=False)
+  state = prune_keras3.state_of(pruned)
+  schedule = magnitude.make_schedule(config, steps)
+  seen = []
+
+  class Record(K3.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+      masks = {n: m.numpy().copy() for n, m in zip(state.layer_names, state.masks)}
+      seen.append((state.step(), int(revision.revisions.numpy()), masks))
+
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(640, 16)).astype(np.float32)
+  trainer.fit(x, x[:, :4].argmax(axis=1).astype(np.int64), batch_size=64, epochs=8, verbose=0,
+              shuffle=False, callbacks=[Record()])
+  assert [s for s, _, _ in seen] == list(range(1, 81))
+  revised_at = [s for (s, r, _), (_, r0, _) in zip(seen[1:], seen) if r > r0]
+  assert steps["mask_update_begin"] == 38 and revised_at == list(range(42, 60, 4))
+  updates = [t for t in range(1, 81) if bool(schedule(tf.constant(t, tf.int64))[0])]
+  changed = 0
+  for (step, _, masks), (_, _, before) in zip(seen[1:], seen):
+    expected = float(schedule(tf.constant(max(t for t in updates if t <= step), tf.int64))[1])
+    for name, mask in masks.items():  # the count of active weights is the schedule's
+      assert int(mask.sum()) == max(1, int(round(mask.size * (1 - expected)))), (step, name)
+    if step in revised_at:
+      changed += sum(int(np.sum(masks[n] != before[n])) for n in masks)
+  assert changed > 0  # the revisions moved weights: dropped some, regrew as many
+  report = revision.report()
+  assert report["mask_revisions"] == len(revised_at) and report["regrown_total"] > 0
+  assert set(report["regrown_per_layer"]) == {"dense_1", "logits"}
+  stripped = prune_keras3.strip(pruned)
+  measured = prune_keras3.sparsity_report(stripped, plan, targets={"dense_1": 0.8, "logits": 0.8})
+  prune_keras3.check_sparsity(measured, 0.8, "student")
 
 
 def _user_student(path, classes=10, softmax=True):
