@@ -2,6 +2,7 @@
 (pipelines/prune/keras3.py), and the whole flow student -> qat (ptq) -> export."""
 
 import dataclasses
+import glob
 import json
 import os
 import subprocess
@@ -335,3 +336,88 @@ def test_a_tf_keras_student_file_goes_through_tfmot(tmp_path):
   assert abs(s["metrics"]["sparsity"] - 0.8) <= 0.005
   with pytest.raises(ConfigError, match="is a tf_keras model file, not Keras 3"):
     dataclasses.replace(config, keras=3).validate()
+
+
+# -- end to end: m:n, dynamic, the teacher's modes, Keras Applications -----------------------------
+
+
+def _with_distill(config, **distill):
+  return dataclasses.replace(config, distill=dataclasses.replace(config.distill, **distill))
+
+
+def _tb_tags(path):
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(path), size_guidance={"tensors": 0})
+  acc.Reload()
+  return acc, set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("keras3_run"))
+  execute.run_stage(teacher.STAGE, tiny_teacher_config(), workdir, log=lambda *_: None)
+  return workdir
+
+
+@pytest.mark.slow
+def test_a_keras3_m_by_n_student_distils_online_with_mixup(teacher_run):
+  """m:n from --pruning_begin through the stage, with the teacher run in the step (online) on
+  mixup batches: the pattern in every pruned layer of the saved file, the step it was set at in
+  metrics.json and TensorBoard."""
+  config = _with_distill(_keras3_student(name="k3_two_four", epochs=3, structure="m_by_n",
+                                         final_sparsity=None, begin="0.4", keep_dense=()),
+                         teacher_outputs="online", mixup=0.2)
+  s = execute.run_stage(student.STAGE, config, teacher_run, log=lambda *_: None).entry
+  m = s["metrics"]
+  assert m["pruning_backend"] == "keras3" and m["teacher_outputs"] == "online"
+  details = json.loads(open(os.path.join(teacher_run, "student", "k3_two_four",
+                                         "metrics.json")).read())
+  begin = details["pruning"]["steps"]["begin_step"]
+  assert begin > 1 and m["m_by_n_applied_step"] == begin
+  assert m["sparsity"] == pytest.approx(0.5, abs=0.005) and m["test_accuracy"] > 0.3
+  assert details["pruning"]["layers"] and all(l["m_by_n_ok"]
+                                              for l in details["pruning"]["layers"].values())
+  assert "agreement" in m  # the online teacher ran in the step
+  saved = K3.models.load_model(os.path.join(teacher_run, s["artifacts"]["model"]), compile=False)
+  from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils
+  for name in details["pruning"]["layers"]:
+    assert pruning_utils.is_pruned_m_by_n(tf.constant(saved.get_layer(name).kernel.numpy()),
+                                          m_by_n=(2, 4), last_channel="C_OUT")
+  acc, tags = _tb_tags(os.path.join(teacher_run, "student", "k3_two_four", "tb", "train"))
+  assert [e.step for e in acc.Tensors("m_by_n/applied_step")] == [begin]
+
+
+@pytest.mark.slow
+def test_a_keras3_dynamic_student_distils_from_top_k_stored_outputs(teacher_run):
+  """Dynamic pruning through the stage, the student learning from the teacher's stored top-k
+  outputs: revisions ran and regrew weights, the sparsity is the schedule's, TensorBoard has the
+  revisions."""
+  config = _with_distill(_keras3_student(name="k3_dynamic", epochs=4, method="dynamic",
+                                         mask_update_every=5, mask_update_end="0.9"),
+                         teacher_outputs="cached", teacher_topk=3)
+  m = execute.run_stage(student.STAGE, config, teacher_run, log=lambda *_: None).entry["metrics"]
+  assert m["pruning_backend"] == "keras3" and m["pruning_method"] == "dynamic"
+  assert m["teacher_outputs"] == "cached"
+  assert glob.glob(os.path.join(teacher_run, "teacher", "logits", "*top3*"))  # the top-k store
+  assert m["mask_revisions"] > 0 and m["regrown_total"] > 0
+  assert 0 < m["regrown_surviving"] <= m["regrown_total"]
+  assert m["sparsity"] == pytest.approx(0.8, abs=0.005) and m["test_accuracy"] > 0.3
+  _, tags = _tb_tags(os.path.join(teacher_run, "student", "k3_dynamic", "tb", "train"))
+  assert {"mask_revision/regrown", "mask_revision/drop_fraction"} <= tags, tags
+
+
+@pytest.mark.slow
+def test_a_keras_applications_family_built_in_keras3_goes_through_the_student_stage(tmp_path):
+  config = dataclasses.replace(
+      _keras3_student(distill=False, epochs=2, frequency=1),
+      model=ModelSpec("mobilenet_v3_small", width=0.35))
+  config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_examples=192))
+  s = execute.run_stage(student.STAGE, config, str(tmp_path), log=lambda *_: None).entry
+  m = s["metrics"]
+  assert m["pruning_backend"] == "keras3"
+  assert m["sparsity"] == pytest.approx(0.8, abs=0.005)
+  saved = K3.models.load_model(os.path.join(str(tmp_path), s["artifacts"]["model"]),
+                               compile=False)
+  assert keras3_models.is_keras3(saved) and saved.output_shape == (None, 10)
+  kinds = {type(l).__name__ for l in saved.layers}
+  assert {"DepthwiseConv2D", "Multiply", "Resizing"} <= kinds and "Normalization" not in kinds
