@@ -46,6 +46,25 @@ def test_each_family_builds_with_keras3_like_its_tf_keras_self(family):
   assert prune_backend.for_model(two).name == "tfmot"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                                    "efficientnet_b0", "resnet50"])
+def test_each_keras_applications_family_builds_from_keras3_like_its_tf_keras_self(family):
+  spec = ModelSpec(family, width=None if family == "resnet50" else 0.35)
+  three = keras3_models.build_family(spec, (8, 8, 1), 7)
+  two = build_model(spec, (8, 8, 1), 7, flag="--student_model")
+  assert keras3_models.is_keras3(three) and three.output_shape == (None, 7)
+  assert three.count_params() == two.count_params()
+  assert len([l for l in three.layers if l.weights]) == len([l for l in two.layers if l.weights])
+  kinds = {type(l).__name__ for l in three.layers}
+  assert "Resizing" in kinds and "Normalization" not in kinds  # kdprune normalizes the data
+  assert not [l.name for l in three.layers if isinstance(l, K3.Model)]  # one flat graph
+  assert {l.momentum for l in three.layers
+          if isinstance(l, K3.layers.BatchNormalization)} == {0.9}
+  assert three.layers[-1].name == "logits" and three.layers[-1].activation is \
+      K3.activations.linear
+
+
 @pytest.mark.parametrize("schedule", ["polynomial_decay", "constant"])
 def test_the_keras3_backend_updates_masks_like_tfmot_step_by_step(schedule):
   """The same kernel pruned by tfmot's wrapper and by the Keras 3 backend: after each training
