@@ -19,6 +19,11 @@ model, so tfmot prunes and quantizes every layer).
   cut out of the graph, so the model is the same however it is quantized; EfficientNet's
   squeeze-excite ``Conv2D(activation="swish")`` is split into a linear convolution and an
   ``Activation`` layer (see :func:`_rewired`), so its QAT model converts integer-only.
+* With ``keras=`` Keras 3 (``--student_keras=3``, :func:`models.keras3.build_family`) each is
+  built from Keras 3's ``keras.applications`` the same way (same input, head, momentum, resizing,
+  preprocessing cut out, hard-sigmoid from layers); EfficientNet's swish stays inside its
+  squeeze-excite convolutions there (the split is for tfmot's QAT, and a Keras 3 student is
+  quantized after training, where the converter calibrates every tensor).
 * MobileNetV3's hard-sigmoid (``relu6(x + 3) / 6``) is built from Keras layers
   (``Rescaling(1, offset=3)``, ``ReLU(6)``, ``Rescaling(1/6)``: an ADD, a RELU6 and a MUL in
   TFLite, each with a fake-quantized output, so the QAT model converts integer-only) instead of the
@@ -47,11 +52,18 @@ BN_MOMENTUM = 0.9
 MIN_SIZE = 32
 
 
+def _internals(keras, name):
+  """The module of application ``name`` inside ``keras`` (tf_keras', or Keras 3's)."""
+  import importlib  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  root = "keras" if keras.__name__.split(".")[0] == "keras" else "tf_keras"
+  return importlib.import_module("%s.src.applications.%s" % (root, name))
+
+
 @contextlib.contextmanager
-def _layer_hard_sigmoid():
-  """tf_keras' MobileNetV3 hard-sigmoid with Keras layers instead of TFOpLambda ops."""
-  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  from tf_keras.src.applications import mobilenet_v3
+def _layer_hard_sigmoid(keras=keras):
+  """MobileNetV3's hard-sigmoid with Keras layers instead of TFOpLambda ops (or, in Keras 3,
+  instead of operations on its tensors)."""
+  mobilenet_v3 = _internals(keras, "mobilenet_v3")
   original = mobilenet_v3.hard_sigmoid
 
   def hard_sigmoid(x):  # relu6(x + 3) / 6, one TFLite op per layer (each output quantized)
@@ -66,19 +78,19 @@ def _layer_hard_sigmoid():
     mobilenet_v3.hard_sigmoid = original
 
 
-def _backbone(family, x, width):
+def _backbone(family, x, width, keras=keras):
   apps = keras.applications
   common = dict(include_top=False, weights=None, input_tensor=x)
   if family == "mobilenet_v2":
     return apps.MobileNetV2(alpha=width, **common)
   if family in ("mobilenet_v3_small", "mobilenet_v3_large"):
     fn = apps.MobileNetV3Small if family.endswith("small") else apps.MobileNetV3Large
-    with _layer_hard_sigmoid():
+    with _layer_hard_sigmoid(keras):
       return fn(alpha=width, include_preprocessing=False, **common)
   if family == "efficientnet_b0":
-    # pylint: disable=g-import-not-at-top,import-outside-toplevel
-    from tf_keras.src.applications import efficientnet
-    return efficientnet.EfficientNet(width, 1.0, 224, model_name="efficientnet_b0", **common)
+    keras3 = keras.__name__.split(".")[0] == "keras"  # (Keras 3 calls model_name name)
+    return _internals(keras, "efficientnet").EfficientNet(
+        width, 1.0, 224, **{"name" if keras3 else "model_name": "efficientnet_b0"}, **common)
   return apps.ResNet50(**common)
 
 
@@ -119,7 +131,20 @@ def _rewired(model):
   return keras.Model.from_config(config)
 
 
-def build_application(family, input_shape, num_classes, *, width, dropout, name):
+def _without_stem_preprocessing(model, keras):
+  """A Keras 3 EfficientNet head-to-tail without its ``Rescaling``/``Normalization`` stem layers
+  (the same layer objects, so the same weights; :func:`_rewired`'s first cut)."""
+  def operation_fn(op):
+    if isinstance(op, (keras.layers.Rescaling, keras.layers.Normalization)):
+      return lambda x, **kwargs: x
+    return op
+  outputs = model._run_through_graph(model.inputs, operation_fn=operation_fn)  # pylint: disable=protected-access
+  if isinstance(outputs, (list, tuple)):
+    outputs = outputs[0]
+  return keras.Model(model.inputs[0], outputs, name=model.name)
+
+
+def build_application(family, input_shape, num_classes, *, width, dropout, name, keras=keras):
   if len(input_shape) != 3:
     raise ValueError("%s needs image inputs [H, W, C]; got %s (use mlp)" % (family, input_shape))
   width = float(width)  # models.spec.validate_spec checked it (> 0; 1 for resnet50)
@@ -132,7 +157,7 @@ def build_application(family, input_shape, num_classes, *, width, dropout, name)
     x = keras.layers.Resizing(size[0], size[1], interpolation="bilinear", name="resize")(x)
     _LOG.info("[models] %s: inputs %dx%d are smaller than the family's minimum %d; resized up to "
               "%dx%d inside the model (Resizing layer)", family, h, w, MIN_SIZE, size[0], size[1])
-  base = _backbone(family, x, width)
+  base = _backbone(family, x, width, keras)
   x = base.output
   x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
   if dropout:
@@ -140,7 +165,8 @@ def build_application(family, input_shape, num_classes, *, width, dropout, name)
   outputs = keras.layers.Dense(num_classes, dtype=output_dtype(), name="logits")(x)
   model = keras.Model(inputs, outputs, name=name)
   if family == "efficientnet_b0":
-    model = _rewired(model)
+    model = _rewired(model) if keras.__name__.split(".")[0] != "keras" else \
+        _without_stem_preprocessing(model, keras)
   for layer in model.layers:  # before any call is traced: the saved config says 0.9 too
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.momentum = BN_MOMENTUM
@@ -149,10 +175,10 @@ def build_application(family, input_shape, num_classes, *, width, dropout, name)
 
 def _register(family):
   @register(family)
-  def build(input_shape, num_classes, *, width, depth, dropout, name=family):
+  def build(input_shape, num_classes, *, width, depth, dropout, name=family, keras=keras):
     del depth  # fixed by the application
     return build_application(family, input_shape, num_classes, width=width, dropout=dropout,
-                             name=name)
+                             name=name, keras=keras)
   return build
 
 

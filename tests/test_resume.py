@@ -43,8 +43,10 @@ def _kill_after_epoch(args, workdir, epoch: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["magnitude", "dynamic"])
-def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
+@pytest.mark.parametrize("method,student_keras", [("magnitude", 2), ("dynamic", 2),
+                                                  ("dynamic", 3)])
+def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method, student_keras):
+  """(A Keras 3 student: its masks, pruning step and revision counters come back too.)"""
   workdir = str(tmp_path / "run")
   # A hard-label student (no teacher needed) on 384 digits (6 steps per epoch), pruning from 10%
   # to 60% of 20 epochs, so the kill lands while the masks are still moving.
@@ -52,7 +54,8 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
           "--student_model=mlp", "--student_width=32",
           "--student_depth=1", "--student_epochs=20", "--student_patience=0",
           "--pruning_begin=0.1", "--pruning_end=0.6", "--final_sparsity=0.8", "--progress=epoch",
-          "--steps_per_execution=1", "--pruning_method=%s" % method, "--mask_update_every=20"]
+          "--steps_per_execution=1", "--pruning_method=%s" % method, "--mask_update_every=20",
+          "--student_keras=%d" % student_keras]
   killed_after = _kill_after_epoch(args, workdir, 4)
   assert 4 <= killed_after < 20
   manifest = json.loads(open(os.path.join(workdir, "manifest.json")).read())
@@ -68,6 +71,7 @@ def test_student_killed_mid_training_resumes_from_its_backup(tmp_path, method):
   entry = json.loads(open(os.path.join(workdir, "manifest.json")).read())["stages"]["student/default"]
   assert entry["status"] == "done"
   m = entry["metrics"]
+  assert m.get("pruning_backend", "tfmot") == ("keras3" if student_keras == 3 else "tfmot")
   assert m["resumed_after_epoch"] == killed_after and m["epochs_run"] == 20
   assert abs(m["sparsity"] - 0.8) <= 0.005
   # The pruning step carried over: the schedule ends at 60% of 20 epochs, as without the kill

@@ -360,3 +360,19 @@ def test_a_size_budget_is_refused_with_another_budget_or_objective(tmp_path, fla
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], proc.stderr
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_search_over_keras3_students(tmp_path):
+  """``kdprune-search --student_keras=3``: the chain's student is a Keras 3 model pruned by
+  kdprune's own backend, and the choice is its int8 file."""
+  workdir = tmp_path / "run"
+  proc = _cli("--workdir=%s" % workdir, *FLAGS, "--structures=m_by_n", "--student_keras=3")
+  out = _result(workdir)
+  assert [c["student"] for c in out["candidates"]] == ["m_by_n_2-4_w16"]
+  manifest = json.loads((workdir / "manifest.json").read_text())["stages"]
+  assert manifest["student/m_by_n_2-4_w16"]["metrics"]["pruning_backend"] == "keras3"
+  assert manifest["student/m_by_n_2-4_w16"]["metrics"]["m_by_n_applied_step"] is not None
+  assert out["best"] is not None and out["best"]["name"] == "m_by_n_2-4_w16"
+  assert (workdir / "search" / "best" / "student_qat_int8.tflite").exists()
+  assert _ran(proc.stdout + proc.stderr).count("teacher") == 1

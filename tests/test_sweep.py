@@ -103,3 +103,21 @@ def test_forced_sweep_trains_the_teacher_once(tmp_path):
   for student in ("s0.500_unstructured_w64", "s0.900_unstructured_w64"):
     inputs = json.dumps(manifest["student/" + student]["config"])
     assert teacher_run in inputs  # every student learnt from the one teacher run
+
+
+@pytest.mark.slow
+def test_a_sweep_of_keras3_students_prunes_each_with_the_keras3_backend(tmp_path):
+  """``kdprune-sweep --student_keras=3``: every student of the sweep (unstructured and m:n) is a
+  Keras 3 model pruned by kdprune's own backend, through PTQ and the int8 export."""
+  student = dataclasses.replace(tiny_student_config(epochs=2), keras=3)
+  base = pipeline.PipelineConfig(teacher=tiny_teacher_config(epochs=1), student=student,
+                                 qat=tiny_qat_config(), export=tiny_export_config())
+  config = sweep.SweepConfig(sparsities=(0.8,), structures=("unstructured", "m_by_n"))
+  out = sweep.run(base, config, str(tmp_path), log=lambda *_: None)
+  assert [e["student"] for e in out["students"]] == ["s0.800_unstructured_w64", "m_by_n_2-4_w64"]
+  manifest = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+  for e in out["students"]:
+    assert manifest["student/" + e["student"]]["metrics"]["pruning_backend"] == "keras3"
+    assert manifest["qat/" + e["student"]]["metrics"]["scheme"] == "ptq"
+    assert manifest["export/" + e["student"]]["status"] == "done"
+    assert e["sparsity"] >= e["target_sparsity"] * 0.9

@@ -85,7 +85,6 @@ def _keras3() -> PruningBackend:
   return PruningBackend(
       name="keras3", wrap=keras3.wrap, step=keras3.step, callbacks=keras3.callbacks,
       strip=keras3.strip, revision=keras3.revision,
-      revision_callbacks=lambda revision, log_dir: [],
-      m_by_n_applied_step=keras3.m_by_n_applied_step,
-      m_by_n_callbacks=lambda pruned, steps, log_dir: [],
+      revision_callbacks=TFMOT.revision_callbacks,  # the revisions are the same MaskRevision
+      m_by_n_applied_step=keras3.m_by_n_applied_step, m_by_n_callbacks=keras3.m_by_n_callbacks,
       sparsity_report=keras3.sparsity_report, check_sparsity=keras3.check_sparsity)

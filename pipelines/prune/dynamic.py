@@ -90,6 +90,17 @@ def revise_mask(weights, mask, grads, fraction):
   return tf.cast(tf.reshape(new, shape), mask.dtype), regrown
 
 
+def _from_wrappers(model):
+  """``(pruning step, [(layer name, kernel, mask, schedule's end_step)])`` of a model with tfmot
+  pruning wrappers."""
+  layers = pruning_wrapper.collect_prunable_layers(model)
+  if not layers:
+    raise ValueError("dynamic pruning needs a model with pruning wrappers")
+  return layers[0].pruning_step, [
+      (layer.layer.name, weight, mask, int(getattr(layer.pruning_schedule, "end_step", -1)))
+      for layer in layers for weight, mask, _ in layer.pruning_vars]
+
+
 class MaskRevision(tf.Module):
   """The mask revisions of a pruned model, run by the training step (see module docstring).
 
@@ -108,25 +119,24 @@ class MaskRevision(tf.Module):
     ValueError: no pruning wrappers, or a schedule that updates masks after ``begin_step``.
   """
 
-  def __init__(self, model, begin_step: int, end_step: int, every: int, drop_fraction: float):
+  def __init__(self, model, begin_step: int, end_step: int, every: int, drop_fraction: float,
+               pruned=None):
     super().__init__(name="mask_revision")
     self.begin_step, self.end_step = int(begin_step), int(end_step)
     self.every, self.drop_fraction = int(every), float(drop_fraction)
-    layers = pruning_wrapper.collect_prunable_layers(model)
-    if not layers:
-      raise ValueError("dynamic pruning needs a model with pruning wrappers")
-    self.step = layers[0].pruning_step
-    for layer in layers:
-      last = int(getattr(layer.pruning_schedule, "end_step", -1))
+    # ``pruned``: ``(pruning step, [(layer name, kernel, mask, last mask-update step)])`` of a
+    # model pruned without tfmot's wrappers (the Keras 3 backend, pipelines/prune/keras3.py);
+    # default: read from ``model``'s wrappers.
+    self.step, pruned_kernels = pruned if pruned is not None else _from_wrappers(model)
+    for name, _, _, last in pruned_kernels:
       if last < 0 or last > self.begin_step:
         raise ValueError(
             "tfmot's schedule of %s updates its mask until step %s, after the mask revisions "
             "begin (step %d): a regrown weight would be pruned again by the next magnitude "
             "update; begin the revisions at the schedule's end_step" % (
-                layer.layer.name, "the end of training" if last < 0 else last, self.begin_step))
+                name, "the end of training" if last < 0 else last, self.begin_step))
     # (layer name, kernel, mask) for every pruned kernel.
-    self.entries = [(layer.layer.name, weight, mask)
-                    for layer in layers for weight, mask, _ in layer.pruning_vars]
+    self.entries = [(name, weight, mask) for name, weight, mask, _ in pruned_kernels]
 
     def counter(name, dtype=tf.int64):
       return tf.Variable(tf.zeros([], dtype), trainable=False, name=name,

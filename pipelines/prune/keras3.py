@@ -28,11 +28,19 @@ plan is :func:`pipelines.prune.plan.plan`. The report and the check are the tf_k
 (:func:`pipelines.prune.magnitude.sparsity_report` measures the same kernels of the stripped
 model).
 
-Not here yet (refused in one line before any work by the student stage): m:n, dynamic revisions,
-channels, distribution strategies and mixed precision.
+m:n (``--pruning_structure=m_by_n``) is tfmot's ``sparsity_m_by_n`` as kdprune runs it
+(:func:`pipelines.prune.magnitude.m_by_n_from_begin`): the mask of every pruned kernel is computed
+once, inside the training step whose pruning step is ``final_step`` (``--pruning_begin``), from
+the kernel entering it, by tfmot's rule (:func:`m_by_n_mask`: the ``n - m`` largest magnitudes of
+every ``n`` consecutive weights along the input channels, TFLite's last axis; threshold 999 as
+tfmot records it), and applied at every step after. Dynamic pruning (``--pruning_method=
+dynamic``) revises the masks after the schedule with :class:`pipelines.prune.dynamic.MaskRevision`
+itself (:func:`revision`), run by the Keras 3 trainer from its gradients.
+
+Not here (refused in one line before any work by the student stage): channels.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -40,7 +48,7 @@ from models.compat import tf
 from models.keras3 import keras3
 from pipelines.config.errors import StageError
 from pipelines.config.pruning import PruningConfig
-from pipelines.prune import magnitude
+from pipelines.prune import dynamic, magnitude
 from pipelines.prune import plan as plan_lib
 
 # tfmot's prune registry (``prune_registry._LAYERS_WEIGHTS_MAP``): the weights pruned per layer.
@@ -73,12 +81,42 @@ def plan_layers(model, config: PruningConfig) -> Dict[str, str]:
                        model_layers=[(l.name, type(l).__name__) for l in model.layers])
 
 
+M_BY_N_THRESHOLD = 999.0  # what tfmot records as an m:n mask's threshold (it has none)
+
+
+def m_by_n_mask(kernel, m_by_n):
+  """tfmot's m:n mask of ``kernel`` (``Pruning._update_mask_sparsity_m_by_n``: rearranged to
+  TFLite's layout, ``[C_OUT (x H x W), C_IN]``, the ``n - m`` largest magnitudes of each block of
+  ``n`` consecutive weights kept, rearranged back), written with ``keras.ops``. Rank 2 (Dense,
+  Embedding) or 4 (convolutions) kernels."""
+  ops = keras3().ops
+  zeros, n = (int(v) for v in m_by_n)
+  shape = tuple(int(d) for d in kernel.shape)
+  if len(shape) == 2:
+    rows = ops.transpose(kernel)
+  elif len(shape) == 4:
+    rows = ops.reshape(ops.transpose(kernel, (3, 0, 1, 2)), (-1, shape[2]))
+  else:
+    raise ValueError("an m:n mask needs a rank 2 or 4 kernel, not shape %s" % (shape,))
+  width = int(rows.shape[-1])
+  padded = ops.pad(ops.abs(rows), ((0, 0), (0, -width % n)))
+  blocks = ops.reshape(padded, (-1, n))
+  _, keep = ops.top_k(blocks, k=n - zeros, sorted=False)
+  mask = ops.reshape(ops.sum(ops.one_hot(keep, n, dtype=kernel.dtype), axis=-2),
+                     (-1, width + (-width % n)))[:, :width]
+  if len(shape) == 2:
+    return ops.transpose(mask)
+  return ops.transpose(ops.reshape(mask, (shape[3], shape[0], shape[1], shape[2])), (1, 2, 3, 0))
+
+
 class Keras3Pruning(tf.Module):
   """The masks, thresholds and pruning step of a Keras 3 model's pruned kernels (module
-  docstring). ``entries``: ``[(layer name, kernel, schedule)]``."""
+  docstring). ``entries``: ``[(layer name, kernel, schedule)]``; ``m_by_n``: ``((m, n), step)``:
+  m:n masks set once, at that pruning step (None: magnitude masks on the schedule's grid)."""
 
-  def __init__(self, entries):
+  def __init__(self, entries, m_by_n=None):
     super().__init__(name="kdprune_pruning")
+    object.__setattr__(self, "_m_by_n", m_by_n)
     self.pruning_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="pruning_step")
     self.masks = [tf.Variable(tf.ones(k.shape, k.dtype), trainable=False, name=n + "_mask")
                   for n, k, _ in entries]
@@ -109,8 +147,28 @@ class Keras3Pruning(tf.Module):
     mask = ops.logical_or(ops.greater_equal(magnitudes, threshold), at_threshold)
     return ops.cast(threshold, kernel.dtype), ops.cast(mask, kernel.dtype)
 
+  @property
+  def kernels(self) -> List:
+    """The pruned kernels (Keras 3 variables), in :attr:`masks`' order."""
+    return [k for _, k, _ in self._entries]
+
+  def update_m_by_n_masks(self, step):
+    """tfmot's m:n update, moved to ``--pruning_begin`` as kdprune moves tfmot's: at the one
+    step :func:`pipelines.prune.magnitude.m_by_n_step`, every mask from its kernel."""
+    (m_by_n, at) = self._m_by_n
+
+    def update():
+      for (_, kernel, _), mask, threshold in zip(self._entries, self.masks, self.thresholds):
+        mask.assign(m_by_n_mask(kernel, m_by_n))
+        threshold.assign(tf.constant(M_BY_N_THRESHOLD, threshold.dtype))
+      return tf.constant(True)
+    tf.cond(tf.equal(step, at), update, lambda: tf.constant(False))
+
   def update_masks(self, step):
     """tfmot's ``conditional_mask_update`` at ``step``: new masks where the schedule says."""
+    if self._m_by_n is not None:
+      self.update_m_by_n_masks(step)
+      return
     for (_, kernel, schedule), mask, threshold in zip(self._entries, self.masks, self.thresholds):
       def update(kernel=kernel, schedule=schedule, mask=mask, threshold=threshold):
         new_threshold, new_mask = self.new_mask(kernel, schedule(step)[1])
@@ -143,13 +201,15 @@ def wrap(model, config: PruningConfig, steps: dict):
   """Adds masks to the planned layers of the Keras 3 ``model`` (the model itself is returned:
   its layers stay as they are). Returns ``(model, plan)``."""
   plan = plan_layers(model, config)
+  m_by_n = ((tuple(config.m_by_n), magnitude.m_by_n_step(steps))
+            if config.structure == "m_by_n" else None)
   entries = []
   for layer in model.layers:
     if plan.get(layer.name) == "prune":
       schedule = magnitude.make_schedule(config, steps, config.target_for(layer.name))
       for i, kernel in enumerate(prunable_weights(layer)):
         entries.append((layer.name if i == 0 else "%s_%d" % (layer.name, i), kernel, schedule))
-  setattr(model, STATE_ATTR, Keras3Pruning(entries))
+  setattr(model, STATE_ATTR, Keras3Pruning(entries, m_by_n))
   return model, plan
 
 
@@ -215,13 +275,34 @@ def sparsity_report(stripped, plan, m_by_n=None, targets=None) -> dict:
   return magnitude.sparsity_report(stripped, plan, m_by_n, targets, weights_of=prunable_weights)
 
 
-def _refuse(what: str):
-  def refuse(*args, **kwargs):
-    del args, kwargs
-    raise StageError("student", "%s is not built for Keras 3 students" % what)
-  return refuse
+def m_by_n_applied_step(model, steps: dict) -> Optional[int]:
+  """:func:`pipelines.prune.magnitude.m_by_n_applied_step` of a Keras 3 model: the step at
+  which its m:n masks were set (every mask holds zeros once that step has run), or None."""
+  state = state_of(model)
+  at = magnitude.m_by_n_step(steps)
+  if state is None or not state.masks or state.step() < at:
+    return None
+  return at if all(float(tf.reduce_min(m)) == 0.0 for m in state.masks) else None
+
+
+def m_by_n_callbacks(model, steps: dict, log_dir: str) -> list:
+  """``m_by_n/applied_step`` to TensorBoard, as for tf_keras students."""
+  return [magnitude.MByNSummary(model, steps, log_dir, applied_step=m_by_n_applied_step)]
+
+
+def revision(model, config: PruningConfig, steps: dict):
+  """Dynamic pruning's :class:`pipelines.prune.dynamic.MaskRevision` over the masks of the
+  Keras 3 ``model`` (:func:`wrap`): the same revisions, counters and checks as tfmot's
+  students get; the Keras 3 trainer runs it from each step's gradients."""
+  state = state_of(model)
+  if state is None:
+    raise StageError("student", "dynamic pruning needs a model with pruning masks")
+  # (the TensorFlow variable of each Keras 3 kernel: what the revision reads and assigns)
+  entries = [(name, kernel.value, mask, int(schedule.end_step))
+             for (name, kernel, schedule), mask in zip(state._entries, state.masks)]  # pylint: disable=protected-access
+  return dynamic.MaskRevision(model, steps["mask_update_begin"], steps["mask_update_end"],
+                              steps["mask_update_every"], config.drop_fraction,
+                              pruned=(state.pruning_step, entries))
 
 
 check_sparsity = magnitude.check_sparsity
-revision = _refuse("dynamic pruning")
-m_by_n_applied_step = _refuse("m:n pruning")

@@ -149,18 +149,20 @@ class MByNSummary(keras.callbacks.Callback):
   """Writes ``m_by_n/applied_step`` to ``log_dir`` once, at the step where the m:n masks were
   set (checked at each epoch end, so exact whatever ``steps_per_execution`` is)."""
 
-  def __init__(self, pruned, steps: dict, log_dir: str):
+  def __init__(self, pruned, steps: dict, log_dir: str, applied_step=None):
     super().__init__()
     self.pruned, self.steps, self.log_dir = pruned, steps, log_dir
+    # ``applied_step(pruned, steps)``: :func:`m_by_n_applied_step`, or the Keras 3 backend's.
+    self.applied_step = applied_step or m_by_n_applied_step
     self.written = False
 
   def on_train_begin(self, logs=None):
-    self.written = m_by_n_applied_step(self.pruned, self.steps) is not None  # resumed after it
+    self.written = self.applied_step(self.pruned, self.steps) is not None  # resumed after it
 
   def on_epoch_end(self, epoch, logs=None):
     if self.written:
       return
-    step = m_by_n_applied_step(self.pruned, self.steps)
+    step = self.applied_step(self.pruned, self.steps)
     if step is None:
       return
     writer = tf.summary.create_file_writer(self.log_dir)

@@ -9,7 +9,10 @@ regression metric, ``agreement``, ``teacher_kl``; on validation ``loss`` is the 
 same per-example means over the global batch. The teacher is any teacher kdprune runs (a tf_keras
 model, or an imported one wrapped in tf_keras): it is called as a TensorFlow function, never
 trained. A pruned student (:mod:`pipelines.prune.keras3`) has its masks advanced before each
-forward pass and applied before each validation, as tfmot's wrappers do.
+forward pass and applied before each validation, as tfmot's wrappers do; with dynamic pruning its
+:class:`pipelines.prune.dynamic.MaskRevision` revises them from each step's gradients before the
+optimizer applies them (as the tf_keras trainer does). ``mixup`` (ALPHA > 0) mixes each batch
+before both models see it (:mod:`pipelines.train.mixup`), as in the tf_keras trainer.
 
 :func:`make_optimizer` gives the Keras 3 optimizer the flags name, driven by the very schedule
 tf_keras students get (:func:`pipelines.train.optimizers.make_schedule`).
@@ -19,21 +22,23 @@ from models.compat import tf
 from models.keras3 import keras3
 from pipelines.prune import keras3 as prune_keras3
 from pipelines.train import distill as distill_lib
-from pipelines.train import losses, optimizers
+from pipelines.train import losses, mixup, optimizers
 
 _CLASS = None
 
 
 def DistillationTrainer(student, teacher=None, temperature: float = 4.0, alpha: float = 0.1,  # noqa: N802
                         distill: bool = True, task: str = "classification",
-                        regression_loss: str = "mse"):
+                        regression_loss: str = "mse", mask_revision=None, mixup: float = 0.0):
   """The Keras 3 trainer around ``student`` (its class is made on first use: Keras 3 is imported
   only for Keras 3 students)."""
   global _CLASS
   if _CLASS is None:
     _CLASS = _make_class()
-  return _CLASS(student, teacher=teacher, temperature=temperature, alpha=alpha, distill=distill,
-                task=task, regression_loss=regression_loss)
+  trainer = _CLASS(student, teacher=teacher, temperature=temperature, alpha=alpha,
+                   distill=distill, task=task, regression_loss=regression_loss)
+  trainer.set_revision_and_mixup(mask_revision, mixup)
+  return trainer
 
 
 def _make_class():
@@ -41,6 +46,9 @@ def _make_class():
 
   class Trainer(k.Model):
     """:class:`pipelines.train.distill.DistillationTrainer` for a Keras 3 student."""
+
+    _revision = None  # set_revision_and_mixup
+    mixup = 0.0
 
     def __init__(self, student, teacher=None, temperature=4.0, alpha=0.1, distill=True,
                  task="classification", regression_loss="mse"):
@@ -63,6 +71,42 @@ def _make_class():
     @property
     def teacher(self):
       return self._teacher
+
+    def set_revision_and_mixup(self, mask_revision=None, mixup: float = 0.0):
+      """Dynamic pruning's revisions (over this student's masks) and ``--mixup``'s ALPHA."""
+      # Not tracked by the trainer: the loop's backups keep the revision (Phase.extra).
+      object.__setattr__(self, "_revision", mask_revision)
+      self.mixup = float(mixup)
+
+    def _mix(self, x, labels, teacher_logits):
+      """``(x, labels, mixed)``: the batch both models see; ``mixed`` is ``(labels_b, lam)`` of
+      a mixup batch (None without ``--mixup``)."""
+      if not self.mixup > 0:
+        return x, labels, None
+      if teacher_logits is not None:
+        raise ValueError("mixup needs the teacher in the step: cached outputs belong to "
+                         "unmixed inputs")
+      x, labels, labels_b, lam = mixup.mixed_batch(
+          x, labels, self.mixup, tf.convert_to_tensor(self.optimizer.iterations))
+      return x, labels, (labels_b, lam)
+
+    def _mixed_parts(self, parts, labels, mixed, student_logits):
+      """The tf_keras trainer's mixup loss: the hard loss is ``lam * CE(labels) + (1 - lam) *
+      CE(labels_b)``."""
+      if mixed is None:
+        return parts
+      hard = losses.mixed_cross_entropy_per_example(labels, mixed[0], mixed[1], student_logits)
+      if not self.distill:
+        return {"total": hard, "hard": hard}
+      return {"hard": hard, "distill": parts["distill"],
+              "total": (1.0 - self.alpha) * parts["distill"] + self.alpha * hard}
+
+    def _apply(self, grads, variables):
+      """The optimizer step, after dynamic pruning's revision (from these gradients) if due."""
+      if self._revision is not None:
+        by_variable = {id(v): g for v, g in zip(variables, grads)}
+        self._revision.revise([by_variable[id(k)] for k in self._pruning.kernels])
+      self.optimizer.apply_gradients(zip(grads, variables))
 
     def _test_metrics(self):
       return [self.loss_tracker, self.hard_tracker, self.accuracy]
@@ -97,17 +141,19 @@ def _make_class():
       labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
       if self._pruning is not None:
         self._pruning.before_step()  # tfmot's wrapper: step, mask update on the grid, mask
+      x, labels, mixed = self._mix(x, labels, teacher_logits)
       if self.distill and teacher_logits is None:  # online: the teacher runs in the step
         teacher_logits = tf.stop_gradient(self._teacher(x, training=False))
       variables = self.student.trainable_variables
       with tf.GradientTape() as tape:
         student_logits = self.student(x, training=True)
-        parts = self._loss_parts(labels, teacher_logits, student_logits)
+        parts = self._mixed_parts(self._loss_parts(labels, teacher_logits, student_logits),
+                                  labels, mixed, student_logits)
         total = distill_lib.global_batch_mean(parts["total"])
         if self.student.losses:
           total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
       grads = tape.gradient(total, variables)
-      self.optimizer.apply_gradients(zip(grads, variables))
+      self._apply(grads, variables)
       self.loss_tracker.update_state(parts["total"])
       self.hard_tracker.update_state(parts["hard"])
       if self.distill:

@@ -63,7 +63,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
       trainer = distill_keras3.DistillationTrainer(
           pruned, teacher=online, temperature=config.distill.temperature,
           alpha=config.distill.alpha, distill=config.distill.enabled, task=config.data.task,
-          regression_loss=config.data.regression_loss)
+          regression_loss=config.data.regression_loss, mask_revision=revision,
+          mixup=config.distill.mixup)
       distill_keras3.compile_trainer(trainer, cfg, steps_per_epoch)
     else:
       trainer = distill.DistillationTrainer(
