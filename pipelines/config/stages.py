@@ -167,7 +167,6 @@ class StudentConfig:
     refused = [(self.pruning.method != "magnitude", "--pruning_method=%s" % self.pruning.method),
                (self.pruning.structure != "unstructured",
                 "--pruning_structure=%s" % self.pruning.structure),
-               (self.train.mixed_precision, "--mixed_precision"),
                (self.weights is not None, "--student_weights (pass a trained Keras 3 model "
                                           "with --student_path)"),
                (bool(self.distill.feature_distill), "--feature_distill"),
@@ -175,7 +174,7 @@ class StudentConfig:
     for bad, flag in refused:
       if bad:
         raise ConfigError("%s: %s is not built for Keras 3 students (they have magnitude "
-                          "pruning, unstructured, float32, plain distillation); use a tf_keras "
+                          "pruning, unstructured, plain distillation); use a tf_keras "
                           "student for it" % (what, flag))
 
   def validate(self) -> None:
