@@ -31,12 +31,11 @@ model).
 Under a distribution strategy (built in its scope) every variable here is mirrored without an
 aggregation, as Keras 3's own are: a write in a replica's step is that replica's copy. Every
 replica computes the same step, masks and masked kernels from the same mirrored kernels (the
-optimizer writes the all-reduced update to every copy), so the copies agree without a
-cross-replica write; ``tests/test_replicas_keras3.py`` compares them with one replica's, on two
-devices and on two workers. (tfmot's ``merge_call`` inside the step fails in Keras 3's
-``steps_per_execution`` loop, a ``while_loop`` around a ``cond``: "You must feed a value for
-placeholder tensor".) Mixed precision changes nothing here: masks and kernels are float32
-variables.
+optimizer writes the all-reduced update to every copy), so the copies agree without the
+cross-replica write tfmot makes through a ``merge_call`` (Keras 3 keeps its batch norm statistics
+the same way); ``tests/test_replicas_keras3.py`` finds the same masks and kernels as one
+replica's, on two devices and on two workers. Mixed precision changes nothing here: masks and
+kernels are float32 variables.
 
 Not here yet (refused in one line before any work by the student stage): m:n, dynamic revisions,
 channels.
