@@ -440,3 +440,87 @@ def test_a_keras_applications_family_built_in_keras3_goes_through_the_student_st
   assert keras3_models.is_keras3(saved) and saved.output_shape == (None, 10)
   kinds = {type(l).__name__ for l in saved.layers}
   assert {"DepthwiseConv2D", "Multiply", "Resizing"} <= kinds and "Normalization" not in kinds
+
+
+def keras3_pipeline():
+  """Every stage, tiny, with a Keras 3 MLP student without dropout (each replica would draw its
+  own dropout masks: two runs would differ as two seeds' do); for tests/mirrored_stages.py."""
+  from pipelines.stages import pipeline
+  pupil = _keras3_student()
+  return pipeline.PipelineConfig(
+      teacher=tiny_teacher_config(),
+      student=dataclasses.replace(pupil, model=ModelSpec("mlp", width=64, depth=1, dropout=0.0)),
+      qat=tiny_qat_config(), export=tiny_export_config())
+
+
+@pytest.mark.slow
+def test_a_keras3_student_under_two_mirrored_devices_gives_the_one_process_product(tmp_path):
+  """Student, QAT (post-training int8) and export of a Keras 3 student in one process with two
+  logical CPU devices under MirroredStrategy (--strategy=mirrored; the student stage refused it
+  before), from the teacher of a one-process run: the same files and the same int8 product
+  (same ops, same zeros per layer, test accuracy within one example) as one process."""
+  import shutil
+  from pipelines.stages import pipeline
+  from tests.test_distribute import _files, _same_product
+  first = tmp_path / "first"
+  config = keras3_pipeline()
+  pipeline.run(dataclasses.replace(config, until="teacher"), str(first), log=lambda *_: None)
+  shutil.copytree(first, tmp_path / "mirrored")
+  child = subprocess.Popen(
+      [sys.executable, "-m", "tests.mirrored_stages", str(tmp_path / "mirrored"), "keras3"],
+      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  outcomes = pipeline.run(config, str(first), log=lambda *_: None)
+  assert [o.ran for o in outcomes] == [False, True, True, True]
+  stdout, stderr = child.communicate(timeout=600)
+  assert child.returncode == 0 and "replicas: 2" in stdout, stderr[-3000:]
+  assert "ran: teacher=False student/default=True qat/default=True export/default=True" in stdout
+  assert _files(tmp_path / "mirrored") == _files(first)
+  metrics = json.loads((tmp_path / "mirrored" / "student" / "default" / "metrics.json").read_text())
+  assert metrics["pruning_backend"] == "keras3" and abs(metrics["sparsity"] - 0.8) <= 0.005
+  _same_product(str(first), str(tmp_path / "mirrored"))
+
+
+@pytest.mark.slow
+def test_a_keras3_student_trains_in_mixed_precision_and_saves_float32(tmp_path):
+  """--mixed_precision with a Keras 3 student (refused before): Keras 3's mixed_float16 policy
+  while it is built (its logits layer float32), Keras 3's loss scaling, the saved student
+  float32, and the int8 product from it."""
+  import zipfile
+  workdir = str(tmp_path)
+  execute.run_stage(teacher.STAGE, tiny_teacher_config(), workdir, log=lambda *_: None)
+  pupil = _keras3_student()
+  config = dataclasses.replace(pupil, train=dataclasses.replace(pupil.train,
+                                                                mixed_precision=True))
+  config.validate()
+  s = execute.run_stage(student.STAGE, config, workdir, log=lambda *_: None).entry
+  m = s["metrics"]
+  assert m["mixed_precision"] and m["optimizer"] == "LossScaleOptimizer", m["optimizer"]
+  assert abs(m["sparsity"] - 0.8) <= 0.005 and m["test_accuracy"] > 0.3
+  assert K3.mixed_precision.global_policy().name == "float32"  # restored after the stage
+  assert keras.mixed_precision.global_policy().name == "float32"
+  with zipfile.ZipFile(os.path.join(workdir, s["artifacts"]["model"])) as archive:
+    saved = archive.read("config.json").decode()
+  assert "mixed_float16" not in saved and '"float32"' in saved  # saved float32
+  execute.run_stage(qat.STAGE, tiny_qat_config(), workdir, log=lambda *_: None)
+  e = execute.run_stage(export.STAGE, tiny_export_config(), workdir, log=lambda *_: None).entry
+  with open(os.path.join(workdir, e["artifacts"]["model"]), "rb") as f:
+    data = f.read()
+  assert tflite.inspect_ops(data)["integer_only"]
+  assert e["metrics"]["test_accuracy"] > m["test_accuracy"] - 0.05
+
+
+def test_a_keras3_students_mixed_precision_build_computes_in_float16_with_float32_logits():
+  """What the student stage builds under --mixed_precision: float16 computation, float32
+  variables and logits (Keras' mixed-precision recipe), for Keras 3 as for tf_keras."""
+  from pipelines.train import precision
+  with precision.precision(True, keras3=True):
+    model = keras3_models.build_family(ModelSpec("cnn", width=4, depth=1), (8, 8, 1), 10)
+  assert K3.mixed_precision.global_policy().name == "float32"
+  conv = model.get_layer("conv_1_1")
+  assert conv.compute_dtype == "float16" and conv.kernel.dtype == "float32"
+  assert model.get_layer("logits").compute_dtype == "float32"
+  saved = precision.to_float32(model)
+  assert saved is not model and all(l.dtype_policy.name == "float32" for l in saved.layers)
+  x = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+  np.testing.assert_allclose(saved(x).numpy(), model(x).numpy(), atol=0.05)

@@ -46,7 +46,9 @@ CASES = [
 # Cases whose weights are compared with one replica's (not batch-normalized ones).
 COMPARED = [c for c in CASES if not c[5:] or not c[5].startswith("bn")]
 
-_CHILD = textwrap.dedent("""
+# A child's first lines: the strategy its argument names (one replica, two mirrored CPU devices,
+# or a worker of TF_CONFIG's cluster), made before TensorFlow initialises its devices.
+STRATEGY = textwrap.dedent("""
     import json, os, sys
     args = json.loads(sys.argv[1])
     from models.compat import keras, tf
@@ -59,6 +61,16 @@ _CHILD = textwrap.dedent("""
       strategy = distribute.init("multi_worker")  # MultiWorkerMirroredStrategy from TF_CONFIG
     else:
       strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+""")
+# A child's last lines: its results to the .npz file, then the exit handshake of a worker.
+FINISH = textwrap.dedent("""
+    np.savez(args["out"], **results)
+    if args["strategy"] == "workers":
+      distribute.finish()  # the exit handshake the entry points make
+    print("OK")
+""")
+
+_CHILD = STRATEGY + textwrap.dedent("""
     import numpy as np
     import tensorflow_model_optimization as tfmot
     from models.registry import ModelSpec, build_model
@@ -122,11 +134,7 @@ _CHILD = textwrap.dedent("""
             np.argmax(out.numpy(), axis=-1) == y[:examples])
       if dyn:
         results["%s/log/revisions" % name] = np.array(revision.report()["mask_revisions"])
-    np.savez(args["out"], **results)
-    if args["strategy"] == "workers":
-      distribute.finish()  # the exit handshake the entry points make
-    print("OK")
-""")
+""") + FINISH
 
 
 def _env():
@@ -134,9 +142,10 @@ def _env():
               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def _child(strategy, out, cases=CASES, environ=None):
+def _child(strategy, out, cases=CASES, environ=None, script=_CHILD):
+  """``script`` (default: the tf_keras cases above) in a child process with ``strategy``."""
   args = json.dumps({"strategy": strategy, "out": str(out), "cases": cases})
-  return subprocess.Popen([sys.executable, "-c", _CHILD, args], cwd=REPO, env=environ or _env(),
+  return subprocess.Popen([sys.executable, "-c", script, args], cwd=REPO, env=environ or _env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -207,15 +216,20 @@ def test_batch_norm_with_an_empty_replica_trains_and_logs_the_saved_models_valid
 def test_two_workers_on_localhost_train_like_one_replica(tmp_path, one_and_two_replicas):
   one, _ = one_and_two_replicas
   cases = [c for c in CASES if c[0] == "momentum_step"]  # one step: workers start slowly
+  for workers in two_workers(tmp_path, cases):
+    for case, *_ in cases:
+      _compare(case, one, workers)
+
+
+def two_workers(tmp_path, cases, script=_CHILD):
+  """``script``'s ``cases`` run by two workers on localhost (MultiWorkerMirroredStrategy from
+  TF_CONFIG); each worker's results."""
   base = _free_port_block(2)
   hosts = ["localhost:%d" % (base + i) for i in range(2)]
   procs = []
   for i in range(2):
     env = dict(_env(), TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
                                              "task": {"type": "worker", "index": i}}))
-    procs.append(_child("workers", tmp_path / ("worker%d.npz" % i), cases, env))
+    procs.append(_child("workers", tmp_path / ("worker%d.npz" % i), cases, env, script))
   _wait(*procs)
-  for i in range(2):
-    workers = _load(tmp_path / ("worker%d.npz" % i))
-    for case, *_ in cases:
-      _compare(case, one, workers)
+  return [_load(tmp_path / ("worker%d.npz" % i)) for i in range(2)]

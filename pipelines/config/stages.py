@@ -166,14 +166,13 @@ class StudentConfig:
     what = ("--student_path=%s (Keras 3)" % self.path) if self.path else "--student_keras=3"
     refused = [(self.pruning.structure == "channels",
                 "--pruning_structure=%s" % self.pruning.structure),
-               (self.train.mixed_precision, "--mixed_precision"),
                (self.weights is not None, "--student_weights (pass a trained Keras 3 model "
                                           "with --student_path)"),
                (bool(self.distill.feature_distill), "--feature_distill")]
     for bad, flag in refused:
       if bad:
         raise ConfigError("%s: %s is not built for Keras 3 students (they have magnitude and "
-                          "dynamic pruning, unstructured and m:n, float32, distillation with "
+                          "dynamic pruning, unstructured and m:n, distillation with "
                           "--mixup); use a tf_keras student for it" % (what, flag))
 
   def validate(self) -> None:

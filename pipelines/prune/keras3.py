@@ -28,6 +28,15 @@ plan is :func:`pipelines.prune.plan.plan`. The report and the check are the tf_k
 (:func:`pipelines.prune.magnitude.sparsity_report` measures the same kernels of the stripped
 model).
 
+Under a distribution strategy (built in its scope) every variable here is mirrored without an
+aggregation, as Keras 3's own are: a write in a replica's step is that replica's copy. Every
+replica computes the same step, masks and masked kernels from the same mirrored kernels (the
+optimizer writes the all-reduced update to every copy), so the copies agree without the
+cross-replica write tfmot makes through a ``merge_call`` (Keras 3 keeps its batch norm statistics
+the same way); ``tests/test_replicas_keras3.py`` finds the same masks and kernels as one
+replica's, on two devices and on two workers. Mixed precision changes nothing here: masks and
+kernels are float32 variables.
+
 m:n (``--pruning_structure=m_by_n``) is tfmot's ``sparsity_m_by_n`` as kdprune runs it
 (:func:`pipelines.prune.magnitude.m_by_n_from_begin`): the mask of every pruned kernel is computed
 once, inside the training step whose pruning step is ``final_step`` (``--pruning_begin``), from

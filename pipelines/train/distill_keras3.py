@@ -6,7 +6,9 @@ for Keras 3 models (on the TensorFlow backend).
 (``(x, labels)`` online or without a teacher, ``(x, (labels, teacher_logits))`` cached, top-k
 included), the same logged names (``loss``, ``distill_loss``, ``hard_loss``, ``accuracy`` or the
 regression metric, ``agreement``, ``teacher_kl``; on validation ``loss`` is the hard loss), and the
-same per-example means over the global batch. The teacher is any teacher kdprune runs (a tf_keras
+same per-example means over the global batch under every strategy (a replica left without
+examples by a short last batch steps on a row weighted 0, :mod:`pipelines.train.replicas`), with
+Keras 3's loss scaling under ``--mixed_precision``. The teacher is any teacher kdprune runs (a tf_keras
 model, or an imported one wrapped in tf_keras): it is called as a TensorFlow function, never
 trained. A pruned student (:mod:`pipelines.prune.keras3`) has its masks advanced before each
 forward pass and applied before each validation, as tfmot's wrappers do; with dynamic pruning its
@@ -22,7 +24,7 @@ from models.compat import tf
 from models.keras3 import keras3
 from pipelines.prune import keras3 as prune_keras3
 from pipelines.train import distill as distill_lib
-from pipelines.train import losses, mixup, optimizers
+from pipelines.train import losses, mixup, optimizers, replicas
 
 _CLASS = None
 
@@ -61,6 +63,9 @@ def _make_class():
       if teacher is not None:
         teacher.trainable = False
       object.__setattr__(self, "_pruning", prune_keras3.state_of(student))
+      # Batch norm's per-replica statistics: put back on a replica that got no examples, and made
+      # the replicas' mean before each evaluation (pipelines/train/replicas.py).
+      object.__setattr__(self, "local_state", replicas.LocalState(student))
       self.loss_tracker = k.metrics.Mean(name="loss")
       self.distill_tracker = k.metrics.Mean(name="distill_loss")
       self.hard_tracker = k.metrics.Mean(name="hard_loss")
@@ -105,7 +110,13 @@ def _make_class():
       """The optimizer step, after dynamic pruning's revision (from these gradients) if due."""
       if self._revision is not None:
         by_variable = {id(v): g for v, g in zip(variables, grads)}
-        self._revision.revise([by_variable[id(k)] for k in self._pruning.kernels])
+        kernel_grads = [by_variable[id(k)] for k in self._pruning.kernels]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+          # The revision ranks the gradients summed over replicas, as the tf_keras trainer's
+          # (each replica's alone would differ); the optimizer still gets each replica's own.
+          kernel_grads = context.all_reduce(tf.distribute.ReduceOp.SUM, kernel_grads)
+        self._revision.revise(kernel_grads)
       self.optimizer.apply_gradients(zip(grads, variables))
 
     def _test_metrics(self):
@@ -113,12 +124,25 @@ def _make_class():
 
     @property
     def metrics(self):
+      if getattr(self, "_evaluating", False):
+        return self._test_metrics()
       agreement = [self.agreement_tracker, self.kl_tracker] if (
           self.distill and self.task != "regression") else []
       return self._test_metrics() + ([self.distill_tracker] if self.distill else []) + agreement
 
     def call(self, x, training=False):
       return self.student(x, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+      """Keras 3 builds what is unbuilt from a first batch, which it takes and reduces across
+      the replicas first, even when nothing is unbuilt (under MultiWorkerMirroredStrategy that
+      reduce fails: "Attempt to convert a value (PerReplica...) to a Tensor"). The student is
+      built, the optimizer too (:func:`compile_trainer`) and nothing else is compiled: the
+      trainer is built as it is."""
+      if self.student.built and self.optimizer is not None and self.optimizer.built:
+        self.built = True
+        return
+      super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def hard_loss(self, labels, outputs):
       if self.task == "regression":
@@ -139,52 +163,127 @@ def _make_class():
     def train_step(self, data):
       x, y = data
       labels, teacher_logits = (y if isinstance(y, (tuple, list)) else (y, None))
+      # A replica without examples steps on one row weighted 0 (pipelines/train/replicas.py).
+      (x, labels, teacher_logits), weights, empty = replicas.at_least_one_row(
+          (x, labels, teacher_logits))
       if self._pruning is not None:
         self._pruning.before_step()  # tfmot's wrapper: step, mask update on the grid, mask
       x, labels, mixed = self._mix(x, labels, teacher_logits)
       if self.distill and teacher_logits is None:  # online: the teacher runs in the step
         teacher_logits = tf.stop_gradient(self._teacher(x, training=False))
+      restore_local_state = self.local_state.kept_unless(empty)
       variables = self.student.trainable_variables
       with tf.GradientTape() as tape:
-        student_logits = self.student(x, training=True)
+        student_logits = tf.cast(self.student(x, training=True), tf.float32)
         parts = self._mixed_parts(self._loss_parts(labels, teacher_logits, student_logits),
                                   labels, mixed, student_logits)
-        total = distill_lib.global_batch_mean(parts["total"])
-        if self.student.losses:
-          total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
-      grads = tape.gradient(total, variables)
-      self._apply(grads, variables)
-      self.loss_tracker.update_state(parts["total"])
-      self.hard_tracker.update_state(parts["hard"])
+        # Each replica: its examples' sum over the global batch's count (the optimizer sums the
+        # replicas' gradients), as the tf_keras trainer; not Keras 3's mean per replica.
+        total = distill_lib.global_batch_mean(parts["total"], weights)
+        if self.student.losses:  # the model's own penalties, once per global batch
+          total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses]) / (
+              replicas.replicas_in_sync())
+        scaled = self.optimizer.scale_loss(total)  # mixed precision: the loss scale (else 1)
+      restore_local_state()
+      grads = tape.gradient(scaled, variables)
+      self._apply(_agreed_finite(self.optimizer, grads), variables)
+      self.loss_tracker.update_state(parts["total"], sample_weight=weights)
+      self.hard_tracker.update_state(parts["hard"], sample_weight=weights)
       if self.distill:
-        self.distill_tracker.update_state(parts["distill"])
+        self.distill_tracker.update_state(parts["distill"], sample_weight=weights)
       if self.distill and self.task != "regression":
         self.agreement_tracker.update_state(
-            losses.top_class_agreement_per_example(teacher_logits, student_logits))
-        self.kl_tracker.update_state(parts["distill"] / (self.temperature ** 2))
-      self.accuracy.update_state(labels, student_logits)
-      return {m.name: m.result() for m in self.metrics}
+            losses.top_class_agreement_per_example(teacher_logits, student_logits),
+            sample_weight=weights)
+        self.kl_tracker.update_state(parts["distill"] / (self.temperature ** 2),
+                                     sample_weight=weights)
+      self.accuracy.update_state(labels, student_logits, sample_weight=weights)
+      return _step_logs(self.metrics)
 
     def test_step(self, data):
       x, y = data
       labels = y[0] if isinstance(y, (tuple, list)) else y
+      (x, labels), weights, _ = replicas.at_least_one_row((x, labels))
       if self._pruning is not None:
         self._pruning.apply_masks()  # tfmot masks in inference (and again at the epoch's end)
-      student_logits = self.student(x, training=False)
+      student_logits = tf.cast(self.student(x, training=False), tf.float32)
       hard = self.hard_loss(labels, student_logits)
-      self.loss_tracker.update_state(hard)
-      self.hard_tracker.update_state(hard)
-      self.accuracy.update_state(labels, student_logits)
-      return {m.name: m.result() for m in self._test_metrics()}
+      self.loss_tracker.update_state(hard, sample_weight=weights)
+      self.hard_tracker.update_state(hard, sample_weight=weights)
+      self.accuracy.update_state(labels, student_logits, sample_weight=weights)
+      return _step_logs(self._test_metrics())
+
+    def evaluate(self, *args, **kwargs):  # pylint: disable=signature-differs
+      """Keras 3's evaluate (also fit's validation), with two differences under a strategy:
+      every replica's batch norm statistics are first made their mean (what is saved and what
+      ``evaluation.evaluate`` measures); and the logs are the metrics read across replicas.
+
+      Keras 3 logs the metrics read across replicas only when a step's logs name exactly
+      ``metrics``; otherwise the last step's, each replica's own means averaged: a replica that
+      got fewer examples weighed as much as one with more (or with none, its 0). The validation
+      step logs :meth:`_test_metrics`, so ``metrics`` is that list while evaluating."""
+      with self.distribute_strategy.scope():  # Keras 3's fit runs outside the strategy's scope
+        self.local_state.sync()
+      object.__setattr__(self, "_evaluating", True)
+      try:
+        return super().evaluate(*args, **kwargs)
+      finally:
+        object.__setattr__(self, "_evaluating", False)
 
   return Trainer
+
+
+def _step_logs(metrics) -> dict:
+  """A step's logs: each metric's result; of shape ``[1]`` across workers.
+
+  Keras 3 reduces a step's logs across workers (``MultiWorkerMirroredStrategy``) with
+  ``strategy.reduce("MEAN", value, axis=0)``, which fails on a scalar ("Invalid reduction
+  dimension 0 for input with 0 dimensions"); a ``[1]`` value reduces to the scalar. (The epoch's
+  logs are the metrics read across replicas, scalars.) Keras' own test for that reduction."""
+  logs = {m.name: m.result() for m in metrics}
+  extended = tf.distribute.get_strategy().extended
+  if getattr(extended, "_in_multi_worker_mode", lambda: False)():
+    logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+  return logs
+
+
+def _agreed_finite(optimizer, grads):
+  """``grads``, made non-finite on every replica where any replica's are (mixed precision under a
+  strategy; otherwise ``grads`` as they are).
+
+  Keras 3's ``LossScaleOptimizer`` checks each replica's own gradients before their all-reduce and
+  skips the step, halving the scale, where they are not finite: a replica whose float16 gradients
+  overflowed would skip the step (and the all-reduce inside it) while the others applied theirs.
+  The replicas agree on one answer first (one more all-reduce of a scalar per step), as tf_keras'
+  loss scale optimizer does after its all-reduce."""
+  k = keras3()
+  context = tf.distribute.get_replica_context()
+  if (not isinstance(optimizer, k.optimizers.LossScaleOptimizer) or context is None
+      or context.num_replicas_in_sync == 1):
+    return grads
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+  overflowed = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+  spoil = tf.where(overflowed > 0, float("nan"), 0.0)
+  return [g if g is None else g + tf.cast(spoil, g.dtype) for g in grads]
 
 
 def compile_trainer(trainer, train_config, steps_per_epoch: int) -> None:
   """Compiles ``trainer`` with the flags' optimizer; its slots built now (as tf_keras students')."""
   trainer.compile(optimizer=make_optimizer(train_config, steps_per_epoch),
-                  steps_per_execution=train_config.steps_per_execution, jit_compile=False)
+                  steps_per_execution=steps_per_execution(trainer, train_config),
+                  jit_compile=False)
   trainer.optimizer.build(trainer.student.trainable_variables)
+
+
+def steps_per_execution(trainer, train_config) -> int:
+  """``--steps_per_execution``, or 1 under a strategy of more than one replica: Keras 3.15's
+  multi-step loop (a ``while_loop`` around a ``cond`` on the next batch, around
+  ``strategy.run``) fails there on its first call, for any model ("You must feed a value for
+  placeholder tensor 'while/cond/Placeholder'"; a plain ``Sequential`` with
+  ``steps_per_execution=4`` under ``MirroredStrategy`` too). One step per call trains the same."""
+  if trainer.distribute_strategy.num_replicas_in_sync > 1:
+    return 1
+  return train_config.steps_per_execution
 
 
 def make_optimizer(config, steps_per_epoch: int):

@@ -27,9 +27,15 @@ nothing saved (the mean of exponential averages is the exponential average of th
 that a replica sits out moves the mean by the other replicas' updates alone, which then depend on
 their own copies, so there the synced and unsynced runs part slightly.
 
+A Keras 3 model's batch norm statistics are not ``ON_READ``: they are mirrored variables without
+an aggregation, which each replica assigns on its own (Keras 3 leaves them to diverge, and saves
+the first replica's). They are its replica-local state here: put back alike, and made the
+replicas' mean by :meth:`LocalState.sync` with an explicit all-reduce.
+
 With one replica nothing here adds an op.
 """
 
+from models import keras3 as keras3_models
 from models.compat import tf
 
 
@@ -77,8 +83,7 @@ class LocalState:
   @property
   def variables(self):
     if self._variables is None:
-      self._variables = [v for v in self.model.non_trainable_variables
-                         if v.synchronization == tf.VariableSynchronization.ON_READ]
+      self._variables = [v for v in self.model.non_trainable_variables if _replica_local(v)]
     return self._variables
 
   def kept_unless(self, empty):
@@ -87,7 +92,7 @@ class LocalState:
     :func:`at_least_one_row`; None: nothing kept)."""
     if empty is None or not self.variables:
       return lambda: None
-    saved = [tf.identity(v.read_value()) for v in self.variables]
+    saved = [_local_value(v) for v in self.variables]
 
     def restore():
       def put_back():
@@ -104,6 +109,29 @@ class LocalState:
       def sync():
         for v in self.variables:
           v.assign(v.read_value())  # read: the mean over replicas; assigned: to each replica
-      self._sync = tf.function(sync, autograph=False)
+
+      def sync_keras3():  # each replica assigns its own copy the all-reduced mean
+        def replica():
+          context = tf.distribute.get_replica_context()
+          means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                     [_local_value(v) for v in self.variables])
+          return tf.group([v.assign(m) for v, m in zip(self.variables, means)])
+        tf.distribute.get_strategy().run(replica)
+      self._sync = tf.function(sync_keras3 if keras3_models.is_keras3(self.model) else sync,
+                               autograph=False)
     with tf.distribute.get_strategy().scope():
       self._sync()
+
+
+def _replica_local(variable) -> bool:
+  """Whether each replica keeps its own value of ``variable``: ``ON_READ`` (tf_keras' batch norm
+  statistics), or a Keras 3 model's float non-trainable variable (module docstring)."""
+  if keras3_models.is_keras3(variable):
+    return tf.as_dtype(variable.dtype).is_floating
+  return variable.synchronization == tf.VariableSynchronization.ON_READ
+
+
+def _local_value(variable):
+  """In a replica's step: this replica's value of ``variable``."""
+  return tf.identity(variable.value if keras3_models.is_keras3(variable)
+                     else variable.read_value())

@@ -10,16 +10,12 @@ from pipelines.prune import channels
 from pipelines.runtime import distribute, progress, timing
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.student import validate
-from pipelines.config.errors import ConfigError
 from pipelines.train import channel_loop, distill, loop, optimizers, precision, student_source
 
 
 def run(config: StudentConfig, workdir: str) -> StageResult:
   """Distils and prunes the student; saves it stripped under ``<workdir>/student/<name>/``."""
   validate(config)
-  if config.keras3 and distribute.name() != "default":
-    raise ConfigError("--strategy=%s: Keras 3 students train under the default strategy only "
-                      "(one device); pass --strategy=default" % distribute.name())
   seed, bundle = loop.start(config)
   cfg = config.train
   steps_per_epoch = bundle.steps_per_epoch(cfg.batch_size)
@@ -47,7 +43,8 @@ def run(config: StudentConfig, workdir: str) -> StageResult:
     if not config.pruning.final_sparsity:
       return _channels_result(config, workdir, stage_dir, bundle, shrunk, info, steps, common)
 
-  with distribute.strategy().scope(), precision.precision(cfg.mixed_precision):
+  with distribute.strategy().scope(), precision.precision(cfg.mixed_precision,
+                                                         keras3=config.keras3):
     student = shrunk.model if shrunk else student_source.build(config, bundle)
     if teacher is not None and 0 < teacher.count_params() < student.count_params():
       progress.warn("[%s] warning: the student (%d parameters) is larger than its teacher (%d); "
