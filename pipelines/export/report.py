@@ -329,11 +329,11 @@ def verdict(report: dict, student: dict, qat: dict, teacher: Optional[dict],
     gap = "at %.2fx the teacher's test MSE" % c["mse_ratio"]
   if large:
     blockers.append("the int8 student is %s" % gap)
-    budget = ("--max_drop=%g" % LARGE_DROP_POINTS if not regression else
-              "--max_drop=%g" % round(LARGE_MSE_RATIO - 1, 3))
+    budget = round(LARGE_MSE_RATIO - 1, 3) if regression else LARGE_DROP_POINTS
     steps.append("The int8 student is %s: prune less (a lower --final_sparsity than %g), widen "
                  "the student (--student_width), or let kdprune-search find the smallest "
-                 "student within a budget (kdprune-search %s)." % (gap, target_sparsity, budget))
+                 "student within a budget (kdprune-search --max_drop=%g)." % (
+                     gap, target_sparsity, budget))
 
   if blockers:
     line = "Not yet: %s." % "; ".join(blockers)
