@@ -8,6 +8,7 @@ from PIL import Image
 
 from pipelines.config.errors import ConfigError
 from pipelines.data import bundle as data
+from pipelines.data import images as image_source
 from pipelines.data import sources
 from pipelines.runtime import execute
 from pipelines.stages import teacher
@@ -44,7 +45,7 @@ def test_train_and_test_folders_by_class(folders, caplog):
   with caplog.at_level("INFO", logger="kdprune"):
     bundle = data.load(config)
   # The class order is said when the data is read.
-  assert "[data] classes (folder names, sorted): 0=one, 1=two, 2=zero" in caplog.text
+  assert "[data] classes (sorted folder names): one=0, two=1, zero=2" in caplog.text
   assert bundle.input_shape == (8, 8, 1) and bundle.num_classes == 3
   assert bundle.class_names == ("one", "two", "zero")  # sorted folder names are the labels
   assert bundle.num_examples["test"] == 90
@@ -54,6 +55,17 @@ def test_train_and_test_folders_by_class(folders, caplog):
   expected = _digits("test")
   np.testing.assert_array_equal(x.numpy()[y.numpy() == 2][..., 0], expected[0])  # "zero" is 2
   assert bundle.describe()["class_names"] == ["one", "two", "zero"]
+  assert bundle.test_source is None  # the test folder: the data's own test split
+  assert bundle.describe()["test_source"] == "the source's own test split"
+
+
+def test_the_class_order_line_names_a_few_classes_of_many():
+  assert image_source.class_order(("cat", "dog")) == "classes (sorted folder names): cat=0, dog=1"
+  names = ["c%03d" % i for i in range(102)]
+  line = image_source.class_order(names)
+  assert line == ("classes (sorted folder names, 102 of them): c000=0, c001=1, c002=2, c003=3, "
+                  "c004=4, c005=5, c006=6, c007=7, c008=8, c009=9, ..., c101=101")
+  assert image_source.class_order(names[:12]).endswith("c010=10, c011=11")  # 12: all of them
 
 
 def test_one_folder_is_split_seeded_and_resized(folders):
@@ -67,6 +79,36 @@ def test_one_folder_is_split_seeded_and_resized(folders):
   first = list(sources.resolve(config).payload["test"][0])
   sources._LAST.clear()  # pylint: disable=protected-access  (resolve again, not from the memo)
   assert list(sources.resolve(config).payload["test"][0]) == first  # the same seeded test split
+  assert bundle.test_source == ("carved by kdprune from the image folder (--test_fraction=0.25, "
+                                "--seed=0)")
+
+
+@pytest.mark.slow
+def test_a_teacher_imported_on_one_folder_is_warned_of_the_carved_test_split(folders, tmp_path,
+                                                                              caplog):
+  """kdprune carves the test split of a one-folder layout itself: an imported teacher may have
+  trained on it. The teacher's record says so (the export's verdict reads it), and so does a
+  warning; a train/ + test/ layout is not suspected."""
+  from models.compat import keras  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "teacher.keras")
+  keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                    keras.layers.Dense(3)]).save(path)
+  metrics = {}
+  for layout in ("pool", "split"):
+    config = teacher.TeacherConfig(data=data.DataConfig(
+        dataset="images:%s" % (folders / layout)), path=path, progress="none")
+    with caplog.at_level("INFO", logger="kdprune"):
+      caplog.clear()
+      outcome = execute.execute("teacher", teacher.run, config, str(tmp_path / layout),
+                                teacher.fingerprint_inputs(config), log=lambda *_: None)
+    metrics[layout] = (outcome.entry["metrics"]["test_source"], caplog.text)
+  carved, said = metrics["pool"]
+  assert carved == "carved by kdprune from the image folder (--test_fraction=0.2, --seed=0)"
+  assert ("the test split was %s: if the imported teacher was trained on any of those examples, "
+          "its test figures are inflated; give the data its own test split (lay the folder out "
+          "as DIR/train/<class>/... and DIR/test/<class>/..., the teacher trained on train/ "
+          "only)" % carved) in said
+  assert metrics["split"][0] is None and "inflated" not in metrics["split"][1]
 
 
 def test_a_teacher_trains_on_an_image_folder(folders, tmp_path):

@@ -438,24 +438,22 @@ def test_the_comparison_says_slower_when_the_product_is_slower():
   assert "2.0x larger gzipped, 4.0x faster at batch 1" in lines[0] and len(lines) == 1
 
 
-def test_the_report_ends_with_the_next_step_its_figures_point_to(finished_run):
+def test_the_report_and_the_closing_table_end_with_the_verdict(finished_run):
   """The quickstart's report said "-2.23 accuracy points" and nothing else, with the student's
-  best epoch its last."""
+  best epoch its last: report.md, the export's table and the pipeline's closing table now end
+  with the verdict and the next steps (each rule: tests/test_verdict.py)."""
   from pipelines.export import report as report_lib
-  comparison = {"product": "student_qat_int8", "reference": "teacher_float",
-                "accuracy_delta_points": -2.23, "gzip_ratio": 35.0, "latency_ratio": 9.0,
-                "product_sparsity": 0.89}
-  steps = report_lib.next_steps({"comparison": comparison},
-                                {"best_epoch": 15, "epochs_run": 15, "stopped_early": False}, 0.9)
-  assert steps[0].startswith("The int8 student is 2.23 accuracy points below the teacher")
-  assert "a lower --final_sparsity than 0.9" in steps[0] and "kdprune-search" in steps[0]
-  assert steps[1] == ("The student's best epoch was its last (15 of 15): it was still improving; "
-                      "more --student_epochs may help.")
-  close = report_lib.next_steps({"comparison": dict(comparison, accuracy_delta_points=-0.3)},
-                                {"best_epoch": 4, "epochs_run": 9}, 0.9)
-  assert len(close) == 1 and "raise --final_sparsity (now 0.9)" in close[0]
-  workdir = finished_run[0]
+  workdir, _, outcomes = finished_run
   report = json.loads((workdir / "export" / "default" / "report.json").read_text())
-  assert report["next_steps"]
-  assert "## Verdict and next step" in (workdir / "export" / "default" / "report.md").read_text()
-  assert "Next: " in report_lib.table(str(workdir))
+  assert report["verdict"].startswith("Ship it: " if report["ship"] else "Not yet: ")
+  said = report_lib.verdict_lines(report)
+  assert said[0] == "Verdict: " + report["verdict"]
+  md = (workdir / "export" / "default" / "report.md").read_text().rstrip("\n").splitlines()
+  last = md.index("## Verdict and next steps")
+  assert md[last + 2] == "**Verdict: %s**" % report["verdict"]
+  assert md[last + 3:] == ([""] + ["- " + s for s in report["next_steps"]] if report[
+      "next_steps"] else [])
+  assert report_lib.table(str(workdir)).splitlines()[-len(said):] == said
+  closing = report_lib.pipeline_summary(str(workdir), outcomes, 1.0).rstrip("\n").splitlines()
+  assert closing[-len(said):] == ["  " + l for l in said]
+  assert "Verdict:" not in report_lib.table(str(workdir), verdict=False)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from pipelines.config.data import DataConfig
+from pipelines.config.data import IMAGES_PREFIX, DataConfig
 from pipelines.config.errors import ConfigError
 
 
@@ -24,6 +24,9 @@ class Source:
   payload: Any = None
   feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in the model's order
   class_names: Optional[Tuple[str, ...]] = None  # TFDS ClassLabel names / image class folders
+  # How kdprune made the test split of a source that has none of its own (:func:`carved_test`);
+  # None: the source's own test split.
+  test_source: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -74,6 +77,23 @@ class SourceKind(abc.ABC):
   @abc.abstractmethod
   def read(self, source: Source, config: DataConfig) -> Read:
     """The tf.data pipelines of the source's raw examples."""
+
+
+def carved_test(what: str, config: DataConfig) -> str:
+  """The record of a test split kdprune held out of ``what`` itself (:attr:`Source.test_source`):
+  a teacher trained elsewhere may have seen its examples."""
+  return "carved by kdprune from %s (--test_fraction=%g, --seed=%d)" % (
+      what, config.test_fraction, config.seed)
+
+
+def own_test_split(dataset: str) -> str:
+  """How to give ``--dataset`` a test split of its own, one a teacher trained elsewhere on the
+  rest never saw."""
+  if dataset.startswith(IMAGES_PREFIX):
+    return ("lay the folder out as DIR/train/<class>/... and DIR/test/<class>/..., the teacher "
+            "trained on train/ only")
+  return ("an .npz with x_train/y_train and x_test/y_test, the teacher trained on x_train only "
+          "(--dataset=npz:FILE)")
 
 
 def carve_size(n: int, fraction: float) -> int:

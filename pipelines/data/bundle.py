@@ -58,6 +58,7 @@ class DatasetBundle:
   feature_names: Optional[Tuple[str, ...]] = None  # CSV feature columns, in order
   image_size: Optional[Tuple[int, int]] = None  # --image_size: raw images are resized to it
   file_shards: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> files read
+  test_source: Optional[str] = None  # how kdprune carved the test split; None: the source's own
   # Each split before its cache (:mod:`pipelines.data.caching`): what :meth:`head` reads.
   uncached: Dict[str, tf.data.Dataset] = dataclasses.field(default_factory=dict)
   cache_note: str = ""  # the cache mode chosen and why
@@ -241,6 +242,7 @@ class DatasetBundle:
         "num_classes": self.num_classes,
         "num_examples": dict(self.num_examples),
         "validation_source": self.validation_source,
+        "test_source": self.test_source or "the source's own test split",
         "task": self.task,
         **({"class_names": list(self.class_names)} if self.class_names else {}),
     }
@@ -276,7 +278,8 @@ def load(config: DataConfig) -> DatasetBundle:
       input_shape=source.input_shape, num_classes=source.num_classes, num_examples=counts,
       validation_source=read.validation_source if validation_rows is None else (
           "carved from train (fraction %g, seed %d)" % (config.validation_fraction, config.seed)),
-      task=config.task, normalization=spec, input_dtype=np.dtype(source.input_dtype).name,
+      test_source=source.test_source, task=config.task, normalization=spec,
+      input_dtype=np.dtype(source.input_dtype).name,
       class_names=source.class_names, feature_names=source.feature_names,
       image_size=None if config.image_size is None else tuple(int(s) for s in config.image_size),
       file_shards=read.file_shards, uncached=uncached, cache_note=note,

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.config.data import IMAGES_PREFIX, DataConfig
 from pipelines.config.errors import ConfigError
-from pipelines.data.base import Read, Source, SourceKind, carve_indices
+from pipelines.data.base import Read, Source, SourceKind, carve_indices, carved_test
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "validation", "test")
@@ -123,6 +123,20 @@ def scan(root: str) -> Dict[str, Dict[str, List[str]]]:
   return splits
 
 
+CLASSES_SAID = 12  # at most this many classes are named in the class-order line
+
+
+def class_order(names) -> str:
+  """The line that says which label each class folder got: ``classes (sorted folder names):
+  cat=0, dog=1, ...``; beyond :data:`CLASSES_SAID` classes, the first ones and the last, with the
+  count."""
+  pairs = ["%s=%d" % (name, i) for i, name in enumerate(names)]
+  if len(pairs) > CLASSES_SAID:
+    pairs = pairs[:CLASSES_SAID - 2] + ["...", pairs[-1]]
+    return "classes (sorted folder names, %d of them): %s" % (len(names), ", ".join(pairs))
+  return "classes (sorted folder names): %s" % ", ".join(pairs)
+
+
 class Images(SourceKind):
   """Image files in class folders; labels are the sorted folder names."""
 
@@ -144,7 +158,7 @@ class Images(SourceKind):
                             root, ", ".join("%dx%d" % s for s in example)))
     height, width = (tuple(config.image_size) if config.image_size is not None
                      else next(iter(sizes)))
-    files = {}
+    files, test_source = {}, None
     for split, classes in splits.items():
       paths = [p for name in names for p in classes[name]]
       labels = np.array([i for i, name in enumerate(names) for _ in classes[name]], np.int32)
@@ -154,10 +168,11 @@ class Images(SourceKind):
       train_idx, test_idx = carve_indices(len(paths), config.test_fraction, config.seed)
       files["train"] = ([paths[i] for i in train_idx], labels[train_idx])
       files["test"] = ([paths[i] for i in test_idx], labels[test_idx])
+      test_source = carved_test("the image folder", config)
     depth = 3 if any(c == 3 for _, _, c in headers) else 1
     return Source(kind=self, input_shape=(int(height), int(width), depth),
                   num_classes=len(names), input_dtype=np.dtype(np.uint8), payload=files,
-                  class_names=tuple(names))
+                  class_names=tuple(names), test_source=test_source)
 
   def split_sizes(self, source: Source) -> dict:
     return {split: len(paths) for split, (paths, _) in source.payload.items()}
@@ -178,8 +193,7 @@ class Images(SourceKind):
                                                tf.constant(labels, tf.int32)))
       return ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # The label of each class is its folder's place in sorted order: say it, once per load.
-    logging.getLogger("kdprune").info("[data] classes (folder names, sorted): %s", ", ".join(
-        "%d=%s" % (i, name) for i, name in enumerate(source.class_names)))
+    logging.getLogger("kdprune").info("[data] %s", class_order(source.class_names))
     paths, labels = source.payload["train"]
     return Read({split: dataset(*files) for split, files in source.payload.items()
                  if split != "train"},

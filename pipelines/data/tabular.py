@@ -10,7 +10,7 @@ import numpy as np
 from pipelines.config.data import CSV_PREFIX, SYNTHETIC_REGRESSION, DataConfig
 from pipelines.config.errors import ConfigError
 from pipelines.data.arrays import Arrays, check_arrays, split_table
-from pipelines.data.base import Source, first_line
+from pipelines.data.base import Source, carved_test, first_line
 
 
 class Csv(Arrays):
@@ -28,6 +28,7 @@ class Csv(Arrays):
     arrays = check_arrays(flag, split_table(x, y, config, flag), config.num_classes, config.task)
     source = self.source(arrays)
     source.feature_names = tuple(csv_feature_names(config.csv_path, config.target_column))
+    source.test_source = carved_test("the CSV file", config)
     return source
 
 
@@ -52,7 +53,9 @@ class Synthetic(Arrays):
     y = y / max(float(np.abs(y).max()), 1e-12)
     flag = "--dataset=%s" % config.dataset
     arrays = split_table(x.astype(np.float32), y.astype(np.float32), config, flag)
-    return self.source(check_arrays(flag, arrays, task="regression"))
+    source = self.source(check_arrays(flag, arrays, task="regression"))
+    source.test_source = carved_test("the generated table", config)
+    return source
 
 
 def csv_header(path: str) -> list:

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from pipelines import config as configs
 from pipelines.config import EXPORT, stage_of
+from pipelines.data import base as data_base
 from pipelines.runtime import rundir, timing
 
 COLUMNS = (("model", "model"), ("test_accuracy", "test acc"), ("tflite_bytes", "size"),
@@ -226,41 +227,131 @@ def target_lines(report: dict) -> List[str]:
   return lines
 
 
-# Points below the teacher (classification) or an MSE ratio above which the verdict suggests a
-# larger student.
+# The verdict's thresholds. A drop below the float teacher of more than LARGE_DROP_POINTS accuracy
+# points (1 point: 100 of MNIST's 10,000 test examples, 4 of the quickstart's 359, about one
+# standard error of an accuracy near 96% measured on 359 examples) blocks "ship it"; regression:
+# a test MSE above LARGE_MSE_RATIO times the teacher's.
 LARGE_DROP_POINTS = 1.0
 LARGE_MSE_RATIO = 1.2
+# What quantization (QAT, then the int8 conversion) may cost against the float student before the
+# verdict asks for more QAT: half a point (5 of 1,000 test examples), or 10% more MSE.
+QAT_LOSS_POINTS = 0.5
+QAT_LOSS_MSE_RATIO = 1.1
 
 
-def next_steps(report: dict, student_metrics: dict, target_sparsity: float) -> List[str]:
-  """What the run's own figures point to next, one sentence each: the verdict on the product
-  against its teacher, and whether the student was still improving when training stopped."""
-  steps = []
+def _still_improving(metrics: Optional[dict]):
+  """``(best epoch, epochs run)`` when a stage's best epoch was its last and early stopping did
+  not end it (it was still improving), else None."""
+  if not metrics:
+    return None
+  best, run = metrics.get("best_epoch"), metrics.get("epochs_run")
+  if best and run and best == run and not metrics.get("stopped_early"):
+    return best, run
+  return None
+
+
+def _examples(points: float, n: int) -> str:
+  return "%d of the %d test examples" % (round(abs(points) * n / 100.0), n)
+
+
+def verdict(report: dict, student: dict, qat: dict, teacher: Optional[dict],
+            target_sparsity: float) -> dict:
+  """The verdict on the product and the next steps the run's own figures point to.
+
+  ``report``: the export report (``comparison``, ``models``, ``test_examples``, ``workdir``);
+  ``student``, ``qat``, ``teacher``: those stages' manifest metrics (``teacher`` None when the
+  run has none). Returns ``{"ship": bool, "verdict": one line, "next_steps": [sentences]}``.
+
+  Blocking ("not yet"): an imported teacher measured on a test split kdprune carved itself (the
+  comparison may be inflated), quantization that lost more than ``QAT_LOSS_POINTS`` against the
+  float student, a drop below the teacher of more than ``LARGE_DROP_POINTS``. Not blocking, but
+  said: a teacher or student whose best epoch was its last (more epochs may help). Otherwise
+  "ship it" with the product's path, and how to go smaller.
+  """
+  regression = report.get("task") == "regression"
+  n = int(report.get("test_examples") or 0)
+  by_name = {m["name"]: m for m in report.get("models", [])}
+  product = by_name.get(report.get("product"), {})
+  path = os.path.join(report.get("workdir", ""), product.get("file", ""))
+  blockers, steps = [], []
+  teacher = teacher or {}
+
+  if teacher.get("imported") and teacher.get("test_source"):
+    blockers.append("the imported teacher's test figures may be inflated")
+    steps.append("The imported teacher was evaluated on a test split %s: if it was trained on "
+                 "any of those examples, its test accuracy and the gap to the student are "
+                 "inflated. Give the data a test split of its own: %s." % (
+                     teacher["test_source"], data_base.own_test_split(report.get("dataset", ""))))
+
+  trained = _still_improving(None if teacher.get("imported") else teacher)
+  if trained:
+    steps.append("The teacher's best epoch was its last (%d of %d): it was still improving; more "
+                 "--teacher_epochs (e.g. --teacher_epochs=%d) may give a better teacher to "
+                 "distil from." % (trained[0], trained[1], 2 * trained[1]))
+  improving = _still_improving(student)
+  if improving:
+    steps.append("The student's best epoch was its last (%d of %d): it was still improving; more "
+                 "--student_epochs (e.g. --student_epochs=%d) may help." % (
+                     improving[0], improving[1], 2 * improving[1]))
+
+  key = "test_mse" if regression else "test_accuracy"
+  if product.get(key) is not None and student.get(key) is not None:
+    if regression:
+      ratio = product[key] / max(student[key], 1e-12)
+      lost = ratio > QAT_LOSS_MSE_RATIO
+      cost = "the int8 file's test MSE is %.2fx the float student's" % ratio
+    else:
+      points = round(100 * (student[key] - product[key]), 4)
+      lost = points > QAT_LOSS_POINTS
+      cost = "the int8 file is %.2f accuracy points (%s) below the float student" % (
+          points, _examples(points, n))
+    if lost and qat.get("scheme") == "ptq":
+      blockers.append("post-training quantization cost too much against the float student")
+      steps.append("Quantization cost too much: %s, by post-training quantization (a Keras 3 "
+                   "student gets no QAT): a tf_keras student (--student_keras=2) gets "
+                   "quantization-aware training (--qat_epochs)." % cost)
+    elif lost:
+      blockers.append("quantization cost too much against the float student")
+      runs = int(qat.get("epochs_run") or 0)
+      steps.append("Quantization cost too much: %s after %d QAT epoch%s: more --qat_epochs "
+                   "(e.g. --qat_epochs=%d) lets QAT recover it." % (
+                       cost, runs, "" if runs == 1 else "s", max(2 * runs, 2)))
+
   c = report.get("comparison")
+  large = None
   if c and "accuracy_delta_points" in c:
     drop = -c["accuracy_delta_points"]
     large = drop > LARGE_DROP_POINTS
-    gap = "%.2f accuracy points below the teacher" % drop if drop > 0 else (
-        "%.2f accuracy points above the teacher" % -drop)
+    gap = ("%.2f accuracy points (%s) below the teacher" % (drop, _examples(drop, n))
+           if drop > 0 else "%.2f accuracy points above the teacher" % -drop)
   elif c and "mse_ratio" in c:
     large = c["mse_ratio"] > LARGE_MSE_RATIO
     gap = "at %.2fx the teacher's test MSE" % c["mse_ratio"]
-  else:
-    large, gap = None, None
   if large:
-    steps.append("The int8 student is %s: for a smaller gap, prune less (a lower "
-                 "--final_sparsity than %g), widen the student (--student_width) or train it "
-                 "longer, or let kdprune-search find the smallest student within a budget "
-                 "(--max_drop)." % (gap, target_sparsity))
-  elif large is not None:
-    steps.append("The int8 student is %s, %.1fx smaller gzipped: to go smaller, raise "
-                 "--final_sparsity (now %g) or run kdprune-search with the drop you accept "
-                 "(--max_drop)." % (gap, c["gzip_ratio"], target_sparsity))
-  best, run = student_metrics.get("best_epoch"), student_metrics.get("epochs_run")
-  if best and run and best == run and not student_metrics.get("stopped_early"):
-    steps.append("The student's best epoch was its last (%d of %d): it was still improving; "
-                 "more --student_epochs may help." % (best, run))
-  return steps
+    blockers.append("the int8 student is %s" % gap)
+    budget = round(LARGE_MSE_RATIO - 1, 3) if regression else LARGE_DROP_POINTS
+    steps.append("The int8 student is %s: prune less (a lower --final_sparsity than %g), widen "
+                 "the student (--student_width), or let kdprune-search find the smallest "
+                 "student within a budget (kdprune-search --max_drop=%g)." % (
+                     gap, target_sparsity, budget))
+
+  if blockers:
+    line = "Not yet: %s." % "; ".join(blockers)
+  else:
+    line = "Ship it: %s%s." % (path, ", %s, %.1fx smaller gzipped" % (gap, c["gzip_ratio"])
+                               if large is not None else "")
+    if large is not None:
+      steps.append("To go smaller: raise --final_sparsity (now %g), or run kdprune-search with "
+                   "the drop you accept (--max_drop)." % target_sparsity)
+  return {"ship": not blockers, "verdict": line, "next_steps": steps}
+
+
+def verdict_lines(report: dict) -> List[str]:
+  """The verdict and the next steps, one line each ("Verdict: ...", "Next: ..."); none for a
+  report written before verdicts were."""
+  if not report.get("verdict"):
+    return []
+  return ["Verdict: " + report["verdict"]] + ["Next: " + s for s in report.get("next_steps", [])]
 
 
 def markdown(report: dict) -> str:
@@ -268,8 +359,6 @@ def markdown(report: dict) -> str:
   regression = report.get("task") == "regression"
   lines = ["# kdprune export report: student `%s`" % report["student"], ""]
   lines += comparison_lines(report)
-  if report.get("next_steps"):
-    lines += ["", "## Verdict and next step", ""] + ["- " + s for s in report["next_steps"]]
   lines += ["", "## Stage by stage", ""]
   lines += story_table(report["story"])
   lines += ["", "## Exported models", "",
@@ -303,8 +392,12 @@ def markdown(report: dict) -> str:
              "test accuracy %.2f%%" % (100 * sm["test_accuracy"]))
     lines += ["", "SavedModel of the QAT student: `%s` (%s, served through its "
               "`serving_default` signature)." % (sm["path"], score)]
-  lines += ["", "Machine: %s." % report.get("machine", "unknown"), ""]
-  return "\n".join(lines)
+  lines += ["", "Machine: %s." % report.get("machine", "unknown")]
+  if report.get("verdict"):  # last: what to do with the product, from the figures above
+    lines += ["", "## Verdict and next steps", "", "**Verdict: %s**" % report["verdict"]]
+    if report.get("next_steps"):
+      lines += [""] + ["- " + s for s in report["next_steps"]]
+  return "\n".join(lines + [""])
 
 
 def pyplot():
@@ -352,14 +445,21 @@ def machine() -> str:
                                          os.cpu_count() or 0, platform.python_version())
 
 
-def table(workdir: str, name: str = "default") -> str:
-  """The report's model table (plain markdown) for printing, or '' if there is no report."""
+def _report_json(workdir: str, name: str) -> Optional[dict]:
   path = os.path.join(rundir.RunDir(workdir).stage_dir(stage_of(EXPORT, name)), "report.json")
   if not os.path.exists(path):
-    return ""
+    return None
   with open(path) as f:
-    out = json.load(f)
-  steps = ["Next: " + s for s in out.get("next_steps", [])]
+    return json.load(f)
+
+
+def table(workdir: str, name: str = "default", verdict: bool = True) -> str:
+  """The report's model table (plain markdown) for printing, ending with the verdict and the
+  next steps (unless ``verdict`` is false), or '' if there is no report."""
+  out = _report_json(workdir, name)
+  if out is None:
+    return ""
+  steps = verdict_lines(out) if verdict else []
   targets = target_lines(out)
   speed = [m["zeros_speed"]["sentence"] for m in out["models"] if m.get("zeros_speed")]
   return "\n".join(comparison_lines(out) + [""] + models_table(out["models"]) +
@@ -387,7 +487,7 @@ def pipeline_summary(workdir: str, outcomes, seconds: float) -> str:
         os.path.join(run_dir.workdir, model) if model else "-"))
   names = {o.name.split("/", 1)[1] for o in outcomes if o.name.startswith(EXPORT + "/")}
   for name in sorted(names):
-    text = table(workdir, name)
+    text = table(workdir, name, verdict=False)
     if text:
       lines += ["", "Exported (%s), measured on the files:" % os.path.join(
           run_dir.workdir, EXPORT, name), ""] + [("  " + l) if l else "" for l in text.splitlines()]
@@ -395,8 +495,13 @@ def pipeline_summary(workdir: str, outcomes, seconds: float) -> str:
   lines += ["  " + l for l in timing.table(
       [(o.name, o.entry.get("phases") if o.ran else None) for o in outcomes]).splitlines()]
   lines += ["", "  manifest:    %s" % run_dir.manifest_path,
-            "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir, ""]
-  return "\n".join(lines)
+            "  TensorBoard: tensorboard --logdir %s" % run_dir.workdir]
+  for name in sorted(names):  # last: what the figures say to do next
+    said = verdict_lines(_report_json(workdir, name) or {})
+    if said:
+      lines += [""] + (["  %s:" % stage_of(EXPORT, name)] if len(names) > 1 else [])
+      lines += ["  " + l for l in said]
+  return "\n".join(lines + [""])
 
 
 def _fmt(value, pattern):

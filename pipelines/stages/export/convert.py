@@ -270,8 +270,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         "latency_ratio": round(ref["latency_ms"] / max(product["latency_ms"], 1e-9), 3),
         "product_sparsity": product["sparsity"],
     }
-  out["next_steps"] = report.next_steps(out, upstream_student.metrics,
-                                        upstream_student.target_sparsity)
+  out.update(report.verdict(out, upstream_student.metrics, q_entry["metrics"],
+                            up["teacher"]["metrics"] if "teacher" in up else None,
+                            upstream_student.target_sparsity))
   report_json = os.path.join(stage_dir, "report.json")
   report_md = os.path.join(stage_dir, "report.md")
   plot_path = os.path.join(stage_dir, "%s_vs_size.png" % ("mse" if regression else "accuracy"))

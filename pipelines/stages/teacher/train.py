@@ -9,6 +9,7 @@ from models.registry import build_model
 from pipelines.config import IMPORT_RECORD, LOGITS_DIR, TeacherConfig, tasks
 from pipelines.config import TEACHER as NAME
 from pipelines.data import bundle as data_lib
+from pipelines.data.base import own_test_split
 from pipelines.runtime import distribute, progress, rundir, timing
 from pipelines.runtime.execute import StageResult
 from pipelines.stages.teacher import validate
@@ -107,6 +108,9 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
       "teacher_kind": teacher.kdprune_flavour,
       "outputs_are": outputs_are(probabilities),
       "train_seconds": 0.0,
+      # A test split kdprune carved itself may hold examples the teacher was trained on
+      # elsewhere: the export's verdict says so (pipelines.export.report.verdict).
+      "test_source": bundle.test_source,
   }
   record = {"path": os.path.abspath(config.path), "outputs_are": (
       "probabilities" if probabilities else "logits"),
@@ -124,6 +128,10 @@ def _import(config: TeacherConfig, workdir: str) -> StageResult:
                   "[%.3g, %.3g] (--normalization=%s); pass the --normalization it was trained "
                   "with" % (test["accuracy"], bundle.num_classes, lo, hi,
                             config.data.normalization))
+  if bundle.test_source:
+    progress.warn("[teacher] warning: the test split was %s: if the imported teacher was trained "
+                  "on any of those examples, its test figures are inflated; give the data its "
+                  "own test split (%s)" % (bundle.test_source, own_test_split(config.data.dataset)))
   record_path = os.path.join(stage_dir, IMPORT_RECORD)
   metrics_path = os.path.join(stage_dir, "metrics.json")
   config_path = os.path.join(stage_dir, "config.json")
