@@ -6,8 +6,8 @@ process on the TensorFlow backend; a Keras 3 student is pruned by kdprune's own 
 (``pipelines/prune/keras3.py``) and quantized after training (full-integer post-training
 quantization at the export).
 
-* :func:`build_family` builds ``mlp``, ``cnn``, ``lenet`` or ``resnet`` with Keras 3: the very
-  builders of the tf_keras families, given Keras 3 as their ``keras`` (same layers, same names).
+* :func:`build_family` builds ``mlp``, ``cnn``, ``lenet``, ``tinycnn`` or ``resnet`` with Keras 3:
+  the very builders of the tf_keras families, given Keras 3 as their ``keras`` (same layers, same names).
 * :func:`load_student` loads a user's Keras 3 ``.keras`` file (Functional or Sequential), nested
   models inlined into one graph with the same weights (as :mod:`models.flatten` does for tf_keras)
   and a final softmax removed (kdprune distils on logits).
@@ -35,7 +35,7 @@ _LOG = logging.getLogger("kdprune")
 
 # The built-in families whose builders take ``keras=`` (the Keras Applications ones use tf_keras'
 # applications internals and are refused with --student_keras=3).
-FAMILIES = ("mlp", "cnn", "lenet", "resnet")
+FAMILIES = ("mlp", "cnn", "lenet", "tinycnn", "resnet")
 
 
 def keras3():
