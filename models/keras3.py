@@ -6,9 +6,10 @@ process on the TensorFlow backend; a Keras 3 student is pruned by kdprune's own 
 (``pipelines/prune/keras3.py``) and quantized after training (full-integer post-training
 quantization at the export).
 
-* :func:`build_family` builds ``mlp``, ``cnn``, ``lenet``, ``resnet`` or a Keras Applications
-  family (``mobilenet_v2``, ...) with Keras 3: the very builders of the tf_keras families, given
-  Keras 3 as their ``keras`` (same layers, same names; the applications from Keras 3's own).
+* :func:`build_family` builds ``mlp``, ``cnn``, ``lenet``, ``tinycnn``, ``resnet`` or a Keras
+  Applications family (``mobilenet_v2``, ...) with Keras 3: the very builders of the tf_keras
+  families, given Keras 3 as their ``keras`` (same layers, same names; the applications from
+  Keras 3's own).
 * :func:`load_student` loads a user's Keras 3 ``.keras`` file (Functional or Sequential), nested
   models inlined into one graph with the same weights (as :mod:`models.flatten` does for tf_keras)
   and a final softmax removed (kdprune distils on logits).
@@ -36,7 +37,7 @@ _LOG = logging.getLogger("kdprune")
 
 # The built-in families whose builders take ``keras=``: kdprune's own, and the Keras Applications
 # ones (built from Keras 3's ``keras.applications``: models/applications.py).
-FAMILIES = ("mlp", "cnn", "lenet", "resnet") + spec_lib.APPLICATION_FAMILIES
+FAMILIES = ("mlp", "cnn", "lenet", "tinycnn", "resnet") + spec_lib.APPLICATION_FAMILIES
 
 
 def keras3():

@@ -1,7 +1,7 @@
 """What to build, checked without importing TensorFlow.
 
-:class:`ModelSpec` names a built-in family (``mlp``, ``cnn``, ``lenet``, ``resnet``) or a
-user builder ``package.module:function``; :func:`validate_spec` refuses an
+:class:`ModelSpec` names a built-in family (``mlp``, ``cnn``, ``lenet``, ``tinycnn``, ``resnet``)
+or a user builder ``package.module:function``; :func:`validate_spec` refuses an
 unknown name or an out-of-range knob with one line naming the flag.
 """
 
@@ -20,6 +20,8 @@ BUILTIN_FAMILIES: Dict[str, tuple] = {
             16, 2, 0.25),
     "lenet": ("LeNet-style CNN: depth x [Conv3x3, BN, ReLU, MaxPool], Dense(8 x width), ReLU, "
               "Dropout, Dense(classes)", 32, 2, 0.25),
+    "tinycnn": ("LeNet-style CNN without the hidden Dense: depth x [Conv3x3, BN, ReLU, MaxPool], "
+                "Dense(classes)", 8, 3, 0.0),
     "resnet": ("ResNet: stem, 3 stages x depth basic blocks, GAP, Dense(classes)", 16, 2, 0.0),
     # Keras Applications (models/applications.py): width is the width multiplier, depth unused.
     "mobilenet_v2": ("Keras MobileNetV2 (width: alpha), GAP, Dense(classes)", 1.0, 1, 0.0),
@@ -166,7 +168,7 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
       if size >= 4:
         h, w, size = h // 2, w // 2, size // 2
     cin = h * w * cin
-  elif spec.name == "lenet":
+  elif spec.name in ("lenet", "tinycnn"):
     h, w, cin = shape
     size = min(h, w)
     for b in range(depth):
@@ -174,8 +176,10 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
       cin = width * 2 ** b
       if size >= 4:
         h, w, size = h // 2, w // 2, size // 2
-    add("dense", "Dense", h * w * cin, LENET_HIDDEN_PER_WIDTH * width)
-    cin = LENET_HIDDEN_PER_WIDTH * width
+    cin = h * w * cin
+    if spec.name == "lenet":
+      add("dense", "Dense", cin, LENET_HIDDEN_PER_WIDTH * width)
+      cin = LENET_HIDDEN_PER_WIDTH * width
   else:  # resnet
     add("stem_conv", "Conv2D", shape[2], width, 3)
     cin, size = width, min(shape[0], shape[1])
@@ -196,10 +200,10 @@ def kernel_layers(spec: ModelSpec, input_shape, num_classes: int) -> Optional[li
 
 
 def layer_names(spec: ModelSpec, input_shape) -> Optional[List[str]]:
-  """The names of the layers (after the input) of a ``mlp``, ``cnn`` or ``lenet`` model, in
-  order, computed from the spec without TensorFlow (``None`` for other families: their names are
-  known once built). ``tests/test_models.py`` keeps it in step with the builders."""
-  if spec.name not in ("mlp", "cnn", "lenet") or spec.is_user_builder:
+  """The names of the layers (after the input) of a ``mlp``, ``cnn``, ``lenet`` or ``tinycnn``
+  model, in order, computed from the spec without TensorFlow (``None`` for other families: their
+  names are known once built). ``tests/test_models.py`` keeps it in step with the builders."""
+  if spec.name not in ("mlp", "cnn", "lenet", "tinycnn") or spec.is_user_builder:
     return None
   _, depth, dropout = family_defaults(spec.name)
   depth = spec.depth if spec.depth is not None else depth

@@ -294,7 +294,7 @@ def test_feature_maps_of_other_sizes_are_pooled_to_the_smaller():
 
 
 @pytest.mark.parametrize("name, shape", [("mlp", (8, 8, 1)), ("mlp", (12,)), ("cnn", (8, 8, 1)),
-                                         ("lenet", (28, 28, 1))])
+                                         ("lenet", (28, 28, 1)), ("tinycnn", (28, 28, 1))])
 def test_layer_names_without_tensorflow_are_the_built_models(name, shape):
   from models.registry import build_model  # pylint: disable=g-import-not-at-top
   from models.spec import ModelSpec, layer_names  # pylint: disable=g-import-not-at-top

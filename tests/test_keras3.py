@@ -34,7 +34,7 @@ from tests.conftest import (
 K3 = keras3_models.keras3()
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "resnet"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "tinycnn", "resnet"])
 def test_each_family_builds_with_keras3_like_its_tf_keras_self(family):
   spec = ModelSpec(family, width=4, depth=1)
   two = build_model(spec, (8, 8, 1), 10)

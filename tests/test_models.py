@@ -8,7 +8,7 @@ from models.registry import register, validate_spec
 from pipelines.config.errors import ConfigError
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "resnet"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "lenet", "tinycnn", "resnet"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_families_build_functional_logit_models(family, shape):
   model = build_model(ModelSpec(family, width=8, depth=1), shape, 7)
@@ -55,7 +55,7 @@ def test_user_builder_by_module_path():
 
 @pytest.mark.parametrize("name,message", [
     ("nosuchfamily", "unknown model; choose one of cnn, efficientnet_b0, lenet, mlp, mobilenet_v2, "
-                     "mobilenet_v3_large, mobilenet_v3_small, resnet, resnet50"),
+                     "mobilenet_v3_large, mobilenet_v3_small, resnet, resnet50, tinycnn"),
     ("tests.nosuchmodule:fn", "cannot import tests.nosuchmodule"),
     ("tests.builders:nope", "tests.builders has no function nope"),
     ("tests.builders:no_args", "must accept (input_shape, num_classes)"),
@@ -192,3 +192,16 @@ def test_mixed_precision_keeps_the_logits_layer_in_float32(family):
   assert plain.get_layer("logits").get_config()["dtype"] == "float32"
   assert plain.output.dtype == tf.float32
   assert precision.to_float32(model).get_config() == plain.get_config()
+
+
+def test_tinycnn_is_lenet_without_its_hidden_dense():
+  """The 5 KB MNIST preset's student: conv blocks, Flatten, the classifier and nothing between."""
+  tiny = build_model(ModelSpec("tinycnn"), (28, 28, 1), 10)  # defaults: width 8, depth 3
+  kernels = [(l.name, int(l.kernel.shape.num_elements())) for l in tiny.layers
+             if hasattr(l, "kernel")]
+  assert kernels == [("conv_1", 72), ("conv_2", 1152), ("conv_3", 4608), ("logits", 2880)]
+  lenet = build_model(ModelSpec("lenet", width=8, depth=3, dropout=0), (28, 28, 1), 10)
+  assert [l.name for l in lenet.layers if l.name not in ("dense", "relu_dense")] == [
+      l.name for l in tiny.layers]
+  with pytest.raises(ConfigError, match="tinycnn needs image inputs"):
+    build_model(ModelSpec("tinycnn"), (20,), 3, flag="--student_model")

@@ -344,3 +344,31 @@ def test_inputs_far_beyond_the_training_range_get_a_warning(regression_run, tmp_
   assert result.returncode == 0, result.stderr
   assert "kdprune-predict: warning: the inputs span" in result.stderr
   assert "training's span [%.6g, %.6g]" % (lo, hi) in result.stderr
+
+
+@pytest.mark.slow
+def test_noembed_preprocessing_leaves_the_record_out_of_the_files(finished_run, tmp_path):
+  """--noembed_preprocessing: the files lose the metadata (and its bytes), preprocessing.json stays
+  beside them, and kdprune-predict on a lone file says why it cannot run it."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from pipelines.runtime import execute  # pylint: disable=g-import-not-at-top
+  src, config, _ = finished_run
+  workdir = tmp_path / "run"
+  shutil.copytree(src, workdir)
+  _, before = _product(workdir)
+  execute.run_stage(export.STAGE, dataclasses.replace(config.export, embed_preprocessing=False),
+                    str(workdir), force=True)
+  report, after = _product(workdir)
+  data = (workdir / after["file"]).read_bytes()
+  assert tflite_tools.read_metadata(data, "kdprune_preprocessing") is None
+  record = (workdir / "export" / "default" / "preprocessing.json").read_bytes()
+  assert after["tflite_bytes"] <= before["tflite_bytes"] - len(json.dumps(json.loads(record)))
+  assert after["tflite_gzip_bytes"] < before["tflite_gzip_bytes"]
+  assert json.loads(record) == report["preprocessing"]
+  model, spec = predict.resolve_model(str(workdir / "export" / "default"))  # the folder: as ever
+  assert spec == report["preprocessing"]
+  lone = tmp_path / "lone.tflite"
+  shutil.copy(workdir / after["file"], lone)
+  with pytest.raises(ConfigError, match="unless --noembed_preprocessing"):
+    predict.resolve_model(str(lone))

@@ -33,7 +33,7 @@ def _check(preset, tmp_path):
 
 
 def test_there_are_presets():
-  assert {"default.cfg", "mnist.cfg", "mnist_mlp_student.cfg"} <= {
+  assert {"default.cfg", "mnist.cfg", "mnist_5kb.cfg", "mnist_mlp_student.cfg"} <= {
       os.path.basename(p) for p in PRESETS}
 
 
@@ -85,3 +85,33 @@ def test_the_commands_defaults_and_default_cfg_are_the_built_in_defaults(flagfil
   done = subprocess.run([sys.executable, "-c", _DEFAULTS, flagfile, str(tmp_path / "run")],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0 and "same" in done.stdout, done.stderr[-2000:]
+
+
+_STAGES = """
+import sys
+from absl import flags
+from pipelines.cli import flags as kflags
+from pipelines.runtime import rundir
+kflags.define_flags()
+flags.FLAGS(["kdprune-pipeline", "--flagfile=" + sys.argv[1], "--workdir=" + sys.argv[2]])
+c = kflags.pipeline_config_from_flags()
+print(rundir.fingerprint(c.teacher.resolved()), c.student.name, c.student.model.name, c.student.pruning.target,
+      c.student.pruning.layer_sparsity, c.export.embed_preprocessing)
+"""
+
+
+def test_the_5kb_preset_shares_the_mnist_teacher_and_keeps_its_own_student(tmp_path):
+  """Both MNIST presets in one --workdir train one teacher (same fingerprint) and two students."""
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+  out = {}
+  for preset in ("mnist.cfg", "mnist_5kb.cfg"):
+    done = subprocess.run([sys.executable, "-c", _STAGES, "launch/presets/" + preset,
+                           str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out[preset] = done.stdout.split()
+  assert out["mnist.cfg"][0] == out["mnist_5kb.cfg"][0]  # the teacher's fingerprint
+  assert out["mnist.cfg"][1] == "default" and out["mnist_5kb.cfg"][1] == "tiny5kb"
+  assert out["mnist_5kb.cfg"][2] == "tinycnn"
+  assert out["mnist_5kb.cfg"][-1] == "False"  # the record beside the file, not inside it
+  assert out["mnist.cfg"][-1] == "True"

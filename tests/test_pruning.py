@@ -292,7 +292,8 @@ def test_layers_whose_pruned_weight_is_not_called_kernel():
 
 @pytest.mark.parametrize("family,shape", [("mlp", (10,)), ("mlp", (8, 8, 1)), ("cnn", (28, 28, 1)),
                                           ("cnn", (8, 8, 3)), ("lenet", (28, 28, 1)),
-                                          ("lenet", (8, 8, 3)), ("resnet", (32, 32, 3)),
+                                          ("lenet", (8, 8, 3)), ("tinycnn", (28, 28, 1)),
+                                          ("tinycnn", (8, 8, 3)), ("resnet", (32, 32, 3)),
                                           ("resnet", (8, 8, 1))])
 def test_kernel_layers_from_the_spec_match_the_built_model(family, shape):
   """The student stage plans pruning from the spec, without TensorFlow: it must see what tfmot sees."""

@@ -104,6 +104,32 @@ def test_inspect_weights_counts_exact_zeros_and_params():
   assert dynamic["weight_zeros"] >= expected_zeros  # tiny weights may also round to 0
 
 
+def test_converted_files_name_each_tensor_by_its_first_name_piece():
+  """The converter names a fused tensor after every op in it; kdprune keeps the first piece only
+  (the layer is still known: the zero check maps weights to layers by it), a smaller file with
+  the same graph, weights and outputs."""
+  model = _sparse_cnn(sparsity=0.75)
+  x, _ = _data(16)
+  data = tflite_tools.convert(model, "int8", representative=lambda: ([x[i:i + 1]] for i in range(16)))
+  names = [t["name"] for t in tflite_tools.inspect_model(data)["tensors"]]
+  assert names and not any(";" in n for n in names)
+  layers = [tflite_tools._layer_of(l["name"], {"conv": {}, "logits": {}})  # pylint: disable=protected-access
+            for l in tflite_tools.inspect_weights(data)["layers"]]
+  assert layers == ["conv", "logits"]
+  # What the converter gave: the long names (the raw schema round trip keeps them).
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = lambda: ([x[i:i + 1]] for i in range(16))
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  raw = bytes(converter.convert())
+  short = tflite_tools.short_tensor_names(raw)
+  assert any(";" in t["name"] for t in tflite_tools.inspect_model(raw)["tensors"])
+  assert tflite_tools.gzip_size(short) < tflite_tools.gzip_size(raw)
+  assert tflite_tools.short_tensor_names(short) == short  # nothing left to shorten
+  run_raw, run_short = tflite_tools.Runner(raw), tflite_tools.Runner(short)
+  np.testing.assert_array_equal(run_raw(x[:4]), run_short(x[:4]))
+
+
 def test_tflite_accuracy_equals_keras_accuracy():
   model = _sparse_cnn(sparsity=0.5)
   x, y = _data(200)

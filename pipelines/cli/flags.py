@@ -129,6 +129,11 @@ def _define_qat_export_flags():
                     "quantized files show what QAT bought (each costs a conversion and a "
                     "test-set pass)." % ", ".join(configs.BASELINES))
   flags.DEFINE_flag(_int8_io_flag(e.int8_io))
+  flags.DEFINE_bool("embed_preprocessing", e.embed_preprocessing, "Store the preprocessing "
+                    "record (preprocessing.json, written beside the files either way) inside "
+                    "every .tflite too, so kdprune-predict can run a file alone; "
+                    "--noembed_preprocessing saves its bytes (about 400 gzipped) for a flash "
+                    "budget of a few kilobytes.")
   flags.DEFINE_multi_string("target", list(e.targets), "The runtimes to export for, each file "
                             "checked against its rules and measured in the report (repeat the "
                             "flag, or a list): %s. litert is the product (int8, float "
@@ -544,7 +549,8 @@ def export_config_from_flags() -> configs.ExportConfig:
       int8_io=FLAGS.int8_io != "none",
       int8_io_type=FLAGS.int8_io if FLAGS.int8_io != "none" else "int8",
       baselines=_baselines(FLAGS.export_baselines),
-      targets=parse_targets(FLAGS.target))
+      targets=parse_targets(FLAGS.target),
+      embed_preprocessing=FLAGS.embed_preprocessing)
 
 
 def parse_targets(values) -> tuple:

@@ -57,8 +57,9 @@ def resolve_model(path: str) -> Tuple[str, dict]:
         payload = tflite_tools.read_metadata(f.read(), PREPROCESSING_METADATA)
       if payload is None:
         raise ConfigError("%s: no %s beside the model and no %r metadata in it (exports from "
-                          "kdprune-export have both; rerun kdprune-export --force on older "
-                          "runs)" % (flag, PREPROCESSING, PREPROCESSING_METADATA))
+                          "kdprune-export have both, unless --noembed_preprocessing; rerun "
+                          "kdprune-export --force on older runs)" % (
+                              flag, PREPROCESSING, PREPROCESSING_METADATA))
       spec, where = json.loads(payload.decode("utf-8")), "its %r metadata" % PREPROCESSING_METADATA
     missing = [k for k in ("task", "input", "normalization") if k not in spec]
     if missing or "shape" not in spec["input"] or "kind" not in spec["normalization"]:

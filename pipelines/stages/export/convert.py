@@ -136,8 +136,9 @@ def run(config: ExportConfig, workdir: str) -> StageResult:
         data = tflite_tools.convert(model, mode, representative=representative,
                                     int8_io=config.int8_io, io_type=config.int8_io_type)
       # Every file takes the same raw inputs: each carries the record (kdprune-predict reads it
-      # when preprocessing.json is not beside the file; a target's file has it already).
-      if not target:
+      # when preprocessing.json is not beside the file; a target's file has it already), unless
+      # --noembed_preprocessing.
+      if not target and config.embed_preprocessing:
         data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
     path = os.path.join(stage_dir, name + ".tflite")
     with rundir.atomic_path(path) as tmp:
@@ -328,7 +329,8 @@ def _target_files(config: ExportConfig, extra, serving: str, student, preprocess
         by_io[io_type] = tflite_tools.convert_saved_model(serving, target.mode, int8_io=True,
                                                           io_type=io_type, batch=1)
       data = by_io[io_type]
-    data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
+    if config.embed_preprocessing:
+      data = tflite_tools.with_metadata(data, PREPROCESSING_METADATA, preprocessing_bytes)
     model, weights = tflite_tools.inspect_model(data), tflite_tools.inspect_weights(data)
     problem = targets.problem(target, model, weights, io_type)
     if problem:
