@@ -11,21 +11,17 @@ emptied, and each metadata entry dropped. The differences are what each part cos
 
 import sys
 
-import flatbuffers
 import numpy as np
 
 from pipelines.export import tflite as tflite_tools
-from pipelines.export.tflite import schema
 
 
 def _model(data: bytes):
-  return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+  return tflite_tools.editable(data)
 
 
 def _gzip(model) -> int:
-  builder = flatbuffers.Builder(1024)
-  builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-  return tflite_tools.gzip_size(bytes(builder.Output()))
+  return tflite_tools.gzip_size(tflite_tools.repacked(model, 0))
 
 
 def anatomy(data: bytes) -> dict:

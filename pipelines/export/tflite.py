@@ -190,14 +190,14 @@ def _convert(converter, mode, representative, int8_io, io_type="int8") -> bytes:
     return short_tensor_names(bytes(converter.convert()))
 
 
-def _editable(data: bytes):
-  """The flatbuffer as TFLite's object API, to edit and :func:`_repacked`; None for a file whose
+def editable(data: bytes):
+  """The flatbuffer as TFLite's object API, to edit and :func:`repacked`; None for a file whose
   buffers live outside the flatbuffer (the >2 GB layout), which the editors return as it is."""
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
   return None if any(getattr(b, "offset", 0) for b in model.buffers) else model
 
 
-def _repacked(model, size_hint: int) -> bytes:
+def repacked(model, size_hint: int) -> bytes:
   builder = flatbuffers.Builder(size_hint + 1024)
   builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
   return bytes(builder.Output())
@@ -214,7 +214,7 @@ def short_tensor_names(data: bytes) -> bytes:
   the file"). Graph, weights and signatures are unchanged; files whose buffers live outside the
   flatbuffer (the >2 GB layout) are returned as they are.
   """
-  model = _editable(data)
+  model = editable(data)
   if model is None:
     return data
   changed = False
@@ -223,7 +223,7 @@ def short_tensor_names(data: bytes) -> bytes:
       if tensor.name is not None and b";" in tensor.name:
         tensor.name = tensor.name.split(b";", 1)[0]
         changed = True
-  return _repacked(model, len(data)) if changed else data
+  return repacked(model, len(data)) if changed else data
 
 
 @contextlib.contextmanager
@@ -250,7 +250,7 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
 
   Files whose buffers live outside the flatbuffer (the >2 GB layout) are returned as they are.
   """
-  model = _editable(data)
+  model = editable(data)
   if model is None:
     return data
   buffer = schema.BufferT()
@@ -260,7 +260,7 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
   entry.name = name
   entry.buffer = len(model.buffers) - 1
   model.metadata = [m for m in (model.metadata or []) if _text(m.name) != name] + [entry]
-  return _repacked(model, len(data) + len(payload))
+  return repacked(model, len(data) + len(payload))
 
 
 def read_metadata(data: bytes, name: str) -> Optional[bytes]:
@@ -477,7 +477,7 @@ def filled_zeros(data: bytes) -> bytes:
   one the zero point + 1, a float one 1e-3): the same graph, dtypes and kernels as the file, so
   its latency is what the file would run at without its zeros. Sparse-encoded weights are
   left as they are (their twin is the dense-encoded conversion of the same model)."""
-  model, type_names = _editable(data), _TYPE_NAMES
+  model, type_names = editable(data), _TYPE_NAMES
   if model is None:
     return data
   for graph in model.subgraphs:
@@ -494,7 +494,7 @@ def filled_zeros(data: bytes) -> bytes:
       filler = (zero + 1 if values.dtype.kind in "iu" else 1e-3)
       values = np.where(values == zero, filler, values).astype(values.dtype)
       model.buffers[tensor.buffer].data = np.frombuffer(values.tobytes(), dtype=np.uint8)
-  return _repacked(model, len(data))
+  return repacked(model, len(data))
 
 
 def _layer_of(tensor_name: str, layer_names) -> Optional[str]:
